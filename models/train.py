@@ -1,0 +1,367 @@
+"""Stateful truncated-BPTT training for CharLM.
+
+Each batch row reads its own contiguous stream of the corpus; the hidden state is carried from
+one chunk to the next and detached (truncated BPTT, as in the seed); inputs are the true
+characters (teacher forcing). Adam, gradient clipping and a cosine learning-rate decay to
+`lr_min`. Validation bits-per-char at intervals; the best model is saved as a serving
+checkpoint, and a resume file (optimizer, step, stream positions, carried state, RNG) lets
+`--resume` continue exactly where a run stopped. Under `torchrun` it trains data-parallel with
+DistributedDataParallel (gloo on CPU, nccl on CUDA); only rank 0 logs and saves.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from .charlm import CharLM, ModelConfig, detach_state
+from .checkpoint import load_checkpoint, save_checkpoint
+from .corpora import load_corpus_files
+from .errors import RnnscopeError
+from .vocab import CharVocab
+
+LN2 = math.log(2)
+RESUME_FILE = "resume.pt"
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    cell: str = "lstm"
+    layers: int = 2
+    hidden: int = 512
+    emb: int = 64
+    dropout: float = 0.0
+    seq_len: int = 200
+    batch: int = 32
+    lr: float = 2e-3
+    lr_min: float = 2e-4
+    steps: int = 20000  # the schedule's horizon; training stops here or at the time budget
+    clip: float = 5.0
+    eval_every: int = 500
+    val_chars: int = 0  # 0 = the whole validation text
+    time_budget_min: float | None = None
+    seed: int = 1337
+    device: str = "cpu"
+    resume: bool = False
+    init: str | None = None  # start from a serving checkpoint's weights with a fresh optimizer
+    run_dir: str | None = None  # where resume state lives (default runs/<out name>)
+    half: bool = False  # store serving weights as float16
+    threads: int | None = None
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    chars_seen: int
+    best_val_bpc: float | None
+    last_val_bpc: float | None
+    seconds: float
+    stopped_by: str
+    history: list = field(default_factory=list)
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    progress = min(step / max(cfg.steps, 1), 1.0)
+    return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * progress))
+
+
+class StreamBatcher:
+    """Cuts the corpus into `n_streams` contiguous streams and walks them in step."""
+
+    def __init__(self, data: torch.Tensor, n_streams: int, seq_len: int, first: int, count: int):
+        self.seq_len = seq_len
+        self.stream_len = (len(data) - 1) // n_streams
+        if self.stream_len < seq_len:
+            need = n_streams * seq_len + 1
+            raise RnnscopeError(
+                f"the training text has {len(data)} characters, too few for {n_streams} streams of "
+                f"{seq_len}; need at least {need} (lower --batch or --seq-len)"
+            )
+        rows = torch.arange(first, first + count) * self.stream_len
+        self.offsets = rows[:, None] + torch.arange(seq_len + 1)[None, :]  # (B, T+1)
+        self.data = data
+        self.pos = 0
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        """(x, y, wrapped): wrapped means a new pass began and the carried state must reset."""
+        wrapped = False
+        if self.pos + self.seq_len > self.stream_len:
+            self.pos, wrapped = 0, True
+        chunk = self.data[self.offsets + self.pos].long()  # (B, T+1)
+        self.pos += self.seq_len
+        return chunk[:, :-1], chunk[:, 1:], wrapped
+
+
+@torch.no_grad()
+def evaluate_bpc(model: CharLM, ids: torch.Tensor, device: str, n_streams: int = 16, chunk: int = 1000) -> float:
+    """Bits per character over `ids`, read as parallel streams with the state carried across chunks."""
+    model.eval()
+    n = len(ids) - 1
+    if n < 1:
+        return float("nan")
+    n_streams = max(1, min(n_streams, n // 100 or 1))
+    per = n // n_streams
+    total, count = 0.0, 0
+    state = None
+    x_all = ids[: per * n_streams].view(n_streams, per)
+    y_all = ids[1 : per * n_streams + 1].view(n_streams, per)
+    for s in range(0, per, chunk):
+        x = x_all[:, s : s + chunk].to(device).long()
+        y = y_all[:, s : s + chunk].to(device).long()
+        logits, _, state = model(x, state)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum")
+        total += loss.item()
+        count += y.numel()
+    model.train()
+    return total / count / LN2
+
+
+def _dist_info() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return rank, world
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
+        "python": torch.tensor(random.getstate()[1], dtype=torch.int64),
+    }
+
+
+def _set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    np_state = np.random.get_state()
+    np.random.set_state((np_state[0], s["numpy"].numpy().astype(np.uint32), 624, 0, 0.0))
+    random.setstate((3, tuple(int(v) for v in s["python"].tolist()), None))
+
+
+def _state_to_cpu(state) -> list | None:
+    if state is None:
+        return None
+    return [list(t.cpu() for t in s) if isinstance(s, tuple) else [s.cpu()] for s in state]
+
+
+def _state_from(saved, device: str):
+    if saved is None:
+        return None
+    return [tuple(t.to(device) for t in s) if len(s) == 2 else s[0].to(device) for s in saved]
+
+
+def _check_device(device: str) -> None:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RnnscopeError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+    if device != "cpu" and not device.startswith("cuda"):
+        raise RnnscopeError(f"unknown device {device!r}: use cpu or cuda")
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    _check_device(cfg.device)
+    ModelConfig(cell=cfg.cell, n_layers=cfg.layers, hidden=cfg.hidden, emb=cfg.emb, vocab_size=1, dropout=cfg.dropout).validate()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    rank, world = _dist_info()
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cfg.device.startswith("cuda") else "gloo")
+        if cfg.device.startswith("cuda"):
+            cfg.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+    is_main = rank == 0
+
+    train_text, val_text, corpus_meta = load_corpus_files(cfg.data)
+    out = Path(cfg.out)
+    run_dir = Path(cfg.run_dir) if cfg.run_dir else Path("runs") / out.name
+    resume_path = run_dir / RESUME_FILE
+
+    resume_state = None
+    if cfg.resume:
+        if not resume_path.is_file():
+            raise RnnscopeError(f"--resume: no resume state at {resume_path}; run without --resume, or use --init {out}")
+        try:
+            resume_state = torch.load(resume_path, map_location="cpu", weights_only=True)
+        except Exception as e:  # a truncated or foreign file: say so, touch nothing
+            raise RnnscopeError(f"resume state {resume_path} is unreadable ({type(e).__name__}); "
+                                f"delete it and restart, or use --init {out}") from None
+
+    # Model and vocabulary: from resume state, an initial checkpoint, or fresh from the text.
+    card_base: dict = {}
+    if resume_state is not None:
+        vocab = CharVocab.from_json(resume_state["vocab"])
+        mcfg = ModelConfig(**resume_state["model_config"])
+        model = CharLM(mcfg)
+        model.load_state_dict(resume_state["model"])
+        card_base = resume_state.get("card_base", {})
+    elif cfg.init:
+        ck = load_checkpoint(cfg.init)
+        vocab, model, mcfg = ck.vocab, ck.model, ck.model.config
+        card_base = {k: ck.card[k] for k in ("train_steps", "chars_seen", "training_seconds") if k in ck.card}
+        card_base["initialised_from"] = str(cfg.init)
+    else:
+        vocab = CharVocab.from_text(train_text)
+        mcfg = ModelConfig(cell=cfg.cell, n_layers=cfg.layers, hidden=cfg.hidden, emb=cfg.emb,
+                           vocab_size=len(vocab), dropout=cfg.dropout)
+        _seed_all(cfg.seed)
+        model = CharLM(mcfg)
+    model.to(cfg.device).train()
+
+    train_ids = torch.tensor(vocab.encode(train_text), dtype=torch.int32)
+    val_ids = torch.tensor(vocab.encode(val_text), dtype=torch.int32)
+    if cfg.val_chars:
+        val_ids = val_ids[: cfg.val_chars + 1]
+
+    batcher = StreamBatcher(train_ids, cfg.batch * world, cfg.seq_len, rank * cfg.batch, cfg.batch)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    step, chars_seen, elapsed_before, best_bpc, state = 0, 0, 0.0, None, None
+    history: list = []
+    if resume_state is not None:
+        optimizer.load_state_dict(resume_state["optimizer"])
+        step = int(resume_state["step"])
+        chars_seen = int(resume_state["chars_seen"])
+        elapsed_before = float(resume_state["seconds"])
+        best_bpc = resume_state.get("best_bpc")
+        best_bpc = None if best_bpc is None or math.isnan(best_bpc) else float(best_bpc)
+        batcher.pos = int(resume_state["pos"][rank] if world > 1 else resume_state["pos"][0])
+        state = _state_from(resume_state.get("carry"), cfg.device) if world == 1 else None
+        _set_rng_state(resume_state["rng"])
+        history = list(resume_state.get("history", []))
+    else:
+        _seed_all(cfg.seed + rank)
+
+    net = model
+    if world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model)
+
+    def card(val_bpc: float | None) -> dict:
+        c = dict(card_base)
+        c.update(
+            corpus=corpus_meta.get("name"),
+            corpus_sha256=corpus_meta.get("train_sha256"),
+            corpus_split=corpus_meta.get("split"),
+            train_steps=card_base.get("train_steps", 0) + step if "initialised_from" in card_base else step,
+            chars_seen=card_base.get("chars_seen", 0) + chars_seen if "initialised_from" in card_base else chars_seen,
+            val_bpc=None if val_bpc is None else round(val_bpc, 4),
+            params=model.num_params(),
+            training_seconds=round(elapsed_before + (time.time() - t0), 1)
+            + (card_base.get("training_seconds", 0) if "initialised_from" in card_base else 0),
+            hardware=_hardware(cfg.device, world),
+            seq_len=cfg.seq_len,
+            batch=cfg.batch * world,
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        )
+        return c
+
+    def save_resume() -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        positions = [batcher.pos]
+        if world > 1:
+            positions = [batcher.pos] * world  # every rank walks its streams in lock step
+        payload = {
+            "model": model.state_dict(),
+            "model_config": mcfg.to_dict(),
+            "vocab": vocab.to_json(),
+            "optimizer": optimizer.state_dict(),
+            "step": step,
+            "chars_seen": chars_seen,
+            "seconds": elapsed_before + (time.time() - t0),
+            "best_bpc": float("nan") if best_bpc is None else best_bpc,
+            "pos": positions,
+            "carry": _state_to_cpu(state) if world == 1 else None,
+            "rng": _rng_state(),
+            "history": history,
+            "card_base": card_base,
+            "train_config": {k: v for k, v in asdict(cfg).items() if v is not None},
+        }
+        tmp = resume_path.with_suffix(".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, resume_path)
+
+    t0 = time.time()
+    deadline = None if cfg.time_budget_min is None else t0 + cfg.time_budget_min * 60
+    stopped_by = "steps"
+    last_bpc = None
+    bar = tqdm(total=cfg.steps, initial=step, disable=not (is_main and cfg.progress), unit="step", dynamic_ncols=True)
+    while step < cfg.steps:
+        if deadline is not None and _agree(time.time() >= deadline, world):
+            stopped_by = "time budget"
+            break
+        x, y, wrapped = batcher.next()
+        if wrapped:
+            state = None
+        x, y = x.to(cfg.device), y.to(cfg.device)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(cfg, step)
+        _, loss, state = net(x, state, y)
+        state = detach_state(state)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+        optimizer.step()
+        step += 1
+        chars_seen += x.numel() * world
+        bar.update(1)
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}", bpc=f"{loss.item() / LN2:.3f}", val=f"{last_bpc:.3f}" if last_bpc else "-")
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            last_bpc, best_bpc = _validate(cfg, model, val_ids, vocab, card, best_bpc, history, step, is_main, out)
+            if is_main:
+                save_resume()
+            if world > 1:
+                dist.barrier()
+    bar.close()
+    if stopped_by == "time budget" and step % cfg.eval_every != 0:
+        last_bpc, best_bpc = _validate(cfg, model, val_ids, vocab, card, best_bpc, history, step, is_main, out)
+        if is_main:
+            save_resume()
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return TrainResult(step, chars_seen, best_bpc, last_bpc, elapsed_before + time.time() - t0, stopped_by, history)
+
+
+def _validate(cfg, model, val_ids, vocab, card, best_bpc, history, step, is_main, out):
+    if not is_main:
+        return None, best_bpc
+    bpc = evaluate_bpc(model, val_ids, cfg.device) if len(val_ids) > 1 else float("nan")
+    history.append({"step": step, "val_bpc": round(bpc, 4)})
+    tqdm.write(f"step {step}: validation {bpc:.4f} bits/char")
+    if best_bpc is None or bpc < best_bpc or math.isnan(bpc):
+        best_bpc = bpc if not math.isnan(bpc) else best_bpc
+        save_checkpoint(out, model, vocab, card(bpc), half=cfg.half)
+    return bpc, best_bpc
+
+
+def _agree(flag: bool, world: int) -> bool:
+    """All ranks stop together: any rank past its deadline stops everyone."""
+    if world == 1:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0])
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
+def _hardware(device: str, world: int) -> str:
+    if device.startswith("cuda"):
+        name = torch.cuda.get_device_name(0)
+    else:
+        name = f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    return f"{world} x {name}" if world > 1 else name
