@@ -1,0 +1,200 @@
+"""Exact per-timestep trace of every layer's states and gates, at close to fused-forward speed.
+
+PyTorch's fused nn.LSTM / nn.GRU return only h. The route here:
+1. run each layer with its own fused module to get its h sequence (the speed floor);
+2. recompute every gate for every step at once from [x_t ; h_{t-1}] with one batched matmul;
+3. for the LSTM, recover c with the elementwise recurrence c_t = f_t * c_{t-1} + i_t * g_t.
+Long texts run in chunks with the state carried over; only the requested layers, states and
+units are kept, optionally as float16.
+
+Position t in every output means "after reading character t".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .charlm import CELL_STATES, CharLM
+from .errors import RnnscopeError
+from .vocab import CharVocab
+
+LN2 = math.log(2)
+GATE_STATES = {"i", "f", "g", "o", "kept", "written", "r", "z", "n", "c"}
+
+
+@dataclass
+class Trace:
+    text: str
+    cell: str
+    layer_ids: list[int]
+    states: dict[int, dict[str, np.ndarray]]  # layer -> state -> (T, U) values
+    units: list[int] | None  # None = every unit
+    topk_ids: np.ndarray | None  # (T, k) next-character ids, most likely first
+    topk_probs: np.ndarray | None  # (T, k)
+    surprisal_bits: np.ndarray  # (T,) -log2 p(text[t+1]); NaN at the last position
+    unknown: list[int] = field(default_factory=list)  # positions of characters the model never saw
+
+    @property
+    def nbytes(self) -> int:
+        total = self.surprisal_bits.nbytes + len(self.text) * 4
+        for per_state in self.states.values():
+            total += sum(a.nbytes for a in per_state.values())
+        if self.topk_ids is not None:
+            total += self.topk_ids.nbytes + self.topk_probs.nbytes
+        return total
+
+
+def check_request(model: CharLM, layers, states, units) -> tuple[list[int], list[str], list[int] | None]:
+    """Normalise a (layers, states, units) request, or say exactly what is out of range."""
+    cfg = model.config
+    valid = CELL_STATES[cfg.cell]
+    layer_ids = list(range(cfg.n_layers)) if layers is None else sorted(set(int(k) for k in layers))
+    for k in layer_ids:
+        if not 0 <= k < cfg.n_layers:
+            raise RnnscopeError(f"layer {k} is out of range: this model has layers 0..{cfg.n_layers - 1}")
+    state_ids = list(valid) if states is None else list(dict.fromkeys(states))
+    for s in state_ids:
+        if s not in valid:
+            raise RnnscopeError(f"state {s!r} does not exist in a {cfg.cell} model; choose one of {', '.join(valid)}")
+    unit_ids = None
+    if units is not None:
+        unit_ids = [int(u) for u in units]
+        for u in unit_ids:
+            if not 0 <= u < cfg.hidden:
+                raise RnnscopeError(f"unit {u} is out of range: this model has units 0..{cfg.hidden - 1}")
+    return layer_ids, state_ids, unit_ids
+
+
+@torch.no_grad()
+def warmup_state(model: CharLM, vocab: CharVocab, prefix: str):
+    """The recurrent state after reading `prefix` (None for an empty prefix = zeros)."""
+    if not prefix:
+        return None
+    _, _, state = model(vocab.encode_tensor(prefix)[None, :])
+    return state
+
+
+@torch.no_grad()
+def run_trace(
+    model: CharLM,
+    vocab: CharVocab,
+    text: str,
+    *,
+    layers=None,
+    states=None,
+    units=None,
+    topk: int = 5,
+    warmup: str = "",
+    half: bool = False,
+    chunk: int = 8192,
+) -> Trace:
+    if not text:
+        raise RnnscopeError("the text is empty: give at least one character")
+    layer_ids, state_ids, unit_ids = check_request(model, layers, states, units)
+    model.eval()
+    cfg = model.config
+    out_dtype = np.float16 if half else np.float32
+    keep_units = None if unit_ids is None else torch.tensor(unit_ids)
+    ids = vocab.encode_tensor(text)  # (T,)
+    T = len(ids)
+    carry = warmup_state(model, vocab, warmup)
+    top_layer = cfg.n_layers - 1
+    # Layers that must run: everything up to the highest one needed (the head needs the top).
+    recorded = {k: {s: [] for s in state_ids} for k in layer_ids}
+    topk_ids, topk_probs, surprisal = [], [], []
+    k_top = max(0, min(int(topk), cfg.vocab_size))
+
+    for start in range(0, T, chunk):
+        piece = ids[start : start + chunk]
+        x = model.embed(piece[None, :])  # (1, t, E)
+        new_carry = []
+        for k, layer in enumerate(model.layers):
+            s0 = None if carry is None else carry[k]
+            h_seq, s1 = layer(x, s0)  # (1, t, H)
+            new_carry.append(s1)
+            if k in recorded:
+                _record_layer(cfg.cell, layer, x[0], h_seq[0], s0, state_ids, keep_units, recorded[k], out_dtype)
+            x = h_seq
+        carry = new_carry
+        logits = model.head(x[0])  # (t, V)
+        logp = F.log_softmax(logits.float(), dim=-1)
+        nxt = ids[start + 1 : start + 1 + len(piece)]
+        s = torch.full((len(piece),), float("nan"))
+        s[: len(nxt)] = -logp[torch.arange(len(nxt)), nxt] / LN2
+        surprisal.append(s.numpy())
+        if k_top:
+            p, i = logp.exp().topk(k_top, dim=-1)
+            topk_probs.append(p.numpy())
+            topk_ids.append(i.numpy().astype(np.int32))
+    del top_layer
+
+    return Trace(
+        text=text,
+        cell=cfg.cell,
+        layer_ids=layer_ids,
+        states={k: {s: np.concatenate(v) for s, v in per.items()} for k, per in recorded.items()},
+        units=unit_ids,
+        topk_ids=np.concatenate(topk_ids) if k_top else None,
+        topk_probs=np.concatenate(topk_probs) if k_top else None,
+        surprisal_bits=np.concatenate(surprisal).astype(np.float32),
+        unknown=vocab.unknown_positions(text),
+    )
+
+
+def _record_layer(cell, layer, x, h, s0, want, keep_units, into, out_dtype) -> None:
+    """Append this chunk's requested states for one layer. x (t, In), h (t, H) from the fused run."""
+    H = h.shape[1]
+
+    def put(name, value):  # value (t, H) -> kept units, numpy
+        if name in into:
+            v = value if keep_units is None else value[:, keep_units]
+            into[name].append(v.numpy().astype(out_dtype, copy=False))
+
+    put("h", h)
+    if not (set(want) - {"h"}):
+        return
+    if cell == "lstm":
+        h0, c0 = (torch.zeros(1, 1, H), torch.zeros(1, 1, H)) if s0 is None else s0
+    else:
+        h0 = torch.zeros(1, 1, H) if s0 is None else s0
+    h_prev = torch.cat([h0[0], h[:-1]], dim=0)  # (t, H): the state each step read
+    w_ih, w_hh = layer.weight_ih_l0, layer.weight_hh_l0
+    b_ih, b_hh = layer.bias_ih_l0, layer.bias_hh_l0
+    if cell == "lstm":
+        pre = torch.addmm(b_ih + b_hh, torch.cat([x, h_prev], 1), torch.cat([w_ih, w_hh], 1).T)  # (t, 4H)
+        i, f, g, o = pre.chunk(4, dim=1)
+        i, f, o, g = i.sigmoid_(), f.sigmoid_(), o.sigmoid_(), g.tanh_()
+        written = i * g  # (t, H)
+        need_c = bool({"c", "kept"} & set(want))
+        if need_c:
+            c = _cell_recurrence(f, written, c0[0, 0])  # (t, H)
+            c_prev = torch.cat([c0[0], c[:-1]], dim=0)
+            put("c", c)
+            if "kept" in into:
+                put("kept", f * c_prev)
+        put("i", i), put("f", f), put("g", g), put("o", o), put("written", written)
+    elif cell == "gru":
+        gi = torch.addmm(b_ih, x, w_ih.T)  # (t, 3H)
+        gh = torch.addmm(b_hh, h_prev, w_hh.T)  # (t, 3H)
+        i_r, i_z, i_n = gi.chunk(3, dim=1)
+        h_r, h_z, h_n = gh.chunk(3, dim=1)
+        r = (i_r + h_r).sigmoid_()
+        z = (i_z + h_z).sigmoid_()
+        n = (i_n + r * h_n).tanh_()
+        put("r", r), put("z", z), put("n", n)
+
+
+def _cell_recurrence(f: torch.Tensor, u: torch.Tensor, c0: torch.Tensor) -> torch.Tensor:
+    """c_t = f_t * c_{t-1} + u_t for all t: a cheap elementwise scan over time (numpy, in place)."""
+    f_np, out = f.numpy(), u.numpy().copy()  # out starts as u_t and becomes c_t
+    c = c0.numpy().astype(np.float32).copy()
+    for t in range(out.shape[0]):
+        np.multiply(f_np[t], c, out=c)
+        np.add(c, out[t], out=c)
+        out[t] = c
+    return torch.from_numpy(out)
