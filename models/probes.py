@@ -1,0 +1,312 @@
+"""Per-character probes computed from the text itself, and vectorised unit ranking.
+
+A probe gives each position t a label (binary) or a number, describing the text *after reading
+character t* — the same convention as the trace. Ranking scores every unit of every state of
+every layer at once: ROC AUC for binary probes (taken as max(AUC, 1-AUC), the sign says which
+way), |Pearson r| for numeric ones.
+"""
+
+from __future__ import annotations
+
+import io
+import tokenize
+from dataclasses import dataclass
+
+import numpy as np
+import regex
+
+from .errors import RnnscopeError
+
+BINARY, NUMERIC = "binary", "numeric"
+OPENERS, CLOSERS = "([{", ")]}"
+REGEX_TIMEOUT_S = 0.5
+
+
+@dataclass(frozen=True)
+class Probe:
+    id: str
+    kind: str
+    title: str
+
+
+PROBES = {
+    p.id: p
+    for p in (
+        Probe("quotes", BINARY, 'inside double quotes (each " toggles, a blank line resets)'),
+        Probe("brackets", BINARY, "inside parentheses or brackets"),
+        Probe("bracket_depth", NUMERIC, "nesting depth of parentheses and brackets"),
+        Probe("line_position", NUMERIC, "characters since the last newline"),
+        Probe("indent", NUMERIC, "indentation of the current line"),
+        Probe("comment", BINARY, "inside a # comment (Python tokenize, tolerant fallback)"),
+        Probe("string", BINARY, "inside a string literal (Python tokenize, tolerant fallback)"),
+        Probe("word_start", BINARY, "first character of a word"),
+        Probe("vowel", BINARY, "a vowel"),
+        Probe("regex", BINARY, "inside a match of your regular expression"),
+    )
+}
+
+
+def quotes(text: str) -> np.ndarray:
+    out = np.zeros(len(text), dtype=bool)
+    inside, prev = False, ""
+    for t, ch in enumerate(text):
+        if ch == "\n" and prev == "\n":
+            inside = False
+        elif ch == '"':
+            inside = not inside
+        elif ch == "\u201c":
+            inside = True
+        elif ch == "\u201d":
+            inside = False
+        out[t] = inside
+        prev = ch
+    return out
+
+
+def bracket_depth(text: str) -> np.ndarray:
+    out = np.zeros(len(text), dtype=np.float32)
+    depth = 0
+    for t, ch in enumerate(text):
+        if ch in OPENERS:
+            depth += 1
+        elif ch in CLOSERS:
+            depth = max(0, depth - 1)
+        out[t] = depth
+    return out
+
+
+def line_position(text: str) -> np.ndarray:
+    out = np.zeros(len(text), dtype=np.float32)
+    col = 0
+    for t, ch in enumerate(text):
+        col = 0 if ch == "\n" else col + 1
+        out[t] = col
+    return out
+
+
+def indent(text: str) -> np.ndarray:
+    """Leading-whitespace width of the current line, as far as it has been read (tabs = 4)."""
+    out = np.zeros(len(text), dtype=np.float32)
+    width, leading = 0, True
+    for t, ch in enumerate(text):
+        if ch == "\n":
+            width, leading = 0, True
+        elif leading and ch in " \t":
+            width += 4 if ch == "\t" else 1
+        else:
+            leading = False
+        out[t] = width
+    return out
+
+
+def _line_offsets(text: str) -> list[int]:
+    offsets, pos = [0], 0
+    for line in text.splitlines(keepends=True):
+        pos += len(line)
+        offsets.append(pos)
+    return offsets
+
+
+def python_spans(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """(comment, string) masks from Python's tokenize; a tolerant scanner where it fails."""
+    comment = np.zeros(len(text), dtype=bool)
+    string = np.zeros(len(text), dtype=bool)
+    offsets = _line_offsets(text)
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type in (tokenize.COMMENT, tokenize.STRING):
+                a = offsets[tok.start[0] - 1] + tok.start[1]
+                b = offsets[tok.end[0] - 1] + tok.end[1]
+                (comment if tok.type == tokenize.COMMENT else string)[a:b] = True
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return _scan_spans(text)
+    return comment, string
+
+
+def _scan_spans(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """Comments and strings by a small state machine, for code that does not tokenize."""
+    comment = np.zeros(len(text), dtype=bool)
+    string = np.zeros(len(text), dtype=bool)
+    t, n = 0, len(text)
+    while t < n:
+        ch = text[t]
+        if ch == "#":
+            end = text.find("\n", t)
+            end = n if end < 0 else end
+            comment[t:end] = True
+            t = end
+        elif ch in "'\"":
+            quote = text[t : t + 3] if text[t : t + 3] in ('"""', "'''") else ch
+            s = t + len(quote)
+            while s < n:
+                if text[s] == "\\":
+                    s += 2
+                    continue
+                if text.startswith(quote, s):
+                    s += len(quote)
+                    break
+                if len(quote) == 1 and text[s] == "\n":
+                    break
+                s += 1
+            string[t : min(s, n)] = True
+            t = max(s, t + 1)
+        else:
+            t += 1
+    return comment, string
+
+
+def regex_mask(text: str, pattern: str | None) -> np.ndarray:
+    if not pattern:
+        raise RnnscopeError("the regex probe needs a pattern")
+    try:
+        compiled = regex.compile(pattern)
+    except regex.error as e:
+        raise RnnscopeError(f"invalid regular expression: {e}") from None
+    out = np.zeros(len(text), dtype=bool)
+    try:
+        for m in compiled.finditer(text, timeout=REGEX_TIMEOUT_S):
+            out[m.start() : m.end()] = True
+    except TimeoutError:
+        raise RnnscopeError(
+            f"the regular expression took longer than {REGEX_TIMEOUT_S}s on this text "
+            "(catastrophic backtracking?); simplify it"
+        ) from None
+    return out
+
+
+def labels(probe: str, text: str, pattern: str | None = None) -> np.ndarray:
+    """The probe's per-character values: bool for binary probes, float32 for numeric ones."""
+    if probe not in PROBES:
+        raise RnnscopeError(f"unknown probe {probe!r}: choose one of {', '.join(PROBES)}")
+    if probe == "quotes":
+        return quotes(text)
+    if probe == "brackets":
+        return bracket_depth(text) > 0
+    if probe == "bracket_depth":
+        return bracket_depth(text)
+    if probe == "line_position":
+        return line_position(text)
+    if probe == "indent":
+        return indent(text)
+    if probe in ("comment", "string"):
+        comment, string = python_spans(text)
+        return comment if probe == "comment" else string
+    if probe == "word_start":
+        return np.array([c.isalnum() and (t == 0 or not text[t - 1].isalnum()) for t, c in enumerate(text)], dtype=bool)
+    if probe == "vowel":
+        return np.array([c in "aeiouAEIOU" for c in text], dtype=bool)
+    return regex_mask(text, pattern)
+
+
+# ---------------------------------------------------------------- scoring, all units at once
+
+
+def _sortable(x: np.ndarray) -> np.ndarray:
+    """float32 (N, T) -> int32 keys with the same order (sign-magnitude to two's complement)."""
+    bits = (np.ascontiguousarray(x, dtype=np.float32) + np.float32(0.0)).view(np.int32)  # -0.0 -> +0.0
+    return np.where(bits < 0, bits ^ np.int32(0x7FFFFFFF), bits)
+
+
+def auc_all(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """ROC AUC of every column of x (T, N) against binary y (T,): P(x_pos > x_neg) + ties/2.
+
+    One SIMD sort per column: the label rides in the lowest bit of an order-preserving integer
+    key, so no argsort is needed; exact ties are then given their mid-ranks.
+    """
+    y = np.asarray(y, dtype=bool)
+    P = int(y.sum())
+    T, N = x.shape
+    if P == 0 or P == T:
+        raise RnnscopeError("the probe marks every character the same way in this text; pick a text with both")
+    keys = (_sortable(x.T) & np.int32(~1)) | y.astype(np.int32)[None, :]  # (N, T)
+    keys.sort(axis=1)
+    is_pos = (keys & 1).astype(np.float32)  # (N, T) labels in value order
+    ranks = np.arange(1, T + 1, dtype=np.float32)
+    value = keys >> 1
+    tied = value[:, 1:] == value[:, :-1]  # (N, T-1)
+    tie_cols = np.flatnonzero(tied.any(axis=1))
+    rank_sum = is_pos @ ranks  # (N,) ordinal ranks of the positives
+    if len(tie_cols):
+        rank_sum[tie_cols] = (is_pos[tie_cols] * _midranks(value[tie_cols])).sum(axis=1)
+    return (rank_sum - P * (P + 1) / 2) / (P * (T - P))
+
+
+def _midranks(sorted_values: np.ndarray) -> np.ndarray:
+    """Average 1-based ranks for runs of equal values in each row of an already sorted array."""
+    n, T = sorted_values.shape
+    idx = np.broadcast_to(np.arange(T), (n, T))
+    starts = np.ones((n, T), dtype=bool)
+    starts[:, 1:] = sorted_values[:, 1:] != sorted_values[:, :-1]
+    ends = np.ones((n, T), dtype=bool)
+    ends[:, :-1] = starts[:, 1:]
+    first = np.maximum.accumulate(np.where(starts, idx, 0), axis=1)
+    last = np.minimum.accumulate(np.where(ends, idx, T)[:, ::-1], axis=1)[:, ::-1]
+    return (first + last) / 2 + 1
+
+
+def pearson_all(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Pearson r of every column of x (T, N) with y (T,); 0 where a column is constant."""
+    y = np.asarray(y, dtype=np.float64)
+    yc = y - y.mean()
+    ny = np.sqrt((yc**2).sum())
+    if ny == 0:
+        raise RnnscopeError("the probe has the same value at every character of this text; pick a longer text")
+    xs = x.astype(np.float32, copy=False)
+    xc_dot = (yc.astype(np.float32) @ xs).astype(np.float64)  # (N,) = sum_t (y_t - mean) x_t
+    sx = xs.sum(axis=0, dtype=np.float64)
+    sxx = np.einsum("tn,tn->n", xs, xs, dtype=np.float64)
+    var = sxx - sx**2 / len(y)
+    var = np.where(var > 1e-6 * np.maximum(sxx, 1e-30), var, 0.0)  # constant columns, up to rounding
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = np.where(var > 0, xc_dot / (np.sqrt(var) * ny), 0.0)
+    return np.clip(r, -1.0, 1.0)
+
+
+@dataclass
+class UnitScore:
+    layer: int
+    state: str
+    unit: int
+    score: float  # AUC in [0.5, 1] or |r| in [0, 1]
+    sign: int  # +1: higher where the probe is positive / larger; -1: lower
+    metric: str  # "auc" or "pearson"
+
+
+def rank_units(blocks: dict[tuple[int, str], np.ndarray], values: np.ndarray, kind: str, top: int = 20) -> list[UnitScore]:
+    """Score every unit of every (layer, state) block (each (T, U)) and return the best `top`."""
+    keys = list(blocks)
+    x = np.concatenate([blocks[k] for k in keys], axis=1) if len(keys) > 1 else blocks[keys[0]]
+    x = x.astype(np.float32, copy=False)
+    if kind == BINARY:
+        raw = auc_all(x, values)
+        score, sign, metric = np.maximum(raw, 1 - raw), np.where(raw >= 0.5, 1, -1), "auc"
+    else:
+        raw = pearson_all(x, values)
+        score, sign, metric = np.abs(raw), np.where(raw >= 0, 1, -1), "pearson"
+    order = np.argsort(-score, kind="stable")[: max(1, top)]
+    widths = np.cumsum([0] + [blocks[k].shape[1] for k in keys])
+    out = []
+    for j in order:
+        b = int(np.searchsorted(widths, j, side="right") - 1)
+        layer, state = keys[b]
+        out.append(UnitScore(layer, state, int(j - widths[b]), round(float(score[j]), 6), int(sign[j]), metric))
+    return out
+
+
+def span_scores(x: np.ndarray, inside: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """For each column: (fraction of span chars above threshold) - (fraction of the rest above it).
+
+    Positive scores are units that switch on inside the span and stay off elsewhere; the
+    second array scores the reverse (off inside, on elsewhere), as in LSTMVis's selection.
+    """
+    inside = np.asarray(inside, dtype=bool)
+    if not inside.any():
+        raise RnnscopeError("the selected span is empty: select at least one character")
+    if inside.all():
+        raise RnnscopeError("the span covers the whole text: leave some characters outside it")
+    on = x > threshold
+    in_frac = on[inside].mean(axis=0)
+    out_frac = on[~inside].mean(axis=0)
+    off_in = (~on[inside]).mean(axis=0)
+    off_out = (~on[~inside]).mean(axis=0)
+    return in_frac - out_frac, off_in - off_out

@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+
+from models import probes
+from models.errors import RnnscopeError
+
+
+def reference_auc(x, y):
+    pos, neg = x[y], x[~y]
+    gt = (pos[:, None] > neg[None, :]).sum()
+    eq = (pos[:, None] == neg[None, :]).sum()
+    return (gt + 0.5 * eq) / (len(pos) * len(neg))
+
+
+def test_auc_all_matches_pairwise_definition_with_ties():
+    rng = np.random.default_rng(0)
+    T = 300
+    y = rng.random(T) < 0.3
+    x = rng.normal(size=(T, 6)).astype(np.float32)
+    x[:, 1] += 2 * y  # a strong unit
+    x[:, 2] = np.round(x[:, 2])  # many ties
+    x[:, 3] = 1.0  # constant: AUC 0.5
+    x[:, 4] = -x[:, 1]  # reversed
+    x[:, 5] = np.where(y, 1.0, np.float32(0.9))  # perfect with saturation-style ties
+    got = probes.auc_all(x, y)
+    want = np.array([reference_auc(x[:, j], y) for j in range(6)])
+    assert np.abs(got - want).max() < 1e-6
+    assert got[5] == 1.0 and got[3] == 0.5
+
+
+def test_pearson_all_matches_numpy():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(200, 5)).astype(np.float32)
+    y = x[:, 0] * 3 + rng.normal(size=200)
+    x[:, 4] = 7
+    got = probes.pearson_all(x, y)
+    for j in range(4):
+        assert abs(got[j] - np.corrcoef(x[:, j], y)[0, 1]) < 1e-5
+    assert got[4] == 0
+
+
+def test_rank_units_finds_the_planted_unit_with_its_sign():
+    text = 'a "quoted bit" and "another one" here\n\nno "open\n\nreset'
+    y = probes.labels("quotes", text)
+    rng = np.random.default_rng(2)
+    blocks = {(0, "h"): rng.normal(size=(len(text), 8)).astype(np.float32),
+              (1, "c"): rng.normal(size=(len(text), 8)).astype(np.float32)}
+    blocks[(1, "c")][:, 5] = np.where(y, -3.0, 1.0) + 0.01 * rng.normal(size=len(text))
+    best = probes.rank_units(blocks, y, probes.BINARY, top=3)
+    assert (best[0].layer, best[0].state, best[0].unit, best[0].sign) == (1, "c", 5, -1)
+    assert best[0].score == 1.0 and best[0].metric == "auc"
+
+
+def test_quote_labels_toggle_and_reset_on_blank_line():
+    text = 'x "ab" y "c\n\nd'
+    y = probes.labels("quotes", text)
+    assert "".join("1" if v else "0" for v in y) == "00111000011100"
+
+
+def test_text_probes():
+    text = "def f(a, (b)):\n    # hi\n    return 'x'  # c\n"
+    depth = probes.labels("bracket_depth", text)
+    assert depth[text.index("(")] == 1 and depth[text.index("(b") + 1] == 2 and depth[text.index(":")] == 0
+    assert probes.labels("line_position", "ab\ncd").tolist() == [1, 2, 0, 1, 2]
+    ind = probes.labels("indent", text)
+    assert ind[text.index("return")] == 4 and ind[0] == 0
+    comment, string = probes.python_spans(text)
+    assert comment[text.index("# hi")] and not comment[text.index("return")]
+    assert string[text.index("'x'")] and not string[text.index("def")]
+    assert probes.labels("word_start", "to be").tolist() == [1, 0, 0, 1, 0]
+    assert probes.labels("vowel", "bat").tolist() == [0, 1, 0]
+
+
+def test_broken_code_falls_back_to_the_scanner():
+    text = 'x = "unterminated\ny = 1  # note\nz = """doc\n'
+    comment, string = probes.python_spans(text)
+    assert string[text.index('"unterminated') + 3]
+    assert comment[text.index("# note") + 2]
+    assert not string[text.index("y = 1")]
+
+
+def test_regex_probe_errors_and_timeout():
+    assert probes.labels("regex", "cat hat", "h.t").tolist() == [0, 0, 0, 0, 1, 1, 1]
+    with pytest.raises(RnnscopeError, match="invalid regular expression"):
+        probes.labels("regex", "abc", "(")
+    with pytest.raises(RnnscopeError, match="needs a pattern"):
+        probes.labels("regex", "abc", "")
+    with pytest.raises(RnnscopeError, match="catastrophic"):
+        probes.labels("regex", "a" * 40 + "!", "(a|aa)+$")
+    with pytest.raises(RnnscopeError, match="unknown probe"):
+        probes.labels("sentiment", "abc")
+
+
+def test_span_scores_and_degenerate_spans():
+    x = np.array([[0.0, 1.0], [1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    inside = np.array([False, True, True, False])
+    on, off = probes.span_scores(x, inside, 0.5)
+    assert on.tolist() == [1.0, -1.0] and off.tolist() == [-1.0, 1.0]
+    with pytest.raises(RnnscopeError, match="empty"):
+        probes.span_scores(x, np.zeros(4, bool), 0.5)
+    with pytest.raises(RnnscopeError, match="whole text"):
+        probes.span_scores(x, np.ones(4, bool), 0.5)
+    with pytest.raises(RnnscopeError, match="every character the same way"):
+        probes.auc_all(x, np.zeros(4, bool))

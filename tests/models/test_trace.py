@@ -1,0 +1,198 @@
+"""The trace must equal what PyTorch's own modules and an explicit per-step loop compute."""
+
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from models.cache import ByteLRU
+from models.errors import RnnscopeError
+from models.trace import run_trace, warmup_state
+
+from .helpers import TEXT, tiny_model
+
+TOL = 1e-5
+
+
+def reference_loop(model, vocab, text, warmup=""):
+    """Explicit per-step cell equations with the model's weights: every state of every layer."""
+    ids = vocab.encode_tensor(warmup + text)
+    cell, H = model.config.cell, model.config.hidden
+    out = [{} for _ in model.layers]
+    with torch.no_grad():
+        x_all = model.embed(ids)  # (T, E)
+        h = [torch.zeros(H) for _ in model.layers]
+        c = [torch.zeros(H) for _ in model.layers]
+        for t in range(len(ids)):
+            x = x_all[t]
+            for k, layer in enumerate(model.layers):
+                W_ih, W_hh, b_ih, b_hh = layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0
+                rec = {}
+                if cell == "rnn":
+                    h[k] = torch.tanh(W_ih @ x + b_ih + W_hh @ h[k] + b_hh)
+                elif cell == "lstm":
+                    i, f, g, o = (W_ih @ x + b_ih + W_hh @ h[k] + b_hh).chunk(4)
+                    i, f, g, o = i.sigmoid(), f.sigmoid(), g.tanh(), o.sigmoid()
+                    rec.update(i=i, f=f, g=g, o=o, kept=f * c[k], written=i * g)
+                    c[k] = f * c[k] + i * g
+                    h[k] = o * torch.tanh(c[k])
+                    rec["c"] = c[k]
+                else:
+                    xr, xz, xn = (W_ih @ x + b_ih).chunk(3)
+                    hr, hz, hn = (W_hh @ h[k] + b_hh).chunk(3)
+                    r, z = (xr + hr).sigmoid(), (xz + hz).sigmoid()
+                    n = torch.tanh(xn + r * hn)
+                    h[k] = (1 - z) * n + z * h[k]
+                    rec.update(r=r, z=z, n=n)
+                rec["h"] = h[k]
+                if t >= len(warmup):
+                    for name, v in rec.items():
+                        out[k].setdefault(name, []).append(v.clone())
+                x = h[k]
+    return [{s: torch.stack(v).numpy() for s, v in per.items()} for per in out]
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_every_state_matches_explicit_cell_loop(cell, layers):
+    model, vocab = tiny_model(cell, layers=layers, seed=layers)
+    tr = run_trace(model, vocab, TEXT)
+    ref = reference_loop(model, vocab, TEXT)
+    assert set(tr.states) == set(range(layers))
+    for k in range(layers):
+        assert set(tr.states[k]) == set(ref[k]), "every state the cell has is traced"
+        for name, want in ref[k].items():
+            got = tr.states[k][name]
+            assert got.shape == (len(TEXT), 16)
+            assert np.abs(got - want).max() <= TOL, (cell, layers, k, name)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_hidden_and_final_cell_match_pytorch_multilayer_module(cell):
+    """h of every layer equals nn.LSTM/GRU/RNN(num_layers=3)'s output and final states."""
+    model, vocab = tiny_model(cell, layers=3)
+    ref = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](8, 16, num_layers=3)
+    singles = []
+    with torch.no_grad():
+        for k, layer in enumerate(model.layers):
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(ref, f"{name}_l{k}").copy_(getattr(layer, f"{name}_l0"))
+        x = model.embed(vocab.encode_tensor(TEXT))[:, None, :]  # (T, 1, E)
+        top, final = ref(x)
+        # Each layer alone, fed the previous layer's output, is PyTorch's own per-layer answer.
+        inp = x
+        for k in range(3):
+            one = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](inp.size(-1), 16)
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(one, f"{name}_l0").copy_(getattr(ref, f"{name}_l{k}"))
+            inp, _ = one(inp)
+            singles.append(inp[:, 0].numpy())
+    tr = run_trace(model, vocab, TEXT)
+    assert np.abs(tr.states[2]["h"] - top[:, 0].numpy()).max() <= TOL
+    for k in range(3):
+        assert np.abs(tr.states[k]["h"] - singles[k]).max() <= TOL
+    if cell == "lstm":
+        c_final = final[1][:, 0].numpy()  # (layers, H)
+        for k in range(3):
+            assert np.abs(tr.states[k]["c"][-1] - c_final[k]).max() <= TOL
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_chunked_trace_equals_single_pass(cell):
+    model, vocab = tiny_model(cell)
+    text = TEXT * 7
+    whole = run_trace(model, vocab, text, chunk=100_000)
+    chunked = run_trace(model, vocab, text, chunk=37)
+    for k in whole.states:
+        for s in whole.states[k]:
+            assert np.abs(whole.states[k][s] - chunked.states[k][s]).max() <= TOL
+    assert np.allclose(whole.surprisal_bits, chunked.surprisal_bits, atol=1e-4, equal_nan=True)
+
+
+def test_long_text_50k_chars_matches_pytorch():
+    model, vocab = tiny_model("lstm", layers=2)
+    rng = random.Random(0)
+    text = "".join(rng.choice(TEXT) for _ in range(50_000))
+    tr = run_trace(model, vocab, text, chunk=8192)
+    ref = torch.nn.LSTM(8, 16, num_layers=2)
+    with torch.no_grad():
+        for k, layer in enumerate(model.layers):
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(ref, f"{name}_l{k}").copy_(getattr(layer, f"{name}_l0"))
+        top, (h_n, c_n) = ref(model.embed(vocab.encode_tensor(text))[:, None, :])
+    assert tr.states[1]["h"].shape == (50_000, 16)
+    assert np.abs(tr.states[1]["h"] - top[:, 0].numpy()).max() <= TOL
+    assert np.abs(tr.states[0]["c"][-1] - c_n[0, 0].numpy()).max() <= TOL
+    assert np.abs(tr.states[1]["c"][-1] - c_n[1, 0].numpy()).max() <= TOL
+
+
+def test_warmup_prefix_sets_the_initial_state():
+    model, vocab = tiny_model("lstm")
+    warm = 'He said "'
+    tr = run_trace(model, vocab, TEXT, warmup=warm)
+    ref = reference_loop(model, vocab, TEXT, warmup=warm)
+    for k in range(2):
+        for name in ("h", "c", "f"):
+            assert np.abs(tr.states[k][name] - ref[k][name]).max() <= TOL
+    assert warmup_state(model, vocab, "") is None
+    cold = run_trace(model, vocab, TEXT)
+    assert np.abs(cold.states[1]["c"][0] - tr.states[1]["c"][0]).max() > 0
+
+
+def test_subset_keeps_only_what_was_asked():
+    model, vocab = tiny_model("lstm", layers=3)
+    full = run_trace(model, vocab, TEXT)
+    part = run_trace(model, vocab, TEXT, layers=[1], states=["c", "f"], units=[3, 0, 15], half=True)
+    assert list(part.states) == [1] and set(part.states[1]) == {"c", "f"}
+    assert part.states[1]["c"].dtype == np.float16 and part.states[1]["c"].shape == (len(TEXT), 3)
+    assert np.abs(part.states[1]["c"].astype(np.float32) - full.states[1]["c"][:, [3, 0, 15]]).max() < 2e-3
+    assert part.nbytes < full.nbytes
+
+
+def test_surprisal_and_topk_agree_with_softmax():
+    model, vocab = tiny_model("gru")
+    tr = run_trace(model, vocab, TEXT, topk=5)
+    with torch.no_grad():
+        logp = torch.log_softmax(model(vocab.encode_tensor(TEXT)[None])[0][0], -1)
+    ids = vocab.encode(TEXT)
+    for t in (0, 10, len(TEXT) - 2):
+        assert math.isclose(tr.surprisal_bits[t], -logp[t, ids[t + 1]].item() / math.log(2), rel_tol=1e-4)
+        assert tr.topk_ids[t, 0] == int(logp[t].argmax())
+        assert math.isclose(tr.topk_probs[t, 0], logp[t].exp().max().item(), rel_tol=1e-4)
+    assert np.isnan(tr.surprisal_bits[-1])
+    assert np.all(np.diff(tr.topk_probs, axis=1) <= 0)
+
+
+def test_bad_requests_say_what_is_wrong():
+    model, vocab = tiny_model("gru", layers=2)
+    with pytest.raises(RnnscopeError, match="layer 2 is out of range"):
+        run_trace(model, vocab, TEXT, layers=[2])
+    with pytest.raises(RnnscopeError, match="state 'c' does not exist in a gru model"):
+        run_trace(model, vocab, TEXT, states=["c"])
+    with pytest.raises(RnnscopeError, match="unit 16 is out of range"):
+        run_trace(model, vocab, TEXT, units=[16])
+    with pytest.raises(RnnscopeError, match="empty"):
+        run_trace(model, vocab, "")
+
+
+def test_unknown_characters_are_reported_not_dropped():
+    model, vocab = tiny_model()
+    tr = run_trace(model, vocab, "He€llo☃")
+    assert tr.unknown == [2, 6]
+    assert tr.states[0]["h"].shape[0] == 7
+
+
+def test_byte_lru_evicts_by_size():
+    cache = ByteLRU(max_bytes=100, size_of=len)
+    cache.put("a", "x" * 40)
+    cache.put("b", "y" * 40)
+    assert cache.get("a") is not None  # a is now most recent
+    cache.put("c", "z" * 40)  # evicts b, the least recently used
+    assert cache.get("b") is None and cache.get("a") and cache.get("c")
+    assert cache.nbytes == 80
+    cache.put("huge", "w" * 500)
+    assert cache.get("huge") is None and cache.nbytes == 80
+    value, hit = cache.get_or_compute("a", lambda: "never")
+    assert hit and value == "x" * 40
