@@ -1,0 +1,89 @@
+"""How close is the full trace to the fused forward pass, the speed floor on this CPU?
+
+For a 2-layer, 512-unit LSTM and GRU (random weights: speed does not depend on training) on
+texts of 5,000 and 50,000 characters, prints the median time of
+  (a) the fused 2-layer forward returning only the top h,
+  (b) a per-step loop of LSTMCell/GRUCell calls,
+  (c) the full trace: every layer, every state and gate, top-k and surprisal,
+and the ratios c/a (target <= 1.3) and b/a, all measured side by side in this one run.
+
+    python bench/trace_speed.py [--repeats 3] [--lengths 5000 50000] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+
+import torch
+
+from models.charlm import CharLM, ModelConfig
+from models.trace import run_trace
+from models.vocab import CharVocab
+
+ALPHABET = 'abcdefghijklmnopqrstuvwxyz ABCDEFGHIJ,.;:!?"\'\n-'
+
+
+def median_time(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+@torch.no_grad()
+def cell_loop(model: CharLM, idx: torch.Tensor) -> None:
+    """The slow reference: one LSTMCell/GRUCell call per character per layer."""
+    cells = []
+    for layer in model.layers:
+        cell_cls = torch.nn.LSTMCell if isinstance(layer, torch.nn.LSTM) else torch.nn.GRUCell
+        cell = cell_cls(layer.input_size, layer.hidden_size)
+        cell.load_state_dict({k.replace("_l0", ""): v for k, v in layer.state_dict().items()})
+        cells.append(cell)
+    x_all = model.embed(idx[0])
+    H = model.config.hidden
+    state = [None] * len(cells)
+    for t in range(x_all.size(0)):
+        x = x_all[t : t + 1]
+        for k, cell in enumerate(cells):
+            if isinstance(cell, torch.nn.LSTMCell):
+                h, c = cell(x, state[k] or (torch.zeros(1, H), torch.zeros(1, H)))
+                state[k] = (h, c)
+            else:
+                h = cell(x, state[k] if state[k] is not None else torch.zeros(1, H))
+                state[k] = h
+            x = h
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--loop-repeats", type=int, default=1, help="the per-step loop is slow; fewer repeats")
+    ap.add_argument("--lengths", type=int, nargs="+", default=[5000, 50000])
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rng = random.Random(0)
+    vocab = CharVocab.from_text(ALPHABET)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeats} (loop: {args.loop_repeats})")
+    print(f"{'cell':5} {'chars':>7} {'(a) fused s':>12} {'(b) loop s':>11} {'(c) trace s':>12} {'c/a':>6} {'b/a':>6}")
+    for cell in ("lstm", "gru"):
+        torch.manual_seed(0)
+        model = CharLM(ModelConfig(cell=cell, n_layers=2, hidden=512, emb=64, vocab_size=len(vocab))).eval()
+        for n in args.lengths:
+            text = "".join(rng.choice(ALPHABET) for _ in range(n))
+            idx = vocab.encode_tensor(text)[None, :]
+            with torch.no_grad():
+                model.top_hidden(idx[:, :500])  # warm-up
+            a = median_time(lambda: torch.no_grad()(model.top_hidden)(idx), args.repeats)
+            c = median_time(lambda: run_trace(model, vocab, text, topk=5), args.repeats)
+            b = median_time(lambda: cell_loop(model, idx), args.loop_repeats)
+            print(f"{cell:5} {n:7d} {a:12.3f} {b:11.3f} {c:12.3f} {c / a:6.2f} {b / a:6.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
