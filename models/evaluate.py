@@ -1,0 +1,78 @@
+"""Measure a checkpoint on its corpus's held-out split: bits-per-char and its best probe units.
+
+For each probe, every unit of every state of every layer is scored on the validation text
+(the same ranking the app uses); the best unit is what a model card names, e.g. the quote cell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+from . import probes
+from .checkpoint import Checkpoint
+from .trace import run_trace
+from .train import evaluate_bpc
+
+# Which probes are worth naming for which corpus.
+CORPUS_PROBES = {
+    "austen": ("quotes",),
+    "python-stdlib": ("string", "comment", "indent"),
+}
+
+
+@dataclass
+class BestUnit:
+    probe: str
+    layer: int
+    state: str
+    unit: int
+    score: float
+    sign: int
+    metric: str
+    chars: int
+
+
+def best_units(ck: Checkpoint, text: str, probe_ids, max_chars: int = 100_000) -> list[BestUnit]:
+    """Score all units against each probe on the first `max_chars` of `text`, one layer at a time."""
+    text = text[:max_chars]
+    found = []
+    values = {p: probes.labels(p, text) for p in probe_ids}
+    best: dict[str, probes.UnitScore] = {}
+    for layer in range(ck.config.n_layers):
+        tr = run_trace(ck.model, ck.vocab, text, layers=[layer], topk=0, half=True)
+        blocks = {(layer, s): a for s, a in tr.states[layer].items()}
+        del tr
+        for p in probe_ids:
+            for s, block in list(blocks.items()):
+                top = probes.rank_units({s: block}, values[p], probes.PROBES[p].kind, top=1)[0]
+                if p not in best or top.score > best[p].score:
+                    best[p] = top
+    for p in probe_ids:
+        b = best[p]
+        found.append(BestUnit(p, b.layer, b.state, b.unit, b.score, b.sign, b.metric, len(text)))
+    return found
+
+
+@torch.no_grad()
+def validation_bpc(ck: Checkpoint, val_text: str) -> float:
+    ids = torch.tensor(ck.vocab.encode(val_text), dtype=torch.int32)
+    return evaluate_bpc(ck.model, ids, "cpu")
+
+
+def card_entries(units: list[BestUnit]) -> dict:
+    """The model-card fields naming the best units; `quote_unit` is what the app opens on."""
+    out = {"probe_units": {u.probe: {k: v for k, v in asdict(u).items() if k != "probe"} for u in units}}
+    for u in units:
+        if u.probe == "quotes":
+            out["quote_unit"] = {"layer": u.layer, "state": u.state, "unit": u.unit, "auc": u.score, "sign": u.sign}
+    return out
+
+
+def summarise(units: list[BestUnit]) -> str:
+    return "; ".join(f"{u.probe}: layer {u.layer} {u.state}[{u.unit}] {u.metric} {u.score:.3f} ({'+' if u.sign > 0 else '-'})"
+                     for u in units)
+
+
