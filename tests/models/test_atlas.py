@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+
+from models.atlas import build_atlas, load_atlas, neuron_view, save_atlas
+from models.checkpoint import Checkpoint
+from models.errors import RnnscopeError
+from models.trace import run_trace
+
+from .helpers import TEXT, tiny_model
+
+
+def test_atlas_round_trip_and_neuron_view(tmp_path):
+    model, vocab = tiny_model("lstm")
+    ck = Checkpoint(model=model, vocab=vocab, card={"corpus": "test"})
+    text = TEXT * 5
+    atlas = build_atlas(ck, text, top=4, bins=10)
+    save_atlas(tmp_path, atlas)
+    again = load_atlas(tmp_path)
+    view = neuron_view(again, 1, "c", 3)
+    values = run_trace(model, vocab, text, layers=[1], states=["c"]).states[1]["c"][:, 3]
+    assert view["max"] == pytest.approx(values.max(), abs=1e-4)
+    tops = [c["position"] for c in view["top"]]
+    assert values[tops[0]] == values.max() and list(values[tops]) == sorted(values[tops], reverse=True)
+    bottom = view["bottom"][0]
+    assert values[bottom["position"]] == values.min() and bottom["char"] == text[bottom["position"]]
+    assert sum(view["hist"]) == len(text)
+    assert {p["probe"] for p in view["probes"]} >= {"quotes", "vowel"}
+    top_h = neuron_view(again, 1, "h", 0)
+    assert len(top_h["pushes_up"]) == 8 and "pushes_up" not in view
+    w = model.head.weight.detach().numpy()[:, 0]
+    assert top_h["pushes_up"][0][0] == vocab.chars[int(np.argmax(w))]
+    with pytest.raises(RnnscopeError, match="unit 16 is out of range"):
+        neuron_view(again, 1, "c", 16)
+    with pytest.raises(RnnscopeError, match="no layer 5"):
+        neuron_view(again, 5, "h", 0)
+
+
+def test_missing_and_corrupt_atlas(tmp_path):
+    assert load_atlas(tmp_path) is None
+    (tmp_path / "atlas.json").write_text("{broken")
+    with pytest.raises(RnnscopeError, match="rebuild it"):
+        load_atlas(tmp_path)
