@@ -101,6 +101,104 @@ def sample(
     sys.stdout.write("\n")
 
 
+@cli.command("trace")
+def trace_cmd(
+    text: Optional[str] = typer.Argument(None, help="text to trace; read from stdin when omitted"),
+    model: Optional[str] = typer.Option(None, "--model", help="a checkpoint folder, or a model name in the model folder "
+                                        "(RNNSCOPE_MODELS_DIR); default: the default model"),
+    layer: Optional[int] = typer.Option(None, "--layer", help="layer (default: the card's quote unit, else 0)"),
+    state: Optional[str] = typer.Option(None, "--state", help="h, c, i, f, g, o, kept, written (LSTM); h, r, z, n (GRU); h (RNN)"),
+    unit: Optional[int] = typer.Option(None, "--unit", help="unit index (default: the card's quote unit, else 0)"),
+):
+    """Print the text coloured by one unit's value, with ANSI 24-bit background colours."""
+    from app.scale import neuron_scale
+    from app.terminal import legend, paint
+    from models.trace import run_trace
+
+    if text is None:
+        if sys.stdin is None or sys.stdin.isatty():
+            _fail("give the text as an argument, or pipe it in on stdin")
+        text = sys.stdin.read()
+    if not text:
+        _fail("the text is empty: give at least one character")
+    try:
+        name, ck = _resolve_model(model)
+        q = _quote_unit(ck) if layer is None and state is None and unit is None else None
+        layer_id = layer if layer is not None else (q[0] if q else 0)
+        state_id = state if state is not None else (q[1] if q else "h")
+        unit_id = unit if unit is not None else (q[2] if q else 0)
+        tr = run_trace(ck.model, ck.vocab, text, layers=[layer_id], states=[state_id], units=[unit_id], topk=0)
+    except RnnscopeError as e:
+        _fail(str(e))
+    values = tr.states[layer_id][state_id][:, 0]
+    scale = neuron_scale(state_id, values)
+    typer.echo(f"{name} · layer {layer_id} · {state_id} · unit {unit_id}   {legend(scale.lo, scale.hi)} ({scale.label})",
+               err=True)
+    sys.stdout.write(paint(text, scale.positions(values)))
+    if not text.endswith("\n"):
+        sys.stdout.write("\n")
+    sys.stdout.flush()
+
+
+def _resolve_model(model: Optional[str]):
+    """A folder path loads directly; a bare name must be one of the model folder's checkpoints."""
+    from app.config import Settings
+    from app.registry import is_model_folder
+    from models.checkpoint import load_checkpoint
+
+    settings = Settings()
+    if model and ("/" in model or model in (".", "..")):
+        return Path(model).name, load_checkpoint(model)
+    root = settings.models_dir
+    names = sorted(p.name for p in root.iterdir() if is_model_folder(p)) if root.is_dir() else []
+    if model is None:
+        if not names:
+            raise RnnscopeError(f"no models are installed in {root}: train one with `rnnscope train`, "
+                                "or pass --model FOLDER")
+        model = settings.default_model if settings.default_model in names else names[0]
+    if model not in names:
+        if Path(model).is_dir():
+            return Path(model).name, load_checkpoint(model)
+        installed = ", ".join(names) or "none"
+        raise RnnscopeError(f"unknown model {model!r} in {root} (installed: {installed}); or pass a folder path")
+    return model, load_checkpoint(root / model)
+
+
+def _quote_unit(ck) -> Optional[tuple[int, str, int]]:
+    q = ck.card.get("quote_unit")
+    if not isinstance(q, dict):
+        return None
+    try:
+        return int(q["layer"]), str(q["state"]), int(q["unit"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+@cli.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (0.0.0.0 for every interface)"),
+    port: int = typer.Option(8000, "--port", min=1, max=65535),
+    models_dir: Optional[Path] = typer.Option(None, "--models-dir", help="overrides RNNSCOPE_MODELS_DIR"),
+    log_level: str = typer.Option("info", "--log-level"),
+):
+    """Serve the web app and the JSON API (uvicorn)."""
+    import logging
+    import os
+
+    import uvicorn
+
+    from app.config import Settings
+
+    if models_dir is not None:
+        os.environ["RNNSCOPE_MODELS_DIR"] = str(models_dir)
+    settings = Settings()
+    logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
+    # The whole view lives in the URL: let a request line carry the longest allowed text, %-encoded.
+    max_line = settings.max_chars * 12 + 64 * 1024
+    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, http="h11",
+                h11_max_incomplete_event_size=max_line, log_level=log_level, proxy_headers=True)
+
+
 def main() -> None:
     cli()
 

@@ -1,0 +1,109 @@
+"""JSON routes under /api/v1 (in OpenAPI), plus /healthz. Thin: validate, call the service, shape."""
+
+from __future__ import annotations
+
+import numpy as np
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from .errors import InputError
+from .registry import ModelEntry
+from .schemas import ErrorDetail, Health, ModelInfo, TraceRequest, TraceResponse
+from .service import TraceResult, TraceService
+
+router = APIRouter(prefix="/api/v1", tags=["api"])
+health = APIRouter(tags=["ops"])
+
+ERRORS = {
+    404: {"model": ErrorDetail, "description": "unknown model"},
+    413: {"model": ErrorDetail, "description": "text or requested values over the limit"},
+    422: {"model": ErrorDetail, "description": "bad input: empty text, layer/unit out of range, missing state, malformed JSON"},
+}
+
+
+def _service(request: Request) -> TraceService:
+    return request.app.state.service
+
+
+@router.get("/models", response_model=list[ModelInfo], summary="Installed models")
+def list_models(request: Request) -> list[ModelInfo]:
+    service = _service(request)
+    service.registry.refresh()
+    return [_info(e) for e in service.registry.entries.values()]
+
+
+@router.post("/trace", response_model=TraceResponse, responses=ERRORS, summary="Trace text through a model")
+def trace(body: TraceRequest, request: Request) -> JSONResponse:
+    """Per-position values of the requested layers, states and units; omitted ones mean all.
+
+    Position t holds the state after reading character t. Values are float16-precise.
+    """
+    service = _service(request)
+    entry = service.model(body.model)
+    service.check_text(body.text)
+    layers = None if body.layer is None else [body.layer]
+    states = None if body.state is None else [body.state]
+    if layers is not None:
+        service.check_layer(entry, layers[0])
+    if states is not None:
+        service.check_state(entry, states[0])
+    units = None if body.units is None else list(dict.fromkeys(body.units))
+    if units is not None:
+        if not units:
+            raise InputError("units is an empty list: omit it for every unit, or name at least one", field="unit")
+        service.check_units(entry, units)
+    n_values = (len(body.text) * (entry.layers if layers is None else 1) * (len(entry.states) if states is None else 1)
+                * (entry.hidden if units is None else len(units)))
+    limit = service.settings.max_api_values
+    if n_values > limit:
+        raise InputError(
+            f"this request asks for {n_values:,} values; the limit is {limit:,}: name one layer, one state "
+            "or fewer units, or send a shorter text",
+            status=413,
+        )
+    result = service.api_trace(entry, body.text, layers, states, units, body.topk)
+    return JSONResponse(_trace_json(entry, body, result, layers, states, units))
+
+
+@health.get("/healthz", response_model=Health, summary="Liveness: cheap, runs no model")
+def healthz(request: Request) -> Health:
+    return Health(status="ok", models=len(request.app.state.registry.entries))
+
+
+def _info(e: ModelEntry) -> ModelInfo:
+    return ModelInfo(name=e.name, cell=e.cell, layers=e.layers, hidden=e.hidden, vocab_size=e.vocab_size,
+                     val_bpc=e.val_bpc, corpus=e.corpus, states=list(e.states))
+
+
+def _trace_json(entry: ModelEntry, body: TraceRequest, result: TraceResult, layers, states, units) -> dict:
+    trace = result.trace
+    layer_ids = list(range(entry.layers)) if layers is None else layers
+    state_ids = list(entry.states) if states is None else states
+    out_layers = []
+    for k in layer_ids:
+        per_state = {}
+        for s in state_ids:
+            block = trace.states[k][s]  # (T, U) as traced
+            if units is not None and trace.units is None:
+                block = block[:, units]
+            per_state[s] = np.round(block.astype(np.float64), 4).tolist()
+        out_layers.append({"layer": k, "states": per_state})
+    topk = None
+    k_top = min(body.topk, entry.vocab_size)
+    if k_top and trace.topk_ids is not None:
+        chars = entry.checkpoint.vocab.chars
+        ids = trace.topk_ids[:, :k_top].tolist()
+        probs = np.round(trace.topk_probs[:, :k_top].astype(np.float64), 4).tolist()
+        topk = [[{"char": chars[i], "p": p} for i, p in zip(ri, rp)] for ri, rp in zip(ids, probs)]
+    surprisal = [None if not np.isfinite(x) else x for x in np.round(trace.surprisal_bits.astype(np.float64), 4).tolist()]
+    return {
+        "model": entry.name,
+        "text": body.text,
+        "length": len(body.text),
+        "units": units,
+        "layers": out_layers,
+        "topk": topk,
+        "surprisal_bits": surprisal,
+        "unknown_positions": list(trace.unknown),
+        "cached": result.cached,
+    }

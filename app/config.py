@@ -1,0 +1,28 @@
+"""Settings read from the environment (prefix RNNSCOPE_), so one image serves any model folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+import models
+
+# Shipped checkpoint folders (models/austen-lstm/ ...) live inside the models package.
+SHIPPED_MODELS_DIR = Path(models.__file__).resolve().parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="RNNSCOPE_", extra="ignore")
+
+    models_dir: Path = Field(SHIPPED_MODELS_DIR, description="folder whose sub-folders holding config.json are models")
+    max_chars: int = Field(20_000, ge=1, description="longest text one request may trace")
+    cache_bytes: int = Field(256 * 1024 * 1024, ge=0, description="byte budget of the trace cache")
+    # A whole-model trace may take at most this share of the cache; longer texts cache one (layer, state).
+    full_trace_share: float = Field(0.25, gt=0.0, le=1.0)
+    max_api_values: int = Field(4_000_000, ge=1, description="most activation numbers one API response may hold")
+    data_dir: Path = Field(Path("data-dir"), description="writable folder for later features (share store)")
+    default_model: str = Field("austen-lstm", description="the model the page opens on, when installed")
+    torch_threads: int | None = Field(None, ge=1, description="torch CPU threads (None = torch's default)")
+    rescan_seconds: float = Field(2.0, ge=0.0, description="how often the model folder is re-checked for changes")

@@ -1,0 +1,116 @@
+"""create_app(): settings, model registry (loaded in the lifespan), routers, static files, error mapping."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.gzip import GZipMiddleware
+
+from models import __version__
+from models.errors import RnnscopeError
+
+from . import api, pages
+from .config import Settings
+from .errors import InputError
+from .registry import Registry
+from .render import STATIC_DIR, render_page
+from .security import SecurityHeaders
+from .service import TraceService
+
+log = logging.getLogger("rnnscope")
+HTMX = STATIC_DIR / "vendor" / "htmx.min.js"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    registry = Registry(settings.models_dir, settings.rescan_seconds)
+    service = TraceService(registry, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        if settings.torch_threads:
+            import torch
+
+            torch.set_num_threads(settings.torch_threads)
+        if not HTMX.is_file():
+            log.error("%s is missing: the page cannot update in place. Run `npm ci` in the project folder "
+                      "(its postinstall copies htmx into static/vendor/).", HTMX)
+        registry.refresh(force=True)
+        if registry.entries:
+            log.info("serving %d model(s) from %s: %s", len(registry.entries), settings.models_dir,
+                     ", ".join(registry.entries))
+        else:
+            log.warning("no models found in %s: the page will say how to train one", settings.models_dir)
+        yield
+
+    app = FastAPI(
+        title="rnnscope",
+        version=__version__,
+        summary="Look inside character-level RNN, LSTM and GRU language models.",
+        docs_url=None,  # served below from static/vendor, so the strict CSP holds there too
+        redoc_url=None,
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.registry = registry
+    app.state.service = service
+
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    app.add_middleware(SecurityHeaders)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(pages.router)
+    app.include_router(api.router)
+    app.include_router(api.health)
+
+    @app.get("/docs", include_in_schema=False, response_class=HTMLResponse)
+    def docs() -> HTMLResponse:
+        return HTMLResponse(render_page("docs.html", {}))
+
+    _add_error_handlers(app)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(InputError)
+    async def input_error(request: Request, exc: InputError) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(RnnscopeError)
+    async def rnnscope_error(request: Request, exc: RnnscopeError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": validation_message(exc.errors())}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": "internal error: the server log has the details"}, status_code=500)
+
+
+def validation_message(errors) -> str:
+    """pydantic's error list -> one sentence a person can act on."""
+    parts = []
+    for err in errors:
+        kind = err.get("type", "")
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        where = ".".join(loc)
+        if kind == "json_invalid":
+            reason = (err.get("ctx") or {}).get("error", "cannot be parsed")
+            return f"the request body is not valid JSON ({reason})"
+        if kind == "missing" and not where:
+            return 'the request body is missing: send JSON such as {"model": "austen-lstm", "text": "Hi"}'
+        if kind in ("model_attributes_type", "dict_type") and not where:
+            return "the request body must be a JSON object"
+        if kind == "extra_forbidden":
+            parts.append(f"{where} is not a field of this request")
+            continue
+        msg = err.get("msg", "is invalid")
+        parts.append(f"{where}: {msg}" if where else msg)
+    return "; ".join(parts) or "invalid request"

@@ -1,0 +1,87 @@
+"""The colour scale: how a raw value becomes a position in [-1, 1] and, for terminals, a colour.
+
+The page maps the position to colour in CSS (static/app.css); the terminal uses `rgb()` below,
+with the same three anchors mixed the same way (linear sRGB mix, as CSS `color-mix(in srgb)`),
+so both show the same picture. PuOr: purple for negative, near-white at 0, orange for positive,
+a ColorBrewer scheme that stays readable with the common colour-vision deficiencies.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+NEGATIVE = (0x5E, 0x3C, 0x99)  # PuOr purple
+MIDDLE = (0xF7, 0xF7, 0xF7)
+POSITIVE = (0xE6, 0x61, 0x01)  # PuOr orange
+
+SURPRISAL_CAP_BITS = 8.0  # surprisal colour saturates here: rarer than 1 in 256
+
+# What each state is, in one line, and the range its values can take.
+STATE_INFO: dict[str, tuple[str, str]] = {
+    "h": ("hidden state h_t: what the next layer and the output see", "tanh"),
+    "c": ("cell state c_t: the LSTM's long-term memory", "free"),
+    "i": ("input gate i_t: how much new content is written", "sigmoid"),
+    "f": ("forget gate f_t: how much old memory is kept", "sigmoid"),
+    "g": ("candidate g_t: the content offered for writing", "tanh"),
+    "o": ("output gate o_t: how much memory is shown as h_t", "sigmoid"),
+    "kept": ("kept f_t ⊙ c_(t-1): memory carried over from the last step", "free"),
+    "written": ("written i_t ⊙ g_t: memory added at this step", "tanh"),
+    "r": ("reset gate r_t: how much of h_(t-1) the candidate reads", "sigmoid"),
+    "z": ("update gate z_t: how much of h_(t-1) is kept", "sigmoid"),
+    "n": ("candidate n_t: the new content mixed into h_t", "tanh"),
+}
+
+
+@dataclass(frozen=True)
+class Scale:
+    lo: float  # legend's left end (raw units)
+    hi: float  # legend's right end (raw units); the colour scale is symmetric: +-hi
+    label: str
+
+    def positions(self, values: np.ndarray) -> np.ndarray:
+        """Raw values -> positions in [-1, 1] on the colour scale (NaN -> 0)."""
+        pos = np.nan_to_num(np.asarray(values, dtype=np.float32) / self.hi, nan=0.0)
+        return np.clip(pos, -1.0, 1.0)
+
+
+def neuron_scale(state: str, values: np.ndarray) -> Scale:
+    """Bounded states use their fixed range; unbounded ones (c, kept) the text's largest |value|."""
+    kind = STATE_INFO.get(state, ("", "free"))[1]
+    if kind == "tanh":
+        return Scale(-1.0, 1.0, "tanh range")
+    if kind == "sigmoid":
+        return Scale(0.0, 1.0, "gate range")
+    finite = np.abs(values[np.isfinite(values)]) if values.size else np.zeros(0)
+    peak = float(finite.max()) if finite.size else 0.0
+    return Scale(-_nice(peak), _nice(peak), "largest |value| in this text")
+
+
+def surprisal_scale() -> Scale:
+    return Scale(0.0, SURPRISAL_CAP_BITS, f"bits, capped at {SURPRISAL_CAP_BITS:g}")
+
+
+def _nice(x: float) -> float:
+    """Round a scale end up to 1, 1.5, 2, 2.5, 3, 4, 5, 6, 8 x 10^k, so the legend reads cleanly."""
+    if not math.isfinite(x) or x <= 0:
+        return 1.0
+    exp = math.floor(math.log10(x))
+    for step in (1, 1.5, 2, 2.5, 3, 4, 5, 6, 8, 10):
+        if step * 10**exp >= x * (1 - 1e-9):
+            return float(step * 10**exp)
+    return float(10 ** (exp + 1))
+
+
+def rgb(position: float) -> tuple[int, int, int]:
+    """Position in [-1, 1] -> the sRGB colour the page's CSS gives it."""
+    p = max(-1.0, min(1.0, float(position)))
+    end = POSITIVE if p >= 0 else NEGATIVE
+    a = abs(p)
+    return tuple(round(e * a + m * (1 - a)) for e, m in zip(end, MIDDLE))  # type: ignore[return-value]
+
+
+def text_is_light(position: float) -> bool:
+    """White text only on strong purple, where dark text would be hard to read (as the CSS does)."""
+    return position < -0.55

@@ -1,0 +1,59 @@
+"""JSON API shapes (pydantic v2); they are what /openapi.json and /docs describe."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ModelInfo(BaseModel):
+    name: str = Field(description="the checkpoint folder's name; pass it as `model`")
+    cell: str = Field(description="rnn, lstm or gru")
+    layers: int
+    hidden: int = Field(description="units per layer")
+    vocab_size: int
+    val_bpc: float | None = Field(description="validation bits per character from the model card")
+    corpus: str | None
+    states: list[str] = Field(description="the states a trace can report for this cell type")
+
+
+class TraceRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, max_length=128, examples=["austen-lstm"])
+    text: str = Field(examples=['"Hello," she said.'])
+    layer: int | None = Field(None, description="one layer; omitted = every layer")
+    state: str | None = Field(None, description="one state (see /api/v1/models); omitted = every state")
+    units: list[int] | None = Field(None, max_length=4096, description="unit indices; omitted = every unit")
+    topk: int = Field(5, ge=0, le=100, description="next-character predictions per position; 0 = none")
+
+
+class Prediction(BaseModel):
+    char: str
+    p: float
+
+
+class LayerTrace(BaseModel):
+    layer: int
+    states: dict[str, list[list[float]]] = Field(description="state -> [position][unit] values")
+
+
+class TraceResponse(BaseModel):
+    model: str
+    text: str
+    length: int
+    units: list[int] | None = Field(description="the units each inner list holds, in order; null = all")
+    layers: list[LayerTrace]
+    topk: list[list[Prediction]] | None = Field(description="per position, the likeliest next characters")
+    surprisal_bits: list[float | None] = Field(
+        description="-log2 p(actual next character) after each position; null at the last position")
+    unknown_positions: list[int] = Field(description="positions of characters the model never saw")
+    cached: bool = Field(description="true when served from the trace cache without running the model")
+
+
+class Health(BaseModel):
+    status: str
+    models: int
+
+
+class ErrorDetail(BaseModel):
+    detail: str

@@ -1,0 +1,151 @@
+"""Traces text through a model once and serves every later view of it from the cache.
+
+The cache (models.cache.ByteLRU) is keyed by (model, model version, text, warmup, scope).
+For texts whose whole trace (every layer, state and unit) fits a share of the cache, scope is
+"everything", so switching neuron, layer or state never re-runs the model. Longer texts keep
+one (layer, state) with all its units, so stepping through neurons is still free.
+Values are kept as float16: half the memory, about three significant digits.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.cache import ByteLRU
+from models.errors import RnnscopeError
+from models.trace import Trace, check_request, run_trace
+
+from .config import Settings
+from .errors import InputError
+from .registry import ModelEntry, Registry, UnknownModel
+
+VIEW_TOPK = 5  # predictions kept per character for the page (and the cached trace)
+BYTES_PER_VALUE = 2  # float16
+
+
+@dataclass(frozen=True)
+class TraceResult:
+    trace: Trace
+    cached: bool
+    seconds: float  # time spent tracing (0 on a cache hit)
+
+
+class TraceService:
+    def __init__(self, registry: Registry, settings: Settings):
+        self.registry = registry
+        self.settings = settings
+        self.cache: ByteLRU[Trace] = ByteLRU(settings.cache_bytes, lambda t: t.nbytes)
+        self.traces_run = 0  # model passes actually run (cache misses), for tests and stats
+
+    # ---- inputs -------------------------------------------------------------------------
+    def model(self, name: str) -> ModelEntry:
+        self.registry.refresh()
+        try:
+            return self.registry.get(name)
+        except UnknownModel as e:
+            raise InputError(str(e), field="model", status=404) from None
+
+    def check_text(self, text: str) -> None:
+        if not text:
+            raise InputError("the text is empty: type or paste at least one character", field="text")
+        if len(text) > self.settings.max_chars:
+            raise InputError(
+                f"the text is {len(text):,} characters long; the limit is {self.settings.max_chars:,}: "
+                "shorten it",
+                field="text",
+                status=413,
+            )
+
+    @staticmethod
+    def check_layer(entry: ModelEntry, layer: int) -> None:
+        _checked(lambda: check_request(entry.checkpoint.model, [layer], [], None), "layer")
+
+    @staticmethod
+    def check_state(entry: ModelEntry, state: str) -> None:
+        _checked(lambda: check_request(entry.checkpoint.model, [], [state], None), "state")
+
+    @staticmethod
+    def check_units(entry: ModelEntry, units: list[int]) -> None:
+        _checked(lambda: check_request(entry.checkpoint.model, [], [], units), "unit")
+
+    # ---- tracing ------------------------------------------------------------------------
+    def full_trace_bytes(self, entry: ModelEntry, length: int) -> int:
+        per_char = entry.layers * len(entry.states) * entry.hidden * BYTES_PER_VALUE + VIEW_TOPK * 8 + 8
+        return length * per_char
+
+    def fits_whole(self, entry: ModelEntry, length: int) -> bool:
+        return self.full_trace_bytes(entry, length) <= self.settings.cache_bytes * self.settings.full_trace_share
+
+    def view_trace(self, entry: ModelEntry, text: str, layer: int, state: str, warmup: str = "") -> TraceResult:
+        """All units of (layer, state) plus top-k and surprisal: from the cache when it has them."""
+        if self.fits_whole(entry, len(text)):
+            return self._cached(entry, text, warmup, None)
+        whole = self.cache.get(_key(entry, text, warmup, None))
+        if whole is not None:
+            return TraceResult(whole, True, 0.0)
+        return self._cached(entry, text, warmup, (layer, state))
+
+    def api_trace(
+        self,
+        entry: ModelEntry,
+        text: str,
+        layers: list[int] | None,
+        states: list[str] | None,
+        units: list[int] | None,
+        topk: int,
+    ) -> TraceResult:
+        """What the JSON API asked for: sliced from a cached trace where possible."""
+        topk = min(topk, entry.vocab_size)
+        if topk <= VIEW_TOPK:
+            if self.fits_whole(entry, len(text)) or self.cache.get(_key(entry, text, "", None)) is not None:
+                return self._cached(entry, text, "", None)
+            if layers is not None and states is not None and len(layers) == 1 and len(states) == 1:
+                return self._cached(entry, text, "", (layers[0], states[0]))
+        t0 = time.perf_counter()
+        try:
+            trace = run_trace(entry.checkpoint.model, entry.checkpoint.vocab, text, layers=layers, states=states,
+                              units=units, topk=topk, half=True)
+        except RnnscopeError as e:
+            raise InputError(str(e)) from None
+        self.traces_run += 1
+        return TraceResult(trace, False, time.perf_counter() - t0)
+
+    def _cached(self, entry: ModelEntry, text: str, warmup: str, scope: tuple[int, str] | None) -> TraceResult:
+        spent = 0.0
+
+        def compute() -> Trace:
+            nonlocal spent
+            t0 = time.perf_counter()
+            layers, states = (None, None) if scope is None else ([scope[0]], [scope[1]])
+            try:
+                trace = run_trace(entry.checkpoint.model, entry.checkpoint.vocab, text, layers=layers,
+                                  states=states, topk=VIEW_TOPK, warmup=warmup, half=True)
+            except RnnscopeError as e:
+                raise InputError(str(e)) from None
+            self.traces_run += 1
+            spent = time.perf_counter() - t0
+            return trace
+
+        trace, hit = self.cache.get_or_compute(_key(entry, text, warmup, scope), compute)
+        return TraceResult(trace, hit, spent)
+
+
+def unit_values(trace: Trace, layer: int, state: str, unit: int) -> np.ndarray:
+    """One unit's value at every position, as float32 (T,)."""
+    block = trace.states[layer][state]  # (T, U)
+    column = unit if trace.units is None else trace.units.index(unit)
+    return block[:, column].astype(np.float32)
+
+
+def _key(entry: ModelEntry, text: str, warmup: str, scope) -> tuple:
+    return (entry.name, entry.version, text, warmup, scope)
+
+
+def _checked(call, field: str) -> None:
+    try:
+        call()
+    except RnnscopeError as e:
+        raise InputError(str(e), field=field) from None

@@ -1,0 +1,297 @@
+"""Page view models: the query string in, plain values for the template out (no maths in templates)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from urllib.parse import quote, urlencode
+
+import numpy as np
+
+from .errors import InputError
+from .registry import ModelEntry
+from .scale import STATE_INFO, Scale, neuron_scale, surprisal_scale
+from .service import TraceService, unit_values
+
+DEFAULT_TEXT = (
+    '"My dear Mr. Bennet," said his lady to him one day, "have you heard that '
+    'Netherfield Park is let at last?"\n'
+    "Mr. Bennet replied that he had not.\n"
+    '"But it is," returned she; "for Mrs. Long has just been here, and she told me all about it."\n'
+)
+MODES = ("neuron", "surprisal")
+UNKNOWN_TITLE = "the model never saw this character: it reads it as the unknown character"
+FIELDS = ("model", "layer", "state", "unit", "mode", "text")  # every control with an inline message slot
+
+
+@dataclass
+class ViewRequest:
+    model: str
+    layer: int
+    state: str
+    unit: int
+    mode: str
+    text: str
+
+    def query(self) -> str:
+        """The canonical URL for this view: every setting, text last because it is the longest."""
+        pairs = [("model", self.model), ("layer", self.layer), ("state", self.state), ("unit", self.unit),
+                 ("mode", self.mode), ("text", self.text)]
+        return "/?" + urlencode(pairs, quote_via=quote)
+
+
+@dataclass
+class ModelOption:
+    name: str
+    label: str
+    layers: int
+    hidden: int
+    states: str  # space-separated, read by static/app.js when the model changes
+    selected: bool
+
+
+@dataclass
+class Controls:
+    """What the form shows: the request's values where they parsed, or sensible fallbacks."""
+
+    models: list[ModelOption]
+    model: str
+    layers: list[int]
+    layer: int
+    states: list[tuple[str, str]]  # (state, description)
+    state: str
+    unit: int
+    unit_max: int
+    mode: str
+    text: str
+    max_chars: int
+
+
+@dataclass
+class Swatch:
+    pos: str  # position on the colour scale, for --v
+    label: str
+
+
+@dataclass
+class CharCell:
+    ch: str
+    v: str  # position on the colour scale in [-1, 1], formatted for --v
+    cls: str  # extra CSS classes: nl (newline), unk (not in vocabulary), na (no value)
+    title: str = ""
+
+
+@dataclass
+class View:
+    title: str
+    heading: str
+    description: str
+    mode: str
+    chars: list[CharCell]
+    legend: list[Swatch]
+    legend_note: str
+    stats: list[str]
+    data: dict  # per-character values, surprisal and predictions for static/app.js (rendered with tojson)
+    unknown_count: int
+    url: str
+
+
+@dataclass
+class Page:
+    controls: Controls | None
+    view: View | None
+    errors: dict[str, str] = field(default_factory=dict)
+    request: ViewRequest | None = None
+    models_dir: str = ""
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def status(self) -> int:
+        return 422 if self.errors else 200
+
+
+def build_page(service: TraceService, params: dict[str, str | None]) -> Page:
+    """Parse and check every setting; trace (or reuse) and build the view when all are valid."""
+    registry = service.registry
+    registry.refresh()
+    if not registry.entries:
+        return Page(None, None, models_dir=str(registry.models_dir), skipped=dict(registry.skipped))
+    errors: dict[str, str] = {}
+
+    def fail(e: InputError) -> None:
+        errors.setdefault(e.field, e.message)
+
+    name = params.get("model") or registry.default_name(service.settings.default_model)
+    assert name is not None
+    try:
+        entry = service.model(name)
+    except InputError as e:
+        fail(e)
+        entry = registry.get(registry.default_name(service.settings.default_model) or registry.names()[0])
+    d_layer, d_state, d_unit = _default_unit(entry)
+
+    layer = _int(params.get("layer"), "layer", d_layer, fail)
+    state = params.get("state") or d_state
+    unit = _int(params.get("unit"), "unit", d_unit, fail)
+    if "layer" not in errors:
+        _check(lambda: service.check_layer(entry, layer), fail)
+    if not _check(lambda: service.check_state(entry, state), fail):
+        state = "h"
+    if "unit" not in errors:
+        _check(lambda: service.check_units(entry, [unit]), fail)
+    mode = params.get("mode") or "neuron"
+    if mode not in MODES:
+        fail(InputError(f"mode {mode!r} is not one of: {', '.join(MODES)}", field="mode"))
+        mode = "neuron"
+    raw_text = params.get("text")
+    text = DEFAULT_TEXT if raw_text is None else raw_text.replace("\r\n", "\n")
+    _check(lambda: service.check_text(text), fail)
+
+    controls = _controls(service, entry, layer, state, unit, mode, text)
+    if errors:
+        return Page(controls, None, errors)
+    req = ViewRequest(entry.name, layer, state, unit, mode, text)
+    return Page(controls, build_view(service, entry, req), request=req)
+
+
+def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest) -> View:
+    result = service.view_trace(entry, req.text, req.layer, req.state)
+    trace = result.trace
+    values = unit_values(trace, req.layer, req.state, req.unit)  # (T,)
+    surprisal = trace.surprisal_bits.astype(np.float32)  # (T,)
+    scale: Scale = surprisal_scale() if req.mode == "surprisal" else neuron_scale(req.state, values)
+    shown = surprisal if req.mode == "surprisal" else values
+    unknown = set(trace.unknown)
+    chars = _cells(req.text, scale.positions(shown), ~np.isfinite(shown), unknown)
+
+    what = f"layer {req.layer} · {req.state} · unit {req.unit}"
+    description = STATE_INFO.get(req.state, (req.state, ""))[0]
+    if req.mode == "surprisal":
+        heading = "surprisal of the next character (bits)"
+        description = "how unexpected each next character was: −log₂ p(next character)"
+    else:
+        heading = what
+    finite = surprisal[np.isfinite(surprisal)]
+    stats = [f"{len(req.text):,} characters"]
+    if finite.size:
+        stats.append(f"{float(finite.mean()):.2f} bits/char on this text")
+    if unknown:
+        stats.append(f"{len(unknown)} unseen character{'s' if len(unknown) != 1 else ''}")
+    stats.append("re-coloured from cache" if result.cached else f"traced in {result.seconds * 1000:.0f} ms")
+
+    chars_table = entry.checkpoint.vocab.chars
+    data = {
+        "what": f"{req.state}[{req.layer}][{req.unit}]",
+        "v": _rounded(values, 4),
+        "s": _rounded(surprisal, 2),
+        "top": _top_strings(chars_table, trace.topk_ids),
+        "p": np.rint(trace.topk_probs.astype(np.float64) * 1000).astype(int).tolist(),
+    }
+    return View(
+        title=f"{entry.name} · {what if req.mode == 'neuron' else 'surprisal'} · rnnscope",
+        heading=heading,
+        description=description,
+        mode=req.mode,
+        chars=chars,
+        legend=_legend(scale),
+        legend_note=scale.label,
+        stats=stats,
+        data=data,
+        unknown_count=len(unknown),
+        url=req.query(),
+    )
+
+
+def _cells(text: str, positions: np.ndarray, missing: np.ndarray, unknown: set[int]) -> list[CharCell]:
+    """One cell per character; vectorised formatting, since texts run to tens of thousands of chars."""
+    values = [f"{x:.3f}" for x in positions.tolist()]
+    cells = [CharCell(ch, v, "") for ch, v in zip(text, values)]
+    special = {t for t, ch in enumerate(text) if ch == "\n"} | unknown | set(np.flatnonzero(missing).tolist())
+    for t in special:
+        cell = cells[t]
+        cell.cls = (" nl" if cell.ch == "\n" else "") + (" unk" if t in unknown else "") + (" na" if missing[t] else "")
+        cell.title = UNKNOWN_TITLE if t in unknown else ""
+    return cells
+
+
+def _top_strings(chars_table: list[str], ids: np.ndarray) -> list[str]:
+    """(T, k) vocabulary ids -> T strings of k characters, likeliest first."""
+    table = np.array(chars_table, dtype="<U1")
+    k = ids.shape[1]
+    return table[ids].view(f"<U{k}").ravel().tolist()
+
+
+def model_options(service: TraceService, selected: str) -> list[ModelOption]:
+    out = []
+    for e in service.registry.entries.values():
+        bpc = f" · {e.val_bpc:.2f} bpc" if e.val_bpc is not None else ""
+        label = f"{e.name} · {e.cell.upper()} {e.layers}×{e.hidden}{bpc}"
+        out.append(ModelOption(e.name, label, e.layers, e.hidden, " ".join(e.states), e.name == selected))
+    return out
+
+
+def _controls(service, entry: ModelEntry, layer, state, unit, mode, text) -> Controls:
+    return Controls(
+        models=model_options(service, entry.name),
+        model=entry.name,
+        layers=list(range(entry.layers)),
+        layer=layer,
+        states=[(s, STATE_INFO.get(s, (s, ""))[0]) for s in entry.states],
+        state=state,
+        unit=unit,
+        unit_max=entry.hidden - 1,
+        mode=mode,
+        text=text,
+        max_chars=service.settings.max_chars,
+    )
+
+
+def _default_unit(entry: ModelEntry) -> tuple[int, str, int]:
+    q = entry.quote_unit
+    return (q.layer, q.state, q.unit) if q is not None else (0, "h", 0)
+
+
+def _int(raw: str | None, name: str, default: int, fail) -> int:
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw.strip())
+    except ValueError:
+        fail(InputError(f"{name} must be a whole number, got {raw[:40]!r}", field=name))
+        return default
+
+
+def _check(call, fail) -> bool:
+    try:
+        call()
+        return True
+    except InputError as e:
+        fail(e)
+        return False
+
+
+def _legend(scale: Scale) -> list[Swatch]:
+    steps = 11
+    lo = scale.lo / scale.hi  # -1 for a symmetric scale, 0 for a one-sided one
+    out = []
+    for k in range(steps):
+        p = lo + (1 - lo) * k / (steps - 1)
+        label = ""
+        if k == 0:
+            label = _fmt(scale.lo)
+        elif k == steps - 1:
+            label = _fmt(scale.hi)
+        elif lo < 0 and k == steps // 2:
+            label = "0"
+        out.append(Swatch(f"{p:.3f}", label))
+    return out
+
+
+def _fmt(x: float) -> str:
+    return f"{x:+g}" if x else "0"
+
+
+def _rounded(a: np.ndarray, digits: int) -> list[float | None]:
+    """JSON-ready floats; NaN (no next character) becomes null."""
+    r = np.round(a.astype(np.float64), digits)
+    return [None if not math.isfinite(x) else x for x in r.tolist()]
