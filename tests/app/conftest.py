@@ -10,7 +10,8 @@ from app.main import create_app
 
 
 def make_client(models_dir, **overrides) -> TestClient:
-    settings = Settings(models_dir=models_dir, default_model="tiny-lstm", rescan_seconds=0, **overrides)
+    values = {"models_dir": models_dir, "default_model": "tiny-lstm", "rescan_seconds": 0, **overrides}
+    settings = Settings(**values)
     return TestClient(create_app(settings))
 
 
