@@ -137,13 +137,18 @@ def run_trace(
         text=text,
         cell=cfg.cell,
         layer_ids=layer_ids,
-        states={k: {s: np.concatenate(v) for s, v in per.items()} for k, per in recorded.items()},
+        states={k: {s: _join(v) for s, v in per.items()} for k, per in recorded.items()},
         units=unit_ids,
-        topk_ids=np.concatenate(topk_ids) if k_top else None,
-        topk_probs=np.concatenate(topk_probs) if k_top else None,
-        surprisal_bits=np.concatenate(surprisal).astype(np.float32),
+        topk_ids=_join(topk_ids) if k_top else None,
+        topk_probs=_join(topk_probs) if k_top else None,
+        surprisal_bits=_join(surprisal).astype(np.float32, copy=False),
         unknown=vocab.unknown_positions(text),
     )
+
+
+def _join(parts: list[np.ndarray]) -> np.ndarray:
+    """One chunk needs no copy; several are stitched together."""
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _record_layer(cell, layer, x, h, s0, want, keep_units, into, out_dtype) -> None:
@@ -162,25 +167,32 @@ def _record_layer(cell, layer, x, h, s0, want, keep_units, into, out_dtype) -> N
         h0, c0 = (torch.zeros(1, 1, H), torch.zeros(1, 1, H)) if s0 is None else s0
     else:
         h0 = torch.zeros(1, 1, H) if s0 is None else s0
-    h_prev = torch.cat([h0[0], h[:-1]], dim=0)  # (t, H): the state each step read
     w_ih, w_hh = layer.weight_ih_l0, layer.weight_hh_l0
     b_ih, b_hh = layer.bias_ih_l0, layer.bias_hh_l0
     if cell == "lstm":
-        pre = torch.addmm(b_ih + b_hh, torch.cat([x, h_prev], 1), torch.cat([w_ih, w_hh], 1).T)  # (t, 4H)
+        # Pre-activations of all gates for all steps: x_t W_ih^T + h_{t-1} W_hh^T + b, as two
+        # in-place GEMMs over the whole chunk (row 0 reads the incoming state h0).
+        pre = torch.addmm(b_ih + b_hh, x, w_ih.T)  # (t, 4H)
+        pre[1:].addmm_(h[:-1], w_hh.T)
+        pre[:1].addmm_(h0[0], w_hh.T)
         i, f, g, o = pre.chunk(4, dim=1)
         i, f, o, g = i.sigmoid_(), f.sigmoid_(), o.sigmoid_(), g.tanh_()
         written = i * g  # (t, H)
         need_c = bool({"c", "kept"} & set(want))
         if need_c:
             c = _cell_recurrence(f, written, c0[0, 0])  # (t, H)
-            c_prev = torch.cat([c0[0], c[:-1]], dim=0)
             put("c", c)
             if "kept" in into:
-                put("kept", f * c_prev)
+                kept = torch.empty_like(c)
+                torch.mul(f[1:], c[:-1], out=kept[1:])
+                torch.mul(f[:1], c0[0], out=kept[:1])
+                put("kept", kept)
         put("i", i), put("f", f), put("g", g), put("o", o), put("written", written)
     elif cell == "gru":
         gi = torch.addmm(b_ih, x, w_ih.T)  # (t, 3H)
-        gh = torch.addmm(b_hh, h_prev, w_hh.T)  # (t, 3H)
+        gh = torch.empty_like(gi)
+        torch.addmm(b_hh, h[:-1], w_hh.T, out=gh[1:])  # (t-1, 3H): h_{t-1} for t >= 1
+        torch.addmm(b_hh, h0[0], w_hh.T, out=gh[:1])
         i_r, i_z, i_n = gi.chunk(3, dim=1)
         h_r, h_z, h_n = gh.chunk(3, dim=1)
         r = (i_r + h_r).sigmoid_()
