@@ -1,0 +1,40 @@
+# syntax=docker/dockerfile:1
+# rnnscope web app: CPU-only torch, htmx from npm (no CDN), non-root, listens on $PORT (7860).
+#   docker build -t rnnscope .
+#   docker run -p 7860:7860 rnnscope            # models: the checkpoint folders under models/
+#   docker run -p 7860:7860 -v $PWD/my-models:/models -e RNNSCOPE_MODELS_DIR=/models rnnscope
+
+# ---- stage 1: browser files from the npm lockfile (htmx, Swagger UI) ------------------------
+FROM node:20-bookworm-slim AS static
+WORKDIR /src
+ENV SCARF_ANALYTICS=false npm_config_update_notifier=false
+COPY package.json package-lock.json ./
+COPY scripts/ scripts/
+RUN npm ci --no-audit --no-fund && test -s static/vendor/htmx.min.js
+
+# ---- stage 2: the app --------------------------------------------------------------------
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PORT=7860 \
+    RNNSCOPE_DATA_DIR=/data
+RUN useradd --create-home --uid 1000 rnnscope \
+ && mkdir -p /data && chown rnnscope:rnnscope /data
+WORKDIR /app
+# The CPU wheel first (its own layer: large, rarely changes); pyproject's torch==2.13.0 is then satisfied.
+RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+COPY pyproject.toml README.md ./
+COPY models/ models/
+COPY app/ app/
+COPY templates/ templates/
+COPY static/ static/
+COPY --from=static /src/static/vendor/ static/vendor/
+# Editable, so templates/ and static/ are found beside app/ in /app.
+RUN pip install -e . && python -c "import app.main, models.trace"
+USER rnnscope
+EXPOSE 7860
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+  CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '7860'), timeout=4)"
+CMD ["sh", "-c", "exec rnnscope serve --host 0.0.0.0 --port \"${PORT:-7860}\""]

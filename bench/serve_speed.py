@@ -1,0 +1,103 @@
+"""How much the web layer adds to a trace, and how cheap a neuron change is, measured side by side.
+
+Runs the real app in-process (FastAPI TestClient: routing, validation, cache, templates, gzip)
+against the default model, or --model NAME|FOLDER, on a 2,000-character text:
+  first trace   GET / as htmx sends it, with a text never seen before (cache miss)
+  neuron change the same text, another unit (cache hit: no model pass)
+  bare trace    models.trace.run_trace with the same arguments the service uses
+and prints medians, response sizes and the ratio first-trace / bare trace from this one run.
+
+    .venv/bin/python bench/serve_speed.py [--model austen-lstm] [--chars 2000] [--reps 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fastapi.testclient import TestClient  # noqa: E402
+
+from app.config import Settings  # noqa: E402
+from app.main import create_app  # noqa: E402
+from app.service import VIEW_TOPK  # noqa: E402
+from models.trace import run_trace  # noqa: E402
+
+HX = {"HX-Request": "true"}
+FALLBACK = ('"I cannot think what you mean," said she, "by talking of it." He laughed. '
+            "Nobody answered; the room was quiet for a while, and then the door opened.\n")
+
+
+def sample_text(chars: int, offset: int) -> str:
+    """A real paragraph stretch when the validation corpus is here; else a repeated passage."""
+    val = ROOT / "data" / "austen.val.txt"
+    source = val.read_text(encoding="utf-8") if val.is_file() else FALLBACK * (chars // len(FALLBACK) + 40)
+    start = (offset * 7919) % max(1, len(source) - chars)
+    return source[start : start + chars]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default=None, help="model name in RNNSCOPE_MODELS_DIR, or a checkpoint folder")
+    ap.add_argument("--chars", type=int, default=2000)
+    ap.add_argument("--reps", type=int, default=7)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    args = ap.parse_args()
+
+    settings = Settings()
+    if args.model and Path(args.model).is_dir():
+        folder = Path(args.model).resolve()
+        settings = Settings(models_dir=folder.parent, default_model=folder.name)
+    elif args.model:
+        settings = Settings(default_model=args.model)
+    if args.threads:
+        settings = settings.model_copy(update={"torch_threads": args.threads})
+
+    with TestClient(create_app(settings)) as client:
+        registry = client.app.state.registry
+        name = registry.default_name(settings.default_model)
+        if name is None or (args.model and not Path(args.model).is_dir() and name != args.model):
+            sys.exit(f"model {args.model or settings.default_model!r} not found in {settings.models_dir}")
+        entry = registry.get(name)
+        model, vocab = entry.checkpoint.model, entry.checkpoint.vocab
+        print(f"model {name}: {entry.cell} {entry.layers}x{entry.hidden}, text {args.chars} chars, {args.reps} reps")
+
+        first, change, bare, sizes, gz_sizes = [], [], [], [], []
+        run_trace(model, vocab, sample_text(args.chars, 999))  # warm-up: allocator, kernels
+        for rep in range(args.reps):
+            text = sample_text(args.chars, rep)
+            params = {"model": name, "layer": "0", "state": "h", "unit": "0", "text": text}
+
+            t0 = time.perf_counter()
+            run_trace(model, vocab, text, topk=VIEW_TOPK, half=True)
+            bare.append(time.perf_counter() - t0)
+
+            t0 = time.perf_counter()
+            r = client.get("/", params=params, headers=HX)
+            first.append(time.perf_counter() - t0)
+            assert r.status_code == 200 and "traced in" in r.text, r.text[:300]
+
+            t0 = time.perf_counter()
+            r = client.get("/", params={**params, "unit": str(1 + rep % (entry.hidden - 1))}, headers=HX)
+            change.append(time.perf_counter() - t0)
+            assert r.status_code == 200 and "re-coloured from cache" in r.text, r.text[:300]
+            sizes.append(len(r.content))
+            gz_sizes.append(len(gzip.compress(r.content, 6)))
+
+    med = statistics.median
+    print(f"{'bare run_trace (all layers/states/units)':44s} {med(bare) * 1000:8.1f} ms")
+    print(f"{'first trace through the app (cache miss)':44s} {med(first) * 1000:8.1f} ms")
+    print(f"{'neuron change (cache hit)':44s} {med(change) * 1000:8.1f} ms")
+    print(f"{'response size (htmx partial)':44s} {med(sizes) / 1024:8.1f} KiB  ({med(gz_sizes) / 1024:.1f} KiB gzip)")
+    print(f"ratio first trace / bare run_trace: {med(first) / med(bare):.2f}x")
+    print(f"ratio neuron change / first trace:  {med(change) / med(first):.3f}x")
+
+
+if __name__ == "__main__":
+    main()
