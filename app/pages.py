@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl, urlsplit
-
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from markupsafe import escape
 
 from .render import render_block, render_page, wants_partial
-from .views import FIELDS, Page, build_page
+from .views import FIELDS, build_page
 
 router = APIRouter(include_in_schema=False)
 PAGE = "index.html"
@@ -33,22 +31,11 @@ def index(
         return HTMLResponse(render_page(PAGE, context), status_code=page.status, headers=headers)
     if page.errors:
         # Keep the view the user has; put each message beside its control; leave the URL alone.
+        # (On success htmx pushes the request URL; static/app.js turns text-only changes into replaces.)
         headers.update({"HX-Reswap": "none", "HX-Push-Url": "false"})
         return HTMLResponse(render_block(PAGE, "errors_oob", context), status_code=page.status, headers=headers)
     body = render_block(PAGE, "view", context) + render_block(PAGE, "errors_oob", context)
     if page.view is not None:
         body = f"<title>{escape(page.view.title)}</title>" + body
-        headers.update(_history_header(request, page))
     return HTMLResponse(body, headers=headers)
 
-
-def _history_header(request: Request, page: Page) -> dict[str, str]:
-    """Push a history entry when a setting changed; only replace the URL while the text is typed."""
-    url = page.view.url  # type: ignore[union-attr]
-    current = request.headers.get("HX-Current-URL")
-    if current:
-        old = {k: v for k, v in parse_qsl(urlsplit(current).query, keep_blank_values=True) if k != "text"}
-        new = {k: v for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True) if k != "text"}
-        if old == new:
-            return {"HX-Replace-Url": url}
-    return {"HX-Push-Url": url}

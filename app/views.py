@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from urllib.parse import quote, urlencode
 
 import numpy as np
 
@@ -32,12 +31,6 @@ class ViewRequest:
     unit: int
     mode: str
     text: str
-
-    def query(self) -> str:
-        """The canonical URL for this view: every setting, text last because it is the longest."""
-        pairs = [("model", self.model), ("layer", self.layer), ("state", self.state), ("unit", self.unit),
-                 ("mode", self.mode), ("text", self.text)]
-        return "/?" + urlencode(pairs, quote_via=quote)
 
 
 @dataclass
@@ -93,7 +86,6 @@ class View:
     stats: list[str]
     data: dict  # per-character values, surprisal and predictions for static/app.js (rendered with tojson)
     unknown_count: int
-    url: str
 
 
 @dataclass
@@ -198,7 +190,6 @@ def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest) -> Vi
         stats=stats,
         data=data,
         unknown_count=len(unknown),
-        url=req.query(),
     )
 
 

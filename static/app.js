@@ -60,6 +60,20 @@
     setUnit(Math.min(Number($("unit").value) || 0, hidden - 1), false);
   }, true);
 
+  // ---- history: a setting change is a new entry; typing only updates the current one ----
+  function settingsOf(url) {
+    const params = new URL(url, location.href).searchParams;
+    params.delete("text");
+    params.sort();
+    return params.toString();
+  }
+  document.addEventListener("htmx:beforeHistoryUpdate", function (e) {
+    const h = e.detail.history;
+    if (h && h.type === "push" && location.search && settingsOf(h.path) === settingsOf(location.href)) {
+      h.type = "replace";
+    }
+  });
+
   // ---- network trouble: say so beside the button ----------------------------------------
   function netError(msg) { const el = $("net-error"); if (el) el.textContent = msg; }
   document.addEventListener("htmx:responseError", (e) =>

@@ -178,13 +178,18 @@ def test_back_and_forward_restore_views(page):
     pg = page
     pg.goto(pg.base + "/?model=tiny-lstm&layer=1&state=c&unit=2&mode=neuron&text=" + "a%20%22b%22%20c")
     wait_for_heading(pg, "unit 2")
+    entries = pg.evaluate("history.length")
+    pg.fill("#text", 'a "b" c d')  # typing replaces the current entry rather than adding one per pause
+    wait_for_text(pg, 'a "b" c d')
+    assert pg.evaluate("history.length") == entries and query(pg)["text"] == 'a "b" c d'
     unit2 = colours(pg)
     pg.fill("#unit", "9")
     pg.press("#unit", "Enter")
     wait_for_heading(pg, "unit 9")
+    assert pg.evaluate("history.length") == entries + 1
     pg.go_back()
     wait_for_heading(pg, "unit 2")
-    assert pg.input_value("#unit") == "2" and colours(pg) == unit2
+    assert pg.input_value("#unit") == "2" and pg.input_value("#text") == 'a "b" c d' and colours(pg) == unit2
     pg.go_forward()
     wait_for_heading(pg, "unit 9")
     assert pg.input_value("#unit") == "9"
