@@ -186,17 +186,22 @@ def serve(
     import os
 
     import uvicorn
+    from pydantic import ValidationError
 
     from app.config import Settings
 
     if models_dir is not None:
         os.environ["RNNSCOPE_MODELS_DIR"] = str(models_dir)
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as e:
+        _fail("bad RNNSCOPE_ setting: " + "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()))
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
     # The whole view lives in the URL: let a request line carry the longest allowed text, %-encoded.
     max_line = settings.max_chars * 12 + 64 * 1024
     uvicorn.run("app.main:create_app", factory=True, host=host, port=port, http="h11",
-                h11_max_incomplete_event_size=max_line, log_level=log_level, proxy_headers=True)
+                h11_max_incomplete_event_size=max_line, log_level=log_level, proxy_headers=True,
+                access_log=False)  # app.access_log logs requests without their query (the user's text)
 
 
 def main() -> None:

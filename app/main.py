@@ -15,6 +15,7 @@ from models import __version__
 from models.errors import RnnscopeError
 
 from . import api, pages
+from .access_log import AccessLog
 from .config import Settings
 from .errors import InputError
 from .registry import Registry
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.add_middleware(GZipMiddleware, minimum_size=1024)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(AccessLog)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(pages.router)
     app.include_router(api.router)

@@ -1,0 +1,37 @@
+"""A short access log line per request: path and query size, never the query (it holds the user's text)."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger("rnnscope.access")
+
+
+class AccessLog:
+    def __init__(self, app: ASGIApp):
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = 0
+
+        async def record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            query = len(scope.get("query_string", b""))
+            hx = any(k == b"hx-request" for k, _ in scope.get("headers", []))
+            log.info("%s %s%s %d %.0f ms%s", scope["method"], scope["path"],
+                     f" (query {query:,} bytes)" if query else "", status, (time.perf_counter() - t0) * 1000,
+                     " htmx" if hx else "")
