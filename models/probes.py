@@ -201,33 +201,42 @@ def labels(probe: str, text: str, pattern: str | None = None) -> np.ndarray:
 # ---------------------------------------------------------------- scoring, all units at once
 
 
-def _sortable(x: np.ndarray) -> np.ndarray:
-    """float32 (N, T) -> int32 keys with the same order (sign-magnitude to two's complement)."""
-    bits = (np.ascontiguousarray(x, dtype=np.float32) + np.float32(0.0)).view(np.int32)  # -0.0 -> +0.0
-    return np.where(bits < 0, bits ^ np.int32(0x7FFFFFFF), bits)
-
-
-def auc_all(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+def auc_all(x: np.ndarray, y: np.ndarray, block: int = 256, tile: int = 128) -> np.ndarray:
     """ROC AUC of every column of x (T, N) against binary y (T,): P(x_pos > x_neg) + ties/2.
 
-    One SIMD sort per column: the label rides in the lowest bit of an order-preserving integer
-    key, so no argsort is needed; exact ties are then given their mid-ranks.
+    One SIMD sort per column: the label rides in the lowest mantissa bit of each float, so no
+    argsort is needed; values equal up to that bit are treated as ties and get mid-ranks.
+    Columns pass through one reused cache-sized buffer, filled by a tiled transpose.
     """
     y = np.asarray(y, dtype=bool)
     P = int(y.sum())
     T, N = x.shape
     if P == 0 or P == T:
         raise RnnscopeError("the probe marks every character the same way in this text; pick a text with both")
-    keys = (_sortable(x.T) & np.int32(~1)) | y.astype(np.int32)[None, :]  # (N, T)
-    keys.sort(axis=1)
-    is_pos = (keys & 1).astype(np.float32)  # (N, T) labels in value order
-    ranks = np.arange(1, T + 1, dtype=np.float32)
-    value = keys >> 1
-    tied = value[:, 1:] == value[:, :-1]  # (N, T-1)
-    tie_cols = np.flatnonzero(tied.any(axis=1))
-    rank_sum = is_pos @ ranks  # (N,) ordinal ranks of the positives
-    if len(tie_cols):
-        rank_sum[tie_cols] = (is_pos[tie_cols] * _midranks(value[tie_cols])).sum(axis=1)
+    label = y.astype(np.int32)[None, :]
+    exact_f32 = T * T < 2**24  # rank sums stay exactly representable in float32
+    fdt = np.float32 if exact_f32 else np.float64
+    ranks = np.arange(1, T + 1, dtype=fdt)
+    rank_sum = np.empty(N, dtype=np.float64)
+    buf = np.empty((min(block, N), T), dtype=np.float32)
+    keys_all = buf.view(np.int32)
+    scratch_all = np.empty_like(keys_all)
+    pos_all = np.empty(buf.shape, dtype=fdt)
+    for a in range(0, N, block):
+        n = min(block, N - a)
+        cols, keys, scratch, is_pos = buf[:n], keys_all[:n], scratch_all[:n], pos_all[:n]
+        for r in range(0, T, tile):  # tiled transpose; adding 0.0 turns -0.0 into +0.0 on the way
+            np.add(x[r : r + tile, a : a + n].T, np.float32(0.0), out=cols[:, r : r + tile], casting="unsafe")
+        keys &= np.int32(~1)  # the label replaces the lowest mantissa bit: a 1-ulp nudge at most
+        keys |= label
+        cols.sort(axis=1)  # sorting as floats keeps value order; equal values stay adjacent
+        np.bitwise_and(keys, 1, out=scratch)
+        np.copyto(is_pos, scratch, casting="unsafe")
+        rank_sum[a : a + n] = is_pos @ ranks  # ordinal ranks of the positives
+        np.bitwise_xor(keys[:, 1:], keys[:, :-1], out=scratch[:, :-1])  # < 2: same value, maybe other label
+        tied_rows = np.flatnonzero((scratch[:, :-1].view(np.uint32) < 2).any(axis=1))
+        if len(tied_rows):
+            rank_sum[a + tied_rows] = (is_pos[tied_rows] * _midranks(keys[tied_rows] >> 1)).sum(axis=1)
     return (rank_sum - P * (P + 1) / 2) / (P * (T - P))
 
 
@@ -275,13 +284,11 @@ class UnitScore:
 def rank_units(blocks: dict[tuple[int, str], np.ndarray], values: np.ndarray, kind: str, top: int = 20) -> list[UnitScore]:
     """Score every unit of every (layer, state) block (each (T, U)) and return the best `top`."""
     keys = list(blocks)
-    x = np.concatenate([blocks[k] for k in keys], axis=1) if len(keys) > 1 else blocks[keys[0]]
-    x = x.astype(np.float32, copy=False)
+    score_fn = auc_all if kind == BINARY else pearson_all
+    raw = np.concatenate([score_fn(blocks[k], values) for k in keys])  # each block as it is stored
     if kind == BINARY:
-        raw = auc_all(x, values)
         score, sign, metric = np.maximum(raw, 1 - raw), np.where(raw >= 0.5, 1, -1), "auc"
     else:
-        raw = pearson_all(x, values)
         score, sign, metric = np.abs(raw), np.where(raw >= 0, 1, -1), "pearson"
     order = np.argsort(-score, kind="stable")[: max(1, top)]
     widths = np.cumsum([0] + [blocks[k].shape[1] for k in keys])
