@@ -152,15 +152,18 @@ def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest) -> Vi
     values = unit_values(trace, req.layer, req.state, req.unit)  # (T,)
     surprisal = trace.surprisal_bits.astype(np.float32)  # (T,)
     scale: Scale = surprisal_scale() if req.mode == "surprisal" else neuron_scale(req.state, values)
-    shown = surprisal if req.mode == "surprisal" else values
+    # Surprisal mode colours each character by how unexpected it was when it arrived: -log2 p(text[t] | text[:t]),
+    # which the trace stores one position earlier (as the surprisal of the next character).
+    arrived = np.concatenate([[np.nan], surprisal[:-1]]).astype(np.float32)
+    shown = arrived if req.mode == "surprisal" else values
     unknown = set(trace.unknown)
     chars = _cells(req.text, scale.positions(shown), ~np.isfinite(shown), unknown)
 
     what = f"layer {req.layer} · {req.state} · unit {req.unit}"
     description = STATE_INFO.get(req.state, (req.state, ""))[0]
     if req.mode == "surprisal":
-        heading = "surprisal of the next character (bits)"
-        description = "how unexpected each next character was: −log₂ p(next character)"
+        heading = "surprisal of each character (bits)"
+        description = "how unexpected each character was when it arrived: −log₂ p(character | the text before it)"
     else:
         heading = what
     finite = surprisal[np.isfinite(surprisal)]

@@ -127,9 +127,9 @@
     if (span.classList.contains("unk")) tip.append(el("div", "", "never seen in training: read as the unknown character"));
     const v = data.v[i];
     tip.append(row(data.what, v === null ? "–" : v.toFixed(4)));
-    const s = data.s[i];
-    tip.append(row(next === null ? "surprisal (no next character)" : "surprisal of next " + show(next),
-      s === null ? "–" : s.toFixed(2) + " bits"));
+    const bits = (x) => (x === null || x === undefined ? "–" : x.toFixed(2) + " bits");
+    tip.append(row("surprisal of this character", i > 0 ? bits(data.s[i - 1]) : "– (first)"));
+    if (next !== null) tip.append(row("surprisal of next " + show(next), bits(data.s[i])));
     const preds = el("div", "tip-preds");
     preds.append(el("div", "", "model's guesses for the next character"));
     const top = data.top[i] || "";

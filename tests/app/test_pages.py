@@ -196,10 +196,15 @@ def test_newlines_spaces_and_unseen_characters_are_kept_and_marked(client):
 
 def test_surprisal_mode_colours_by_surprisal(client):
     r = client.get("/", params={"text": "hello there", "mode": "surprisal"}, headers=HX)
-    assert "surprisal of the next character" in r.text and "mode-surprisal" in r.text
-    values = [v for _, v, _ in spans(r.text)]
+    assert "surprisal of each character" in r.text and "mode-surprisal" in r.text
+    cells = spans(r.text)
+    values = [v for _, v, _ in cells]
     assert all(0.0 <= v <= 1.0 for v in values) and len(set(values)) > 3
-    assert "na" in spans(r.text)[-1][0]  # nothing follows the last character
+    assert "na" in cells[0][0] and "na" not in cells[-1][0]  # nothing predicts the first character
+    surprisal = client.post("/api/v1/trace", json={"model": "tiny-lstm", "text": "hello there", "units": [0],
+                                                    "layer": 0, "state": "h"}).json()["surprisal_bits"]
+    # character t is coloured by how surprising it was: the trace's surprisal at t-1, over the 8-bit cap
+    assert values[1:] == pytest.approx([min(s / 8, 1) for s in surprisal[:-1]], abs=2e-3)
 
 
 def test_crlf_from_form_posts_becomes_newline(client):
