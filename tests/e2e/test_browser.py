@@ -235,3 +235,12 @@ def test_model_switch_surprisal_mode_and_escaping(page):
     assert len(set(colours(pg))) > 3
     assert pg.evaluate("window.__pwned") is None
     assert pg.problems == [], pg.problems
+
+
+def test_api_docs_render_under_the_strict_csp(page):
+    pg = page
+    pg.goto(pg.base + "/docs")
+    pg.wait_for_selector(".opblock")
+    paths = pg.eval_on_selector_all(".opblock-summary-path", "els => els.map(e => e.textContent.trim())")
+    assert {"/api/v1/models", "/api/v1/trace", "/healthz"} <= set(paths)
+    assert pg.problems == [], pg.problems
