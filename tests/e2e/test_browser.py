@@ -214,6 +214,9 @@ def test_bad_input_shows_inline_and_keeps_the_view(page):
     pg.fill("#text", "abcd")
     wait_for_text(pg, "abcd")
     assert not pg.locator("#err-unit").is_visible() and not pg.locator("#err-text").is_visible()
+    pg.fill("#unit-slider", "4")  # the slider drives the same setting
+    wait_for_heading(pg, "unit 4")
+    assert pg.input_value("#unit") == "4" and query(pg)["unit"] == "4"
 
 
 def test_model_switch_surprisal_mode_and_escaping(page):
