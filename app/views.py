@@ -85,7 +85,6 @@ class View:
     legend_note: str
     stats: list[str]
     data: dict  # per-character values, surprisal and predictions for static/app.js (rendered with tojson)
-    unknown_count: int
 
 
 @dataclass
@@ -93,7 +92,6 @@ class Page:
     controls: Controls | None
     view: View | None
     errors: dict[str, str] = field(default_factory=dict)
-    request: ViewRequest | None = None
     models_dir: str = ""
     skipped: dict[str, str] = field(default_factory=dict)
 
@@ -143,7 +141,11 @@ def build_page(service: TraceService, params: dict[str, str | None]) -> Page:
     if errors:
         return Page(controls, None, errors)
     req = ViewRequest(entry.name, layer, state, unit, mode, text)
-    return Page(controls, build_view(service, entry, req), request=req)
+    try:
+        view = build_view(service, entry, req)
+    except InputError as e:  # the trace engine refused something the checks above let through
+        return Page(controls, None, {e.field: e.message})
+    return Page(controls, view)
 
 
 def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest) -> View:
@@ -192,7 +194,6 @@ def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest) -> Vi
         legend_note=scale.label,
         stats=stats,
         data=data,
-        unknown_count=len(unknown),
     )
 
 
