@@ -17,7 +17,8 @@ NEGATIVE = (0x5E, 0x3C, 0x99)  # PuOr purple
 MIDDLE = (0xF7, 0xF7, 0xF7)
 POSITIVE = (0xE6, 0x61, 0x01)  # PuOr orange
 
-SURPRISAL_CAP_BITS = 8.0  # surprisal colour saturates here: rarer than 1 in 256
+SURPRISAL_CAP_BITS = 8.0
+SPREAD_PERCENTILE = 95  # unbounded states: where the colour scale ends  # surprisal colour saturates here: rarer than 1 in 256
 
 # What each state is, in one line, and the range its values can take.
 STATE_INFO: dict[str, tuple[str, str]] = {
@@ -48,15 +49,20 @@ class Scale:
 
 
 def neuron_scale(state: str, values: np.ndarray) -> Scale:
-    """Bounded states use their fixed range; unbounded ones (c, kept) the text's largest |value|."""
+    """Bounded states use their fixed range; unbounded ones (c, kept) the text's own spread.
+
+    For those, the scale ends at the 95th percentile of |value| (rounded up), not the maximum:
+    the first few characters, read from an all-zero state, often swing far wider than the rest
+    and would otherwise wash the whole text out. Values beyond the end saturate.
+    """
     kind = STATE_INFO.get(state, ("", "free"))[1]
     if kind == "tanh":
         return Scale(-1.0, 1.0, "tanh range")
     if kind == "sigmoid":
         return Scale(0.0, 1.0, "gate range")
     finite = np.abs(values[np.isfinite(values)]) if values.size else np.zeros(0)
-    peak = float(finite.max()) if finite.size else 0.0
-    return Scale(-_nice(peak), _nice(peak), "largest |value| in this text")
+    spread = float(np.percentile(finite, SPREAD_PERCENTILE)) if finite.size else 0.0
+    return Scale(-_nice(spread), _nice(spread), f"ends at the {SPREAD_PERCENTILE}th percentile of |value| in this text")
 
 
 def surprisal_scale() -> Scale:

@@ -22,6 +22,9 @@ def test_scale_anchors_and_ranges():
     assert (gate.lo, gate.hi) == (0.0, 1.0)
     cell = neuron_scale("c", np.array([0.3, -2.2, np.nan]))
     assert (cell.lo, cell.hi) == (-2.5, 2.5)
+    # one early outlier (the state warming up from zeros) does not wash out the rest
+    warm = neuron_scale("kept", np.concatenate([[-40.0], np.linspace(-1.9, 1.9, 99)]))
+    assert (warm.lo, warm.hi) == (-2.0, 2.0)
     assert list(cell.positions(np.array([-2.5, 0.0, 5.0, np.nan]))) == [-1.0, 0.0, 1.0, 0.0]
     assert surprisal_scale().positions(np.array([16.0]))[0] == 1.0
 
