@@ -1,4 +1,4 @@
-"""The `rnnscope` command: corpus, train, sample, trace, serve."""
+"""The `rnnscope` command: corpus, train, sample, trace, atlas, serve."""
 
 from __future__ import annotations
 
@@ -138,6 +138,55 @@ def trace_cmd(
     if not text.endswith("\n"):
         sys.stdout.write("\n")
     sys.stdout.flush()
+
+
+# Where `rnnscope corpus NAME --out data/NAME.txt` leaves each corpus's held-out text.
+HELD_OUT = {"austen": Path("data/austen.val.txt"), "python-stdlib": Path("data/python.val.txt")}
+
+
+@cli.command()
+def atlas(
+    model: str = typer.Argument(..., help="a model name in the model folder (RNNSCOPE_MODELS_DIR), or a checkpoint folder"),
+    text: Optional[Path] = typer.Option(None, "--text", help="held-out text to build from (default: the card "
+                                        "corpus's .val file under data/)"),
+    chars: int = typer.Option(30_000, "--chars", min=100, help="use the first N characters of the text"),
+):
+    """Precompute the neuron atlas (atlas.json beside the weights) that the neuron pages show."""
+    import time
+
+    from app.probe_service import weights_fingerprint
+    from models.atlas import build_atlas, save_atlas
+
+    try:
+        name, ck = _resolve_model(model)
+        source = text if text is not None else _held_out(ck.card.get("corpus"))
+        try:
+            held_out = source.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise RnnscopeError(f"cannot read {source}: {getattr(e, 'strerror', None) or e}") from None
+        t0 = time.perf_counter()
+        built = build_atlas(ck, held_out, max_chars=chars)
+        built["model"] = {"name": name, "weights_sha256": weights_fingerprint(ck.path)}
+        path = save_atlas(ck.path, built)
+    except RnnscopeError as e:
+        _fail(str(e))
+    size = path.stat().st_size
+    typer.echo(f"{name}: atlas of {built['card']['chars']:,} characters from {source} "
+               f"in {time.perf_counter() - t0:.1f}s -> {path} ({size / 1e6:.1f} MB)")
+
+
+def _held_out(corpus) -> Path:
+    """The card corpus's held-out text, looked up from here and from the project folder."""
+    if corpus not in HELD_OUT:
+        raise RnnscopeError(f"the model card names corpus {corpus!r}, which has no default held-out text: "
+                            "pass --text FILE")
+    rel = HELD_OUT[corpus]
+    for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        if (base / rel).is_file():
+            return base / rel
+    stem = rel.name.removesuffix(".val.txt")
+    raise RnnscopeError(f"{rel} is missing: build it with `rnnscope corpus {corpus} --out data/{stem}.txt` "
+                        "(it writes the held-out .val.txt beside the training text), or pass --text FILE")
 
 
 def _resolve_model(model: Optional[str]):

@@ -14,7 +14,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from models import __version__
 from models.errors import RnnscopeError
 
-from . import api, pages
+from . import api, pages, routes_probe
 from .access_log import AccessLog
 from .config import Settings
 from .errors import InputError
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(api.router)
     app.include_router(api.health)
+    routes_probe.install(app)  # probe/span rankings, neuron pages
 
     @app.get("/docs", include_in_schema=False, response_class=HTMLResponse)
     def docs() -> HTMLResponse:

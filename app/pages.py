@@ -7,6 +7,7 @@ from fastapi.responses import HTMLResponse
 from markupsafe import escape
 
 from .render import render_block, render_page, wants_partial
+from .probe_views import find_units_panel
 from .views import FIELDS, build_page
 
 router = APIRouter(include_in_schema=False)
@@ -22,10 +23,14 @@ def index(
     unit: str | None = None,
     mode: str | None = None,
     text: str | None = None,
+    layer2: str | None = None,
+    state2: str | None = None,
+    unit2: str | None = None,
 ) -> HTMLResponse:
-    params = {"model": model, "layer": layer, "state": state, "unit": unit, "mode": mode, "text": text}
+    params = {"model": model, "layer": layer, "state": state, "unit": unit, "mode": mode, "text": text,
+              "layer2": layer2, "state2": state2, "unit2": unit2}
     page = build_page(request.app.state.service, params)
-    context = {"page": page, "fields": FIELDS}
+    context = {"page": page, "fields": FIELDS, "find": find_units_panel()}
     headers = {"Vary": "HX-Request"}
     if not wants_partial(request):
         return HTMLResponse(render_page(PAGE, context), status_code=page.status, headers=headers)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 import numpy as np
 
@@ -20,7 +21,7 @@ DEFAULT_TEXT = (
 )
 MODES = ("neuron", "surprisal")
 UNKNOWN_TITLE = "the model never saw this character: it reads it as the unknown character"
-FIELDS = ("model", "layer", "state", "unit", "mode", "text")  # every control with an inline message slot
+FIELDS = ("model", "layer", "state", "unit", "mode", "text", "compare")  # every control with an inline message slot
 
 
 @dataclass
@@ -31,6 +32,7 @@ class ViewRequest:
     unit: int
     mode: str
     text: str
+    compare: tuple[int, str, int] | None = None  # second unit (layer, state, unit), outlined; None = off
 
 
 @dataclass
@@ -58,6 +60,10 @@ class Controls:
     mode: str
     text: str
     max_chars: int
+    compare: bool = False  # the second unit is on
+    layer2: int = 0
+    state2: str = "h"
+    unit2: int = 0
 
 
 @dataclass
@@ -72,6 +78,7 @@ class CharCell:
     v: str  # position on the colour scale in [-1, 1], formatted for --v
     cls: str  # extra CSS classes: nl (newline), unk (not in vocabulary), na (no value)
     title: str = ""
+    w: str = ""  # the second unit's position in [-1, 1], for --w (underline/overline); "" = off
 
 
 @dataclass
@@ -85,6 +92,11 @@ class View:
     legend_note: str
     stats: list[str]
     data: dict  # per-character values, surprisal and predictions for static/app.js (rendered with tojson)
+    neuron_url: str = ""  # the main unit's neuron page
+    compare_heading: str = ""  # "" when no second unit
+    compare_url: str = ""
+    legend2: list[Swatch] = field(default_factory=list)
+    legend2_note: str = ""
 
 
 @dataclass
@@ -136,16 +148,62 @@ def build_page(service: TraceService, params: dict[str, str | None]) -> Page:
     raw_text = params.get("text")
     text = DEFAULT_TEXT if raw_text is None else raw_text.replace("\r\n", "\n")
     _check(lambda: service.check_text(text), fail)
+    compare = _compare(service, entry, params, layer, state, fail)
 
     controls = _controls(service, entry, layer, state, unit, mode, text)
+    _compare_controls(controls, entry, compare, params)
     if errors:
         return Page(controls, None, errors)
-    req = ViewRequest(entry.name, layer, state, unit, mode, text)
+    req = ViewRequest(entry.name, layer, state, unit, mode, text, compare)
     try:
         view = build_view(service, entry, req)
     except InputError as e:  # the trace engine refused something the checks above let through
         return Page(controls, None, {e.field: e.message})
     return Page(controls, view)
+
+
+def _compare(service: TraceService, entry: ModelEntry, params: dict, layer: int, state: str,
+             fail) -> tuple[int, str, int] | None:
+    """The second unit: on when unit2 is given; layer2 and state2 default to the main unit's."""
+    raw_unit = params.get("unit2")
+    if raw_unit is None or raw_unit.strip() == "":
+        return None
+    errors: dict[str, str] = {}
+
+    def fail2(e: InputError) -> None:
+        errors.setdefault("compare", "compare with: " + e.message)
+
+    layer2 = _int(params.get("layer2"), "layer2", layer, lambda e: fail2(e))
+    state2 = (params.get("state2") or "").strip() or state
+    unit2 = _int(raw_unit, "unit2", 0, lambda e: fail2(e))
+    if not errors:
+        _check(lambda: service.check_layer(entry, layer2), fail2)
+    if not errors:
+        _check(lambda: service.check_state(entry, state2), fail2)
+    if not errors:
+        _check(lambda: service.check_units(entry, [unit2]), fail2)
+    if errors:
+        fail(InputError(errors["compare"], field="compare"))
+        return None
+    return layer2, state2, unit2
+
+
+def _compare_controls(controls: Controls, entry: ModelEntry, compare, params: dict) -> None:
+    """What the compare fields show: the request's unit when on, else the main unit's next one (disabled)."""
+    if compare is not None:
+        controls.compare = True
+        controls.layer2, controls.state2, controls.unit2 = compare
+        return
+    controls.compare = False
+    controls.layer2 = controls.layer
+    controls.state2 = controls.state
+    controls.unit2 = (controls.unit + 1) % entry.hidden if 0 <= controls.unit < entry.hidden else 0
+    if params.get("unit2"):  # given but invalid: keep what was typed visible beside its message
+        controls.compare = True
+
+
+def neuron_url(model: str, layer: int, state: str, unit: int) -> str:
+    return f"/neuron/{quote(model, safe='')}/{layer}/{quote(state, safe='')}/{unit}"
 
 
 def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest) -> View:
@@ -160,6 +218,17 @@ def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest) -> Vi
     shown = arrived if req.mode == "surprisal" else values
     unknown = set(trace.unknown)
     chars = _cells(req.text, scale.positions(shown), ~np.isfinite(shown), unknown)
+    compare_heading, compare_url, legend2, legend2_note, values2 = "", "", [], "", None
+    if req.compare is not None:
+        layer2, state2, unit2 = req.compare
+        trace2 = service.view_trace(entry, req.text, layer2, state2).trace  # the same trace when it holds both
+        values2 = unit_values(trace2, layer2, state2, unit2)  # (T,)
+        scale2 = neuron_scale(state2, values2)
+        for cell, w in zip(chars, [f"{x:.3f}" for x in scale2.positions(values2).tolist()]):
+            cell.w = w
+        compare_heading = f"layer {layer2} · {state2} · unit {unit2}"
+        compare_url = neuron_url(entry.name, layer2, state2, unit2)
+        legend2, legend2_note = _legend(scale2), scale2.label
 
     what = f"layer {req.layer} · {req.state} · unit {req.unit}"
     description = STATE_INFO.get(req.state, (req.state, ""))[0]
@@ -184,6 +253,9 @@ def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest) -> Vi
         "top": _top_strings(chars_table, trace.topk_ids),
         "p": np.rint(trace.topk_probs.astype(np.float64) * 1000).astype(int).tolist(),
     }
+    if values2 is not None:
+        data["what2"] = f"{req.compare[1]}[{req.compare[0]}][{req.compare[2]}]"
+        data["w"] = _rounded(values2, 4)
     return View(
         title=f"{entry.name} · {what if req.mode == 'neuron' else 'surprisal'} · rnnscope",
         heading=heading,
@@ -194,6 +266,11 @@ def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest) -> Vi
         legend_note=scale.label,
         stats=stats,
         data=data,
+        neuron_url=neuron_url(entry.name, req.layer, req.state, req.unit),
+        compare_heading=compare_heading,
+        compare_url=compare_url,
+        legend2=legend2,
+        legend2_note=legend2_note,
     )
 
 

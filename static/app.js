@@ -1,5 +1,5 @@
 // rnnscope page behaviour that htmx does not cover: the unit slider and keys, model-dependent
-// pickers, and the per-character tooltip. Everything is delegated from `document`, so it keeps
+// pickers, the second unit's on/off, and the per-character tooltip. Everything is delegated from `document`, so it keeps
 // working after htmx swaps the view or restores a page from history. No inline script (CSP).
 (function () {
   "use strict";
@@ -30,7 +30,8 @@
     if (e.ctrlKey || e.metaKey || e.altKey) return;
     const t = e.target;
     const typing = t.isContentEditable || t.tagName === "TEXTAREA" || t.tagName === "SELECT" ||
-      (t.tagName === "INPUT" && t.type !== "range" && t.type !== "number" && t.type !== "radio");
+      (t.tagName === "INPUT" && t.type !== "range" && t.type !== "number" && t.type !== "radio") ||
+      t.id === "unit2" || t.id === "threshold";
     if (typing || !$("unit")) return;
     e.preventDefault();
     setUnit(Number($("unit").value) + (e.key === "j" ? 1 : -1), true);
@@ -48,16 +49,31 @@
     const layers = Number(opt.dataset.layers);
     const hidden = Number(opt.dataset.hidden);
     const states = (opt.dataset.states || "h").split(" ");
-    const layer = $("layer");
-    const state = $("state");
-    const keepLayer = Math.min(Number(layer.value) || 0, layers - 1);
-    const keepState = states.includes(state.value) ? state.value : states[0];
-    layer.replaceChildren(...Array.from({ length: layers }, (_, k) => new Option(String(k), String(k), false, k === keepLayer)));
-    state.replaceChildren(...states.map((s) => new Option(s, s, false, s === keepState)));
+    fillPickers($("layer"), $("state"), layers, states);
+    fillPickers($("layer2"), $("state2"), layers, states);
     $("unit").max = String(hidden - 1);
     $("unit-slider").max = String(hidden - 1);
     $("unit-max").textContent = String(hidden - 1);
     setUnit(Math.min(Number($("unit").value) || 0, hidden - 1), false);
+    const unit2 = $("unit2");
+    if (unit2) {
+      unit2.max = String(hidden - 1);
+      unit2.value = String(Math.min(Number(unit2.value) || 0, hidden - 1));
+    }
+  }, true);
+
+  function fillPickers(layer, state, layers, states) {
+    if (!layer || !state) return;
+    const keepLayer = Math.min(Number(layer.value) || 0, layers - 1);
+    const keepState = states.includes(state.value) ? state.value : states[0];
+    layer.replaceChildren(...Array.from({ length: layers }, (_, k) => new Option(String(k), String(k), false, k === keepLayer)));
+    state.replaceChildren(...states.map((s) => new Option(s, s, false, s === keepState)));
+  }
+
+  // ---- second unit: the checkbox enables its fields (disabled fields are not sent: off) ----
+  document.addEventListener("change", function (e) {
+    if (e.target.id !== "compare") return;
+    ["layer2", "state2", "unit2"].forEach((id) => { if ($(id)) $(id).disabled = !e.target.checked; });
   }, true);
 
   // ---- history: a setting change is a new entry; typing only updates the current one ----
@@ -127,6 +143,10 @@
     if (span.classList.contains("unk")) tip.append(el("div", "", "never seen in training: read as the unknown character"));
     const v = data.v[i];
     tip.append(row(data.what, v === null ? "–" : v.toFixed(4)));
+    if (data.w) {
+      const w = data.w[i];
+      tip.append(row(data.what2 + " (underline)", w === null || w === undefined ? "–" : w.toFixed(4)));
+    }
     const bits = (x) => (x === null || x === undefined ? "–" : x.toFixed(2) + " bits");
     tip.append(row("surprisal of this character", i > 0 ? bits(data.s[i - 1]) : "– (first)"));
     if (next !== null) tip.append(row("surprisal of next " + show(next), bits(data.s[i])));
@@ -209,6 +229,11 @@
     else if (e.key === "Home") to = span.parentElement.firstElementChild;
     else if (e.key === "End") to = span.parentElement.lastElementChild;
     else if (e.key === "Escape") { hideTip(); span.parentElement.focus(); return; }
-    if (to) { e.preventDefault(); focusChar(to); }
+    if (to) {
+      e.preventDefault();
+      focusChar(to);
+      // static/probe.js extends the span selection on shift+arrows
+      to.dispatchEvent(new CustomEvent("rnnscope:walk", { bubbles: true, detail: { from: span, extend: e.shiftKey } }));
+    }
   });
 })();

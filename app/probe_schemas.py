@@ -1,0 +1,89 @@
+"""JSON shapes of the probe, span and neuron routes (pydantic v2, described in OpenAPI)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.probes import PROBES
+
+PROBE_IDS = ", ".join(PROBES)
+
+
+class ProbeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, max_length=128, examples=["austen-lstm"])
+    text: str = Field(examples=['"Hello," she said. "Are you there?"'])
+    probe: str = Field(examples=["quotes"], description=f"one of: {PROBE_IDS}")
+    pattern: str | None = Field(None, max_length=500, description="the regular expression of the regex probe",
+                                examples=[r"[A-Z][a-z]+"])
+    top: int = Field(20, ge=1, le=200, description="how many units to return, best first")
+
+
+class SpanRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, max_length=128, examples=["austen-lstm"])
+    text: str = Field(examples=['"Hello," she said. "Are you there?"'])
+    start: int = Field(description="first character of the span (0-based)", examples=[1])
+    end: int = Field(description="one past the last character of the span", examples=[7])
+    threshold: float = Field(0.3, allow_inf_nan=False,
+                             description="a unit is 'on' at a character when its value is above this")
+    top: int = Field(20, ge=1, le=200, description="how many units to return, best first")
+
+
+class UnitRank(BaseModel):
+    layer: int
+    state: str
+    unit: int
+    score: float = Field(description="auc: max(AUC, 1-AUC) in [0.5, 1]; pearson: |r| in [0, 1]; span: |fraction on "
+                                     "inside - fraction on outside| in [0, 1]")
+    sign: Literal[1, -1] = Field(description="+1: higher inside / rises with the probe / on inside the span; -1: the reverse")
+    metric: Literal["auc", "pearson", "span"]
+
+
+class Context(BaseModel):
+    position: int = Field(description="character index in the atlas's held-out text")
+    before: str
+    char: str
+    after: str
+    q: float | None = Field(None, description="the activation quantile this sample was taken at")
+
+
+class ProbeMatch(BaseModel):
+    probe: str
+    score: float
+    sign: Literal[1, -1]
+    metric: Literal["auc", "pearson"]
+
+
+class Push(BaseModel):
+    char: str
+    weight: float = Field(description="this unit's weight into the character's logit")
+
+
+class Histogram(BaseModel):
+    edges: list[float] = Field(description="bin edges, one more than counts")
+    counts: list[int]
+
+
+class NeuronResponse(BaseModel):
+    model: str
+    layer: int
+    state: str
+    unit: int
+    atlas: bool = Field(description="true when the numbers below come from the model's atlas")
+    atlas_problem: str | None = Field(description="why there is no atlas data, and how to build it")
+    atlas_chars: int | None = Field(description="held-out characters the atlas was built from")
+    min: float | None
+    max: float | None
+    mean: float | None
+    histogram: Histogram | None
+    top: list[Context] = Field(description="where the unit is most positive, highest first")
+    bottom: list[Context] = Field(description="where the unit is most negative, lowest first")
+    quantiles: list[Context] = Field(description="samples at activation quantiles")
+    probes: list[ProbeMatch] = Field(description="built-in probes, best match first")
+    pushes_up: list[Push] | None = Field(description="top layer h only: next characters it makes likelier")
+    pushes_down: list[Push] | None = Field(description="top layer h only: next characters it makes less likely")

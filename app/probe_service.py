@@ -1,0 +1,316 @@
+"""Finding the neuron: rank every unit against a probe or a selected span, and read atlases.
+
+Ranking reuses the trace the page already ran (TraceService's cache) and hands its float16
+(T, U) blocks to models.probes as they are, so a ranking costs the scoring and nothing more.
+Texts too long for a whole-model trace in the cache are traced one layer at a time, uncached,
+and the per-layer best lists are merged (memory stays at one layer's states).
+Atlases (atlas.json beside a checkpoint, built by `rnnscope atlas`) are read lazily, once per
+file version, and a missing, corrupt or stale one becomes a message, never an error page.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from models import probes
+from models.atlas import ATLAS_FILE, load_atlas, neuron_view
+from models.checkpoint import WEIGHTS
+from models.errors import RnnscopeError
+from models.probes import PROBES, UnitScore
+from models.trace import run_trace
+
+from .errors import InputError
+from .registry import ModelEntry
+from .service import TraceService
+
+log = logging.getLogger("rnnscope.probes")
+
+SPAN_METRIC = "span"
+PUSHES_K = 8
+# What a binary probe's positive characters are, for "no character of this text is ..." messages.
+NOUNS = {
+    "quotes": "inside double quotes",
+    "brackets": "inside parentheses or brackets",
+    "comment": "inside a # comment",
+    "string": "inside a string literal",
+    "word_start": "the first character of a word",
+    "vowel": "a vowel",
+    "regex": "inside a match of the pattern",
+}
+
+
+@dataclass(frozen=True)
+class Ranking:
+    units: list[UnitScore]  # best first
+    scored: int  # units scored (every unit of every state of every layer)
+    chars: int
+    marked: int | None  # binary probe: characters labelled true; span: characters inside it
+    cached: bool  # the trace came from the cache (the model did not run)
+    trace_seconds: float
+    rank_seconds: float  # labels + scoring, excluding the trace
+
+
+@dataclass(frozen=True)
+class AtlasState:
+    atlas: dict | None
+    problem: str | None  # why there is no usable atlas, for the page and the API
+
+
+@dataclass
+class NeuronReport:
+    model: str
+    layer: int
+    state: str
+    unit: int
+    top_layer: int
+    atlas_chars: int | None = None
+    atlas_source: str | None = None
+    atlas_problem: str | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    mean: float | None = None
+    hist: list[int] = field(default_factory=list)
+    edges: list[float] = field(default_factory=list)
+    top: list[dict] = field(default_factory=list)
+    bottom: list[dict] = field(default_factory=list)
+    quantiles: list[dict] = field(default_factory=list)
+    probes: list[dict] = field(default_factory=list)
+    pushes_up: list[tuple[str, float]] | None = None
+    pushes_down: list[tuple[str, float]] | None = None
+
+
+class ProbeService:
+    def __init__(self, traces: TraceService):
+        self.traces = traces
+        self._atlases: dict[str, tuple[tuple, AtlasState]] = {}  # model -> (file stamp, state)
+        self._lock = threading.Lock()
+
+    # ---- ranking ------------------------------------------------------------------------
+    def rank_probe(self, entry: ModelEntry, text: str, probe: str, pattern: str | None, top: int) -> Ranking:
+        self.traces.check_text(text)
+        t0 = time.perf_counter()
+        values = probe_values(probe, text, pattern)
+        kind = PROBES[probe].kind
+        label_seconds = time.perf_counter() - t0
+        marked = int(values.sum()) if kind == probes.BINARY else None
+        return self._rank(entry, text, top, marked, label_seconds,
+                          lambda blocks: probes.rank_units(blocks, values, kind, top))
+
+    def rank_span(self, entry: ModelEntry, text: str, start: int, end: int, threshold: float, top: int) -> Ranking:
+        self.traces.check_text(text)
+        inside = span_mask(len(text), start, end)
+        if not math.isfinite(threshold):
+            raise InputError("the threshold must be a finite number", field="threshold")
+        ranking = self._rank(entry, text, top, int(inside.sum()), 0.0,
+                             lambda blocks: span_rank(blocks, inside, threshold, top))
+        if not ranking.units or ranking.units[0].score <= 0:
+            raise InputError(
+                f"no unit is above the threshold {threshold:g} more often inside the span than outside it, "
+                "or the reverse: move the threshold", field="threshold")
+        return ranking
+
+    def _rank(self, entry: ModelEntry, text: str, top: int, marked: int | None, label_seconds: float,
+              score) -> Ranking:
+        found: list[UnitScore] = []
+        scored, cached, trace_s, rank_s = 0, True, 0.0, label_seconds
+        for blocks, hit, seconds in self._blocks(entry, text):
+            cached, trace_s = cached and hit, trace_s + seconds
+            t0 = time.perf_counter()
+            try:
+                found.extend(score(blocks))
+            except RnnscopeError as e:
+                raise InputError(str(e), field="probe") from None
+            rank_s += time.perf_counter() - t0
+            scored += sum(b.shape[1] for b in blocks.values())
+        found.sort(key=lambda u: -u.score)  # stable: per-layer lists merge into the one-pass order
+        return Ranking(found[:top], scored, len(text), marked, cached, trace_s, rank_s)
+
+    def _blocks(self, entry: ModelEntry, text: str) -> Iterator[tuple[dict, bool, float]]:
+        """{(layer, state): (T, U)} blocks as stored (float16), with (cache hit, trace seconds)."""
+        if self.traces.fits_whole(entry, len(text)):
+            result = self.traces.view_trace(entry, text, 0, entry.states[0])  # the page's cached whole trace
+            tr = result.trace
+            yield {(k, s): a for k, per in tr.states.items() for s, a in per.items()}, result.cached, result.seconds
+            return
+        for layer in range(entry.layers):
+            t0 = time.perf_counter()
+            try:
+                tr = run_trace(entry.checkpoint.model, entry.checkpoint.vocab, text, layers=[layer], topk=0, half=True)
+            except RnnscopeError as e:
+                raise InputError(str(e)) from None
+            self.traces.traces_run += 1
+            yield {(layer, s): a for s, a in tr.states[layer].items()}, False, time.perf_counter() - t0
+            del tr
+
+    # ---- atlases and neuron pages --------------------------------------------------------
+    def atlas(self, entry: ModelEntry) -> AtlasState:
+        """The model's atlas, read once per file version; a problem message when unusable."""
+        path = entry.path / ATLAS_FILE
+        try:
+            st = path.stat()
+            stamp: tuple = (entry.version, st.st_mtime_ns, st.st_size)
+        except OSError:
+            stamp = (entry.version, None)
+        with self._lock:
+            held = self._atlases.get(entry.name)
+            if held is not None and held[0] == stamp:
+                return held[1]
+            state = _read_atlas(entry, path)
+            self._atlases[entry.name] = (stamp, state)
+            return state
+
+    def neuron(self, entry: ModelEntry, layer: int, state: str, unit: int) -> NeuronReport:
+        self.traces.check_layer(entry, layer)
+        self.traces.check_state(entry, state)
+        self.traces.check_units(entry, [unit])
+        report = NeuronReport(entry.name, layer, state, unit, top_layer=entry.layers - 1)
+        held = self.atlas(entry)
+        report.atlas_problem = held.problem
+        if held.atlas is not None:
+            try:
+                view = neuron_view(held.atlas, layer, state, unit)
+                _fill_from_atlas(report, held.atlas, view)
+            except RnnscopeError as e:
+                report.atlas_problem = f"{e}; rebuild the atlas with `rnnscope atlas {entry.name}`"
+            except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+                report.atlas_problem = (f"{ATLAS_FILE} of {entry.name} is malformed; "
+                                        f"rebuild it with `rnnscope atlas {entry.name}`")
+        if layer == entry.layers - 1 and state == "h" and report.pushes_up is None:
+            report.pushes_up, report.pushes_down = pushes_from_weights(entry, unit)
+        return report
+
+
+# ---- pure helpers (tested directly) ------------------------------------------------------
+def probe_values(probe: str, text: str, pattern: str | None) -> np.ndarray:
+    """The probe's labels on `text`, or a message saying why it cannot rank anything there."""
+    if probe not in PROBES:
+        raise InputError(f"unknown probe {probe!r}: choose one of {', '.join(PROBES)}", field="probe")
+    if probe == "regex" and not pattern:
+        raise InputError("the regex probe needs a pattern: type a regular expression, e.g. [A-Z][a-z]+",
+                         field="pattern")
+    try:
+        values = probes.labels(probe, text, pattern)
+    except RnnscopeError as e:
+        raise InputError(str(e), field="pattern" if probe == "regex" else "probe") from None
+    if PROBES[probe].kind == probes.BINARY:
+        n = int(values.sum())
+        if n in (0, len(values)):
+            which = "no character" if n == 0 else "every character"
+            if probe == "regex":
+                where = "nowhere in" if n == 0 else "the whole of"
+                raise InputError(f"the pattern matches {where} this text: ranking needs characters inside a match "
+                                 "and characters outside", field="pattern")
+            raise InputError(f"{which} of this text is {NOUNS[probe]}, so the {probe} probe cannot tell units "
+                             "apart: use a text with both kinds of character", field="probe")
+    elif float(values.min()) == float(values.max()):
+        raise InputError(f"the {probe} probe ({PROBES[probe].title}) is {float(values[0]):g} at every character "
+                         "of this text, so it cannot tell units apart: use a text where it varies", field="probe")
+    return values
+
+
+def span_mask(length: int, start: int, end: int) -> np.ndarray:
+    if start < 0 or end < 0:
+        raise InputError("start and end count characters from 0 and cannot be negative", field="span")
+    if end > length:
+        raise InputError(f"the span ends at character {end} but the text has {length:,} characters", field="span")
+    if start > end:
+        raise InputError(f"the span starts at {start} and ends at {end}: end must come after start", field="span")
+    if start == end:
+        raise InputError("the selected span is empty: select at least one character of the text (drag over it, "
+                         "or shift+arrow from a focused character)", field="span")
+    if end - start == length:
+        raise InputError("the span covers the whole text: leave some characters outside it", field="span")
+    inside = np.zeros(length, dtype=bool)
+    inside[start:end] = True
+    return inside
+
+
+def span_rank(blocks: dict, inside: np.ndarray, threshold: float, top: int) -> list[UnitScore]:
+    """Units on (above threshold) inside the span and off outside (+), or the reverse (-).
+
+    models.probes.span_scores gives both directions; the reverse is the negation of the first,
+    so one signed score ranks both, best |score| first.
+    """
+    keys = list(blocks)
+    diff = np.concatenate([probes.span_scores(blocks[k], inside, threshold)[0] for k in keys])  # (N,)
+    score = np.abs(diff)
+    order = np.argsort(-score, kind="stable")[: max(1, top)]
+    widths = np.cumsum([0] + [blocks[k].shape[1] for k in keys])
+    out = []
+    for j in order:
+        b = int(np.searchsorted(widths, j, side="right") - 1)
+        layer, state = keys[b]
+        out.append(UnitScore(layer, state, int(j - widths[b]), round(float(score[j]), 6),
+                             1 if diff[j] >= 0 else -1, SPAN_METRIC))
+    return out
+
+
+def pushes_from_weights(entry: ModelEntry, unit: int, k: int = PUSHES_K) -> tuple[list, list]:
+    """The output-layer column of a top-layer h unit: the next characters it raises and lowers."""
+    w = entry.checkpoint.model.head.weight.detach()[:, unit].float().numpy()  # (V,)
+    chars = entry.checkpoint.vocab.chars
+    up = np.argsort(-w, kind="stable")[:k]
+    down = np.argsort(w, kind="stable")[:k]
+    return ([(chars[i], round(float(w[i]), 4)) for i in up], [(chars[i], round(float(w[i]), 4)) for i in down])
+
+
+def weights_fingerprint(folder: Path) -> str | None:
+    """sha256 of the weights file, so an atlas can say which weights it describes."""
+    h = hashlib.sha256()
+    try:
+        with (folder / WEIGHTS).open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError:
+        return None
+    return h.hexdigest()
+
+
+def _read_atlas(entry: ModelEntry, path: Path) -> AtlasState:
+    rebuild = f"`rnnscope atlas {entry.name}`"
+    try:
+        atlas = load_atlas(entry.path)
+    except RnnscopeError as e:
+        log.warning("atlas of %s unusable: %s", entry.name, e)
+        return AtlasState(None, str(e).replace("`rnnscope atlas`", rebuild))
+    except (OSError, ValueError) as e:
+        log.warning("atlas of %s unreadable: %s", entry.name, e)
+        return AtlasState(None, f"{ATLAS_FILE} of {entry.name} cannot be read ({type(e).__name__}); "
+                                f"rebuild it with {rebuild}")
+    except Exception as e:  # noqa: BLE001 - e.g. valid JSON of the wrong shape: a message, never a 500
+        log.warning("atlas of %s malformed: %s: %s", entry.name, type(e).__name__, e)
+        return AtlasState(None, f"{ATLAS_FILE} of {entry.name} is malformed; rebuild it with {rebuild}")
+    if atlas is None:
+        return AtlasState(None, f"no atlas has been built for {entry.name} yet: run {rebuild} "
+                                "(it traces the model's held-out text once and saves atlas.json beside the weights)")
+    if not isinstance(atlas.get("text"), str) or not isinstance(atlas.get("layers"), dict):
+        return AtlasState(None, f"{ATLAS_FILE} of {entry.name} is malformed; rebuild it with {rebuild}")
+    built_for = (atlas.get("model") or {}).get("weights_sha256") if isinstance(atlas.get("model"), dict) else None
+    if built_for and built_for != weights_fingerprint(entry.path):
+        return AtlasState(None, f"{ATLAS_FILE} was built for other weights of {entry.name} (the model has changed "
+                                f"since): rebuild it with {rebuild}")
+    return AtlasState(atlas, None)
+
+
+def _fill_from_atlas(report: NeuronReport, atlas: dict, view: dict) -> None:
+    report.minimum, report.maximum, report.mean = float(view["min"]), float(view["max"]), float(view["mean"])
+    report.hist = [int(c) for c in view["hist"]]
+    hi = report.maximum if report.maximum > report.minimum else report.minimum + 1e-6
+    report.edges = np.linspace(report.minimum, hi, len(report.hist) + 1).tolist()
+    report.top, report.bottom, report.quantiles = view["top"], view["bottom"], view["quantiles"]
+    report.probes = view["probes"]
+    card = atlas.get("card") if isinstance(atlas.get("card"), dict) else {}
+    report.atlas_chars = int(card.get("chars") or len(atlas["text"]))
+    report.atlas_source = str(card["source"]) if card.get("source") is not None else None
+    if "pushes_up" in view:
+        report.pushes_up = [(str(c), float(w)) for c, w in view["pushes_up"]]
+        report.pushes_down = [(str(c), float(w)) for c, w in view["pushes_down"]]

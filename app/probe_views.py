@@ -1,0 +1,264 @@
+"""View models for the "Find units" panel and the neuron page: plain strings and numbers for the
+templates (no maths there), including the histogram's SVG geometry."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import urlencode
+
+import numpy as np
+
+from models.probes import BINARY, PROBES
+
+from .probe_service import SPAN_METRIC, NeuronReport, Ranking
+from .scale import STATE_INFO, neuron_scale
+from .views import neuron_url
+
+DEFAULT_THRESHOLD = 0.3
+DEFAULT_TOP = 20
+METRIC_LABELS = {"auc": "AUC", "pearson": "|r|", SPAN_METRIC: "Δ on"}
+SHOW = {"\n": "↵", "\t": "⇥"}
+# What the sign means, per metric: (+1, -1).
+SIGNS = {
+    "auc": ("higher where the probe is true", "lower where the probe is true"),
+    "pearson": ("rises with the probe's value", "falls as the probe's value rises"),
+    SPAN_METRIC: ("on inside the span, off outside", "off inside the span, on outside"),
+}
+
+
+@dataclass(frozen=True)
+class ProbeOption:
+    id: str
+    title: str
+
+
+@dataclass(frozen=True)
+class FindUnitsPanel:
+    probes: list[ProbeOption]
+    threshold: float = DEFAULT_THRESHOLD
+    top: int = DEFAULT_TOP
+
+
+@dataclass
+class RankRow:
+    rank: int
+    layer: int
+    state: str
+    unit: int
+    metric: str
+    score: str
+    sign: str  # "+" or "−"
+    sign_title: str
+    neuron_url: str
+    current: bool
+
+
+@dataclass
+class RankingView:
+    rows: list[RankRow] = field(default_factory=list)
+    summary: str = ""
+    error: str = ""
+    error_field: str = ""
+    hint: str = ""
+
+
+def find_units_panel() -> FindUnitsPanel:
+    return FindUnitsPanel([ProbeOption(p.id, p.title) for p in PROBES.values()])
+
+
+def ranking_view(model: str, ranking: Ranking, what: str, current: tuple[int, str, int] | None) -> RankingView:
+    rows = []
+    for k, u in enumerate(ranking.units, 1):
+        plus, minus = SIGNS[u.metric]
+        rows.append(RankRow(
+            rank=k, layer=u.layer, state=u.state, unit=u.unit, metric=METRIC_LABELS[u.metric], score=f"{u.score:.3f}",
+            sign="+" if u.sign > 0 else "−", sign_title=plus if u.sign > 0 else minus,
+            neuron_url=neuron_url(model, u.layer, u.state, u.unit),
+            current=current == (u.layer, u.state, u.unit)))
+    parts = [what, f"{ranking.scored:,} units scored in {ranking.rank_seconds * 1000:.0f} ms"]
+    parts.append("trace from cache" if ranking.cached else f"traced in {ranking.trace_seconds * 1000:.0f} ms")
+    return RankingView(rows=rows, summary=" · ".join(parts))
+
+
+def probe_summary(probe: str, ranking: Ranking, pattern: str | None) -> str:
+    p = PROBES[probe]
+    name = f"regex /{pattern}/" if probe == "regex" else probe
+    if p.kind == BINARY and ranking.marked is not None:
+        return f"{name}: {ranking.marked:,} of {ranking.chars:,} characters marked"
+    return f"{name} ({p.title})"
+
+
+def span_summary(text: str, start: int, end: int, threshold: float) -> str:
+    return f"span {start}–{end} ({end - start:,} characters: “{excerpt(text[start:end])}”), on above {threshold:g}"
+
+
+def excerpt(s: str, limit: int = 40) -> str:
+    shown = "".join(SHOW.get(c, c) for c in s)
+    return shown if len(shown) <= limit else shown[: limit - 11] + "…" + shown[-10:]
+
+
+# ---------------------------------------------------------------- neuron page
+
+
+@dataclass
+class Bar:
+    x: str
+    y: str
+    w: str
+    h: str
+    v: str  # the bin's middle on the unit's colour scale, for --v
+    title: str
+
+
+@dataclass
+class HistogramView:
+    width: int
+    height: int
+    bars: list[Bar]
+    axis_y: str
+    ticks: list[tuple[str, str]]  # (x, label)
+    mean_x: str
+    zero_x: str  # "" when 0 is outside the range
+    label: str
+
+
+@dataclass
+class ContextRow:
+    before: str
+    char: str
+    after: str
+    note: str  # "position 1,234" or "30th percentile"
+    main_url: str  # this context, opened in the main view on this unit
+
+
+@dataclass
+class PushRow:
+    char: str
+    weight: str
+    bar: str  # width share in [0, 1]
+
+
+@dataclass
+class ProbeRow:
+    probe: str
+    title: str
+    metric: str
+    score: str
+    sign: str
+    sign_title: str
+
+
+@dataclass
+class NeuronPage:
+    title: str
+    heading: str
+    description: str
+    main_url: str
+    prev_url: str
+    next_url: str
+    atlas_problem: str
+    atlas_note: str
+    histogram: HistogramView | None
+    stats: list[str]
+    top: list[ContextRow]
+    bottom: list[ContextRow]
+    quantiles: list[ContextRow]
+    probes: list[ProbeRow]
+    pushes_up: list[PushRow]
+    pushes_down: list[PushRow]
+    pushes_note: str
+
+
+def neuron_page(r: NeuronReport, hidden: int) -> NeuronPage:
+    what = f"layer {r.layer} · {r.state} · unit {r.unit}"
+    main_url = "/?" + urlencode({"model": r.model, "layer": r.layer, "state": r.state, "unit": r.unit})
+
+    def rows(items: list[dict]) -> list[ContextRow]:
+        out = []
+        for c in items:
+            note = f"{round(c['q'] * 100)}th percentile" if "q" in c else f"position {c['position']:,}"
+            text = c["before"] + c["char"] + c["after"]
+            url = "/?" + urlencode({"model": r.model, "layer": r.layer, "state": r.state, "unit": r.unit, "text": text})
+            out.append(ContextRow(_show(c["before"]), _show(c["char"]), _show(c["after"]), note, url))
+        return out
+
+    stats = []
+    if r.minimum is not None:
+        stats = [f"min {r.minimum:+.3f}", f"mean {r.mean:+.3f}", f"max {r.maximum:+.3f}"]
+    pushes_note = ""
+    if r.pushes_up is None:
+        pushes_note = (f"Only the top layer's h (layer {r.top_layer} · h) feeds the output layer directly, so only its "
+                       "units have next-character pushes.")
+    return NeuronPage(
+        title=f"{r.model} · {what} · neuron · rnnscope",
+        heading=f"{r.model} · {what}",
+        description=STATE_INFO.get(r.state, (r.state, ""))[0],
+        main_url=main_url,
+        prev_url=neuron_url(r.model, r.layer, r.state, r.unit - 1) if r.unit > 0 else "",
+        next_url=neuron_url(r.model, r.layer, r.state, r.unit + 1) if r.unit < hidden - 1 else "",
+        atlas_problem=r.atlas_problem or "",
+        atlas_note=(f"from the atlas: {r.atlas_chars:,} characters of held-out text"
+                    + (f" ({r.atlas_source})" if r.atlas_source else "")) if r.atlas_chars else "",
+        histogram=histogram(r) if r.hist else None,
+        stats=stats,
+        top=rows(r.top),
+        bottom=rows(r.bottom),
+        quantiles=rows(r.quantiles),
+        probes=[ProbeRow(p["probe"], PROBES[p["probe"]].title if p["probe"] in PROBES else "",
+                         METRIC_LABELS.get(p["metric"], p["metric"]), f"{p['score']:.3f}",
+                         "+" if p["sign"] > 0 else "−", SIGNS.get(p["metric"], ("", ""))[0 if p["sign"] > 0 else 1])
+                for p in r.probes],
+        pushes_up=_pushes(r.pushes_up or []),
+        pushes_down=_pushes(r.pushes_down or []),
+        pushes_note=pushes_note,
+    )
+
+
+def histogram(r: NeuronReport, width: int = 560, height: int = 150, pad: int = 22) -> HistogramView:
+    """Bars in SVG user units; x maps the value range onto [pad, width - pad]."""
+    counts = np.asarray(r.hist, dtype=np.float64)
+    edges = np.asarray(r.edges, dtype=np.float64)
+    lo, hi = float(edges[0]), float(edges[-1])
+    span = hi - lo if hi > lo else 1.0
+    plot_w, plot_h = width - 2 * pad, height - pad - 8
+    axis_y = 8 + plot_h
+
+    def x_of(v: float) -> float:
+        return pad + (v - lo) / span * plot_w
+
+    scale = neuron_scale(r.state, np.array([lo, hi], dtype=np.float32))
+    mids = (edges[:-1] + edges[1:]) / 2
+    positions = scale.positions(mids.astype(np.float32))
+    top = counts.max() if counts.size and counts.max() > 0 else 1.0
+    total = int(counts.sum())
+    bars = []
+    for k, c in enumerate(counts):
+        h = c / top * plot_h
+        x0, x1 = x_of(edges[k]), x_of(edges[k + 1])
+        share = c / total * 100 if total else 0.0
+        bars.append(Bar(f"{x0:.1f}", f"{axis_y - h:.1f}", f"{max(x1 - x0 - 1, 0.5):.1f}", f"{h:.1f}",
+                        f"{positions[k]:.3f}",
+                        f"{edges[k]:+.3f} to {edges[k + 1]:+.3f}: {int(c):,} characters ({share:.1f}%)"))
+    ticks = [(f"{x_of(lo):.1f}", f"{lo:+.2f}"), (f"{x_of(hi):.1f}", f"{hi:+.2f}")]
+    zero_x = f"{x_of(0.0):.1f}" if lo < 0 < hi else ""
+    if zero_x:
+        ticks.append((zero_x, "0"))
+    return HistogramView(width, height, bars, f"{axis_y:.1f}", ticks, f"{x_of(r.mean or 0.0):.1f}", zero_x,
+                         f"histogram of {r.state}[{r.layer}][{r.unit}] over {total:,} held-out characters")
+
+
+def _pushes(items: list[tuple[str, float]]) -> list[PushRow]:
+    biggest = max((abs(w) for _, w in items), default=0.0) or 1.0
+    return [PushRow("␣" if c == " " else _show(c), f"{w:+.3f}", f"{abs(w) / biggest:.3f}") for c, w in items]
+
+
+def _show(s: str) -> str:
+    return "".join(SHOW.get(c, c) for c in s)
+
+
+def current_unit(layer: str | None, state: str | None, unit: str | None) -> tuple[int, str, int] | None:
+    """The main view's unit, as sent along with a ranking request (to mark its row)."""
+    try:
+        return int(layer or ""), str(state), int(unit or "")
+    except ValueError:
+        return None

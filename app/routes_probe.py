@@ -1,0 +1,170 @@
+"""Routes for finding the neuron: probe and span rankings (JSON and the page's panel) and the
+neuron page. Thin: validate, call app.probe_service, shape or render."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import HTMLResponse
+
+from .errors import InputError
+from .probe_schemas import Context, Histogram, NeuronResponse, ProbeMatch, ProbeRequest, Push, SpanRequest, UnitRank
+from .probe_service import NeuronReport, ProbeService, Ranking
+from .probe_views import (DEFAULT_THRESHOLD, DEFAULT_TOP, RankingView, current_unit, neuron_page, probe_summary,
+                          ranking_view, span_summary)
+from .render import render_block, render_page
+from .schemas import ErrorDetail
+from .views import DEFAULT_TEXT
+
+api = APIRouter(prefix="/api/v1", tags=["probes"])
+pages = APIRouter(include_in_schema=False)
+
+ERRORS = {
+    404: {"model": ErrorDetail, "description": "unknown model"},
+    413: {"model": ErrorDetail, "description": "text over the length limit"},
+    422: {"model": ErrorDetail, "description": "bad input: unknown probe, invalid or too slow regex, a probe constant "
+                                               "on this text, an empty or out-of-range span, malformed JSON"},
+}
+PANEL = "_find_units.html"
+
+
+def install(app: FastAPI) -> None:
+    """Create the probe service beside the trace service and add the routes (one line in create_app)."""
+    app.state.probes = ProbeService(app.state.service)
+    app.include_router(api)
+    app.include_router(pages)
+
+
+def _probes(request: Request) -> ProbeService:
+    return request.app.state.probes
+
+
+# ---- JSON API ----------------------------------------------------------------------------
+@api.post("/probe", response_model=list[UnitRank], responses=ERRORS, summary="Rank units against a probe")
+def probe(body: ProbeRequest, request: Request) -> list[UnitRank]:
+    """Every unit of every state of every layer, scored against the probe's per-character labels
+    on this text (ROC AUC for binary probes, |Pearson r| for numeric ones); best first."""
+    service = _probes(request)
+    entry = service.traces.model(body.model)
+    ranking = service.rank_probe(entry, body.text, body.probe, body.pattern, body.top)
+    return _ranks(ranking)
+
+
+@api.post("/span", response_model=list[UnitRank], responses=ERRORS, summary="Rank units by a selected span")
+def span(body: SpanRequest, request: Request) -> list[UnitRank]:
+    """Units that are on (above `threshold`) inside text[start:end] and off elsewhere (sign +1),
+    or off inside and on elsewhere (sign -1), best first, as LSTMVis's selection does."""
+    service = _probes(request)
+    entry = service.traces.model(body.model)
+    return _ranks(service.rank_span(entry, body.text, body.start, body.end, body.threshold, body.top))
+
+
+@api.get("/neurons/{model}/{layer}/{state}/{unit}", response_model=NeuronResponse, responses=ERRORS,
+         summary="One unit's dashboard from the model's atlas")
+def neuron(model: str, layer: int, state: str, unit: int, request: Request) -> NeuronResponse:
+    """Histogram, top and bottom contexts, quantile samples and probe matches come from the atlas
+    (`rnnscope atlas MODEL`); without one they are empty and `atlas_problem` says how to build it.
+    Next-character pushes (top layer h only) come from the weights when the atlas has none."""
+    service = _probes(request)
+    entry = service.traces.model(model)
+    return _neuron_json(service.neuron(entry, layer, state, unit))
+
+
+def _ranks(ranking: Ranking) -> list[UnitRank]:
+    return [UnitRank(layer=u.layer, state=u.state, unit=u.unit, score=u.score, sign=u.sign, metric=u.metric)
+            for u in ranking.units]
+
+
+def _neuron_json(r: NeuronReport) -> NeuronResponse:
+    def ctx(items: list[dict]) -> list[Context]:
+        return [Context(**c) for c in items]
+
+    def pushes(items) -> list[Push] | None:
+        return None if items is None else [Push(char=c, weight=w) for c, w in items]
+
+    return NeuronResponse(
+        model=r.model, layer=r.layer, state=r.state, unit=r.unit, atlas=r.atlas_chars is not None,
+        atlas_problem=r.atlas_problem, atlas_chars=r.atlas_chars, min=r.minimum, max=r.maximum, mean=r.mean,
+        histogram=Histogram(edges=r.edges, counts=r.hist) if r.hist else None,
+        top=ctx(r.top), bottom=ctx(r.bottom), quantiles=ctx(r.quantiles),
+        probes=[ProbeMatch(**p) for p in r.probes],
+        pushes_up=pushes(r.pushes_up), pushes_down=pushes(r.pushes_down))
+
+
+# ---- HTML: the page's "Find units" panel and the neuron page ------------------------------
+@pages.get("/ui/find-units", response_class=HTMLResponse)
+def find_units(
+    request: Request,
+    model: str | None = None,
+    text: str | None = None,
+    source: str = "probe",
+    probe: str = "quotes",
+    pattern: str | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    threshold: str | None = None,
+    top: str | None = None,
+    layer: str | None = None,
+    state: str | None = None,
+    unit: str | None = None,
+) -> HTMLResponse:
+    """The panel's results block: a ranking, or one message saying what to fix (422)."""
+    service = _probes(request)
+    text = DEFAULT_TEXT if text is None else text.replace("\r\n", "\n")
+    try:
+        registry = service.traces.registry
+        registry.refresh()
+        name = model or registry.default_name(service.traces.settings.default_model) or ""
+        entry = service.traces.model(name)
+        n_top = _int(top, "top", DEFAULT_TOP, 1, 200)
+        if source == "selection":
+            if not (start or "").strip() and not (end or "").strip():
+                raise InputError("no span is selected: drag over the text to select part of it, or focus a "
+                                 "character and press shift+→", field="span")
+            s, e = _int(start, "start", 0), _int(end, "end", 0)
+            t = _float(threshold, "threshold", DEFAULT_THRESHOLD)
+            ranking = service.rank_span(entry, text, s, e, t, n_top)
+            what = span_summary(text, s, e, t)
+        elif source == "probe":
+            ranking = service.rank_probe(entry, text, probe, pattern, n_top)
+            what = probe_summary(probe, ranking, pattern)
+        else:
+            raise InputError(f"source {source[:40]!r} is not one of: probe, selection", field="source")
+    except InputError as err:
+        view = RankingView(error=err.message, error_field=err.field)
+        return HTMLResponse(render_block(PANEL, "results", {"r": view}), status_code=err.status)
+    view = ranking_view(entry.name, ranking, what, current_unit(layer, state, unit))
+    return HTMLResponse(render_block(PANEL, "results", {"r": view}))
+
+
+@pages.get("/neuron/{model}/{layer}/{state}/{unit}", response_class=HTMLResponse)
+def neuron_html(model: str, layer: str, state: str, unit: str, request: Request) -> HTMLResponse:
+    service = _probes(request)
+    try:
+        entry = service.traces.model(model)
+        report = service.neuron(entry, _int(layer, "layer", 0), state, _int(unit, "unit", 0))
+    except InputError as err:
+        # A unit that does not exist is a page that does not exist: 404, with the reason.
+        return HTMLResponse(render_page("neuron.html", {"page": None, "error": err.message}), status_code=404)
+    page = neuron_page(report, entry.hidden)
+    return HTMLResponse(render_page("neuron.html", {"page": page, "error": ""}))
+
+
+def _int(raw: str | None, name: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw.strip())
+    except ValueError:
+        raise InputError(f"{name} must be a whole number, got {raw[:40]!r}", field=name) from None
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise InputError(f"{name} must be between {lo} and {hi}, got {value}", field=name)
+    return value
+
+
+def _float(raw: str | None, name: str, default: float) -> float:
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw.strip())
+    except ValueError:
+        raise InputError(f"{name} must be a number, got {raw[:40]!r}", field=name) from None

@@ -1,0 +1,145 @@
+// "Find units" panel: pick a ranked unit into the main view, select a span of the text (mouse, or
+// shift+arrows from a focused character) and rank units by it. Delegated from `document`, so it
+// survives htmx swaps. No inline script (CSP); the ranking itself is an htmx request of #probe-form.
+(function () {
+  "use strict";
+
+  const $ = (id) => document.getElementById(id);
+  const SHOW = { "\n": "↵", "\t": "⇥" };
+  let span = null; // {start, end} in characters of the text shown, or null
+  let anchor = null; // keyboard selection's fixed end
+  let rankedKey = null; // model + text of the last ranking, to re-rank when either changes
+  let rankTimer = 0;
+
+  function rank(delay) {
+    clearTimeout(rankTimer);
+    const form = $("probe-form");
+    if (!form || !window.htmx) return;
+    rankTimer = setTimeout(() => window.htmx.trigger(form, "rank"), delay || 0);
+  }
+  const viewKey = () => ($("model") ? $("model").value : "") + "\u0000" + ($("text") ? $("text").value : "");
+
+  // ---- a row of the ranking -> that unit in the main view (the main form's own request) ----
+  function pick(row) {
+    const layer = $("layer"), state = $("state"), unit = $("unit");
+    if (!layer || !state || !unit) return;
+    layer.value = row.dataset.layer;
+    state.value = row.dataset.state;
+    unit.value = row.dataset.unit;
+    if ($("unit-slider")) $("unit-slider").value = row.dataset.unit;
+    const neuron = document.querySelector('input[name=mode][value=neuron]');
+    if (neuron) neuron.checked = true;
+    markCurrent();
+    unit.dispatchEvent(new Event("change", { bubbles: true }));
+  }
+
+  function markCurrent() {
+    const l = $("layer") && $("layer").value, s = $("state") && $("state").value, u = $("unit") && $("unit").value;
+    document.querySelectorAll("#probe-results tr.pick-row").forEach((tr) => {
+      const on = tr.dataset.layer === l && tr.dataset.state === s && tr.dataset.unit === u;
+      tr.classList.toggle("current", on);
+      if (on) tr.setAttribute("aria-current", "true"); else tr.removeAttribute("aria-current");
+    });
+  }
+
+  document.addEventListener("click", function (e) {
+    if (!e.target.closest) return;
+    if (e.target.id === "span-clear") { setSpan(null); return; }
+    const row = e.target.closest("#probe-results tr.pick-row");
+    if (row && !e.target.closest("a")) pick(row);
+  });
+
+  // ---- panel controls --------------------------------------------------------------------
+  document.addEventListener("input", function (e) {
+    if (e.target.id === "threshold" && $("threshold-out")) $("threshold-out").textContent = Number(e.target.value).toFixed(2);
+    if (e.target.id === "text" && span) setSpan(null); // positions no longer mean the same characters
+  });
+  document.addEventListener("change", function (e) {
+    if (e.target.id === "pattern" || e.target.id === "threshold") {
+      e.stopPropagation(); // already ranked on input (debounced); a blur or release needs no new request
+      return;
+    }
+    if (e.target.id === "probe" && $("probe-title")) {
+      const opt = e.target.selectedOptions[0];
+      $("probe-title").textContent = opt ? opt.title : "";
+    }
+  }, true);
+
+  // ---- the selected span -------------------------------------------------------------------
+  function indexOf(el) { return Array.prototype.indexOf.call(el.parentElement.children, el); }
+
+  function setSpan(next, doRank) {
+    span = next && next.end > next.start ? next : null;
+    if ($("span-start")) $("span-start").value = span ? String(span.start) : "";
+    if ($("span-end")) $("span-end").value = span ? String(span.end) : "";
+    paint();
+    const info = $("span-info");
+    if (info) {
+      if (!span) info.textContent = "none yet: drag over the text, or focus a character and press shift+→";
+      else {
+        const box = $("chars");
+        const chars = box ? Array.prototype.slice.call(box.children, span.start, span.end).map((c) => SHOW[c.textContent] || c.textContent).join("") : "";
+        const shown = chars.length > 40 ? chars.slice(0, 29) + "…" + chars.slice(-10) : chars;
+        info.textContent = "characters " + span.start + "–" + span.end + " (" + (span.end - span.start) + "): “" + shown + "”";
+      }
+    }
+    if (span && doRank) {
+      const sel = document.querySelector('#probe-form input[name=source][value=selection]');
+      if (sel) sel.checked = true;
+      rank(doRank === "soon" ? 300 : 0);
+    }
+  }
+
+  function paint() {
+    const box = $("chars");
+    if (!box) return;
+    box.querySelectorAll(".ch.sel").forEach((c) => c.classList.remove("sel"));
+    if (!span) return;
+    const kids = box.children;
+    for (let i = span.start; i < Math.min(span.end, kids.length); i++) kids[i].classList.add("sel");
+  }
+
+  // A selection boundary (node, offset) -> how many characters of the text lie before it.
+  function boundary(box, node, offset) {
+    const el = node.nodeType === 3 ? node.parentElement : node;
+    const ch = el && el.closest ? el.closest("#chars > .ch") : null;
+    if (ch) return offset === 0 ? indexOf(ch) : indexOf(ch) + 1;
+    if (node === box) return Math.min(offset, box.children.length);
+    const all = document.createRange();
+    all.selectNodeContents(box);
+    return all.comparePoint(node, offset) < 0 ? 0 : box.children.length;
+  }
+
+  document.addEventListener("mouseup", function () {
+    const box = $("chars");
+    const sel = window.getSelection();
+    if (!box || !sel || sel.isCollapsed || !sel.rangeCount) return;
+    const range = sel.getRangeAt(0);
+    if (!range.intersectsNode(box)) return;
+    const start = boundary(box, range.startContainer, range.startOffset);
+    const end = boundary(box, range.endContainer, range.endOffset);
+    if (end <= start) return;
+    sel.removeAllRanges(); // the .sel outline shows it from here on, and survives re-colouring
+    anchor = null;
+    setSpan({ start, end }, true);
+  });
+
+  document.addEventListener("rnnscope:walk", function (e) {
+    const to = e.target;
+    if (!e.detail || !e.detail.extend) { anchor = null; return; }
+    if (anchor === null) anchor = indexOf(e.detail.from);
+    const at = indexOf(to);
+    setSpan({ start: Math.min(anchor, at), end: Math.max(anchor, at) + 1 }, "soon");
+  });
+
+  // ---- after a swap: restore the span's outline, mark the current unit, re-rank stale results ----
+  document.addEventListener("htmx:configRequest", function (e) {
+    if (e.detail.elt && e.detail.elt.id === "probe-form") rankedKey = viewKey();
+  });
+  document.addEventListener("htmx:afterSettle", function (e) {
+    paint();
+    markCurrent();
+    const target = e.detail.target;
+    if (target && target.id === "view" && rankedKey !== null && rankedKey !== viewKey()) rank(0);
+  });
+})();
