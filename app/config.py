@@ -22,7 +22,9 @@ class Settings(BaseSettings):
     # A whole-model trace may take at most this share of the cache; longer texts cache one (layer, state).
     full_trace_share: float = Field(0.25, gt=0.0, le=1.0)
     max_api_values: int = Field(4_000_000, ge=1, description="most activation numbers one API response may hold")
-    data_dir: Path = Field(Path("data-dir"), description="writable folder for later features (share store)")
+    data_dir: Path = Field(Path("data-dir"), description="writable folder: the share store lives here by default")
+    database_url: str | None = Field(None, description="SQLAlchemy URL of the share store "
+                                     "(default: SQLite at <data_dir>/shares.sqlite3)")
     default_model: str = Field("austen-lstm", description="the model the page opens on, when installed")
     torch_threads: int | None = Field(None, ge=1, description="torch CPU threads (None = torch's default)")
     rescan_seconds: float = Field(2.0, ge=0.0, description="how often the model folder is re-checked for changes")

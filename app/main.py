@@ -14,7 +14,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from models import __version__
 from models.errors import RnnscopeError
 
-from . import api, pages, routes_probe
+from . import api, pages, routes_probe, routes_share
 from .access_log import AccessLog
 from .config import Settings
 from .errors import InputError
@@ -22,6 +22,7 @@ from .registry import Registry
 from .render import STATIC_DIR, render_page
 from .security import SecurityHeaders
 from .service import TraceService
+from .share_service import ShareService
 
 log = logging.getLogger("rnnscope")
 HTMX = STATIC_DIR / "vendor" / "htmx.min.js"
@@ -47,7 +48,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                      ", ".join(registry.entries))
         else:
             log.warning("no models found in %s: the page will say how to train one", settings.models_dir)
+        app.state.shares = ShareService.open(settings, service)  # never raises: sharing off, traces still serve
         yield
+        app.state.shares.close()
 
     app = FastAPI(
         title="rnnscope",
@@ -68,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(pages.router)
     app.include_router(api.router)
     app.include_router(api.health)
+    app.include_router(routes_share.router)  # share links, preview image, downloads
     routes_probe.install(app)  # probe/span rankings, neuron pages
 
     @app.get("/docs", include_in_schema=False, response_class=HTMLResponse)

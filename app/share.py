@@ -17,9 +17,10 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, Text, create_engine, event, select, text
+from sqlalchemy import Column, Integer, MetaData, String, Table, Text, create_engine, event, func, select, text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
 ID_LENGTH = 12
 ID_PATTERN = re.compile(r"^[a-z2-7]{12}$")
@@ -73,15 +74,40 @@ def sqlite_url(data_dir: Path) -> str:
 
 
 class ShareStore:
-    def __init__(self, url: str, max_text_chars: int = 20_000):
+    def __init__(self, url: str, max_text_chars: int = 20_000, lock_timeout: float | None = None):
+        """Open (creating if needed) and migrate the store. Raises ShareStoreError with a fix-it message.
+
+        lock_timeout: seconds a write waits for another writer's lock before failing with "locked";
+        a SQLite URL may also set it (`?timeout=0.5`). Default 5 s.
+        """
         self.url = url
         self.max_text_chars = max_text_chars
-        if url.startswith("sqlite:///"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: Engine = create_engine(url, pool_pre_ping=True,
-                                            connect_args={"timeout": 5} if url.startswith("sqlite") else {})
-        if url.startswith("sqlite"):
-            event.listen(self.engine, "connect", _sqlite_pragmas)
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise ShareStoreError(f"{_redact(url)} is not a database URL (e.g. sqlite:////srv/rnnscope/shares.sqlite3)") from None
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        query_timeout = parsed.query.get("timeout") if self.is_sqlite else None
+        try:
+            self.lock_timeout = float(lock_timeout if lock_timeout is not None else query_timeout or 5.0)
+        except (TypeError, ValueError):
+            raise ShareStoreError(f"timeout={query_timeout!r} in the database URL is not a number of seconds") from None
+        if self.is_sqlite:
+            folder = _sqlite_folder(parsed.database)
+            if folder is not None:
+                try:
+                    folder.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise ShareStoreError(f"cannot create the share folder {folder} ({e.strerror or e}): "
+                                          "set RNNSCOPE_DATA_DIR to a writable folder") from None
+        try:
+            self.engine: Engine = create_engine(
+                url, pool_pre_ping=True, connect_args={"timeout": self.lock_timeout} if self.is_sqlite else {})
+        except (ArgumentError, NoSuchModuleError, ImportError) as e:
+            raise ShareStoreError(f"cannot use the share database {_redact(url)}: {e}") from None
+        if self.is_sqlite:
+            busy_ms = int(self.lock_timeout * 1000)
+            event.listen(self.engine, "connect", lambda conn, rec: _sqlite_pragmas(conn, busy_ms))
         self._migrate()
 
     def _migrate(self) -> None:
@@ -100,7 +126,7 @@ class ShareStore:
                     conn.execute(schema_info.insert().values(version=SCHEMA_VERSION))
                 elif current != SCHEMA_VERSION:
                     conn.execute(schema_info.update().values(version=SCHEMA_VERSION))
-        except OperationalError as e:
+        except SQLAlchemyError as e:  # locked, read-only, unreachable server, refused login, not a database
             raise ShareStoreError(_explain(e, self.url)) from None
 
     def create(self, view: dict) -> str:
@@ -120,7 +146,7 @@ class ShareStore:
                     return sid
         except IntegrityError:
             pass  # another request stored the same view a moment ago
-        except OperationalError as e:
+        except SQLAlchemyError as e:
             raise ShareStoreError(_explain(e, self.url)) from None
         stored = self.get(sid, count_open=False)
         if canonical(stored) != payload:  # a 60-bit collision: astronomically unlikely, never silent
@@ -138,7 +164,7 @@ class ShareStore:
                         conn.execute(shares.update().where(shares.c.id == sid).values(opened=shares.c.opened + 1))
                     except OperationalError:
                         pass  # a read-only database still serves links
-        except OperationalError as e:
+        except SQLAlchemyError as e:
             raise ShareStoreError(_explain(e, self.url)) from None
         if row is None:
             raise ShareNotFound(f"no shared view {sid!r}: the link is wrong or was made on another server")
@@ -146,26 +172,41 @@ class ShareStore:
 
     def count(self) -> int:
         with self.engine.connect() as conn:
-            return len(conn.execute(select(shares.c.id)).all())
+            return int(conn.execute(select(func.count()).select_from(shares)).scalar_one())
 
     def close(self) -> None:
         self.engine.dispose()
 
 
-def _sqlite_pragmas(dbapi_conn, _record) -> None:
+def _sqlite_folder(database: str | None) -> Path | None:
+    """The folder a SQLite file lives in, to create it; None for in-memory and `file:` URI databases."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database).expanduser().resolve().parent
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return repr(url[:80])
+
+
+def _sqlite_pragmas(dbapi_conn, busy_ms: int) -> None:
     cur = dbapi_conn.cursor()
     try:
         cur.execute("PRAGMA journal_mode=WAL")
     except Exception:  # a read-only file cannot switch modes; reads still work
         pass
-    cur.execute("PRAGMA busy_timeout=5000")
+    cur.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
 
 
 def _explain(e: SQLAlchemyError, url: str) -> str:
     msg = str(getattr(e, "orig", e)).lower()
-    where = url.removeprefix("sqlite:///") if url.startswith("sqlite") else "the share database"
+    where = _where(url)
     if "readonly" in msg or "read-only" in msg:
         return f"{where} is read-only: existing links still open, but new ones cannot be saved (check file permissions)"
     if "locked" in msg or "busy" in msg:
@@ -173,6 +214,16 @@ def _explain(e: SQLAlchemyError, url: str) -> str:
     if "unable to open" in msg:
         return f"cannot open {where}: check that RNNSCOPE_DATA_DIR exists and is writable"
     return f"the share database failed ({msg.splitlines()[0] if msg else type(e).__name__})"
+
+
+def _where(url: str) -> str:
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return "the share database"
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        return parsed.database.removeprefix("file:")
+    return f"the share database {_redact(url)}"
 
 
 def _now() -> str:

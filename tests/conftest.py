@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -33,3 +34,15 @@ def tiny_models_dir(tmp_path_factory) -> Path:
     write_tiny_model(root / "tiny-gru", "gru", seed=1)
     write_tiny_model(root / "tiny-rnn", "rnn", layers=1, hidden=8, seed=2)
     return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def share_data_dir(tmp_path_factory):
+    """Apps and servers the tests start keep their share database in a temp folder, not the working tree."""
+    if "RNNSCOPE_DATA_DIR" in os.environ:
+        yield Path(os.environ["RNNSCOPE_DATA_DIR"])
+        return
+    folder = tmp_path_factory.mktemp("data-dir")
+    os.environ["RNNSCOPE_DATA_DIR"] = str(folder)
+    yield folder
+    os.environ.pop("RNNSCOPE_DATA_DIR", None)

@@ -1,0 +1,172 @@
+"""Downloads of the current view: a standalone HTML file, CSV and JSON of the per-character values.
+
+The numbers come from the same cached trace the page shows, and the colours from the same scale
+(app/scale.py), so a file matches the page it was downloaded from. The HTML file carries its
+colours as inline styles and has no script at all, so it opens anywhere, offline.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+
+from .render import render_page
+from .scale import STATE_INFO, Scale, neuron_scale, rgb, surprisal_scale, text_is_light
+from .service import TraceService, unit_values
+from .share_service import checked_page, view_params
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # spreadsheet formula triggers (OWASP CSV injection)
+LEGEND_STEPS = 11
+
+
+@dataclass
+class ExportData:
+    model: str
+    layer: int
+    state: str
+    unit: int
+    mode: str
+    text: str
+    values: np.ndarray  # (T,) the unit's value after reading each character
+    surprisal: np.ndarray  # (T,) bits: -log2 p(char_t | text before it); NaN at position 0
+    positions: np.ndarray  # (T,) where each character sits on the colour scale, in [-1, 1]
+    scale: Scale
+    unknown: list[int]  # positions of characters the model never saw
+
+    @property
+    def what(self) -> str:
+        return f"layer {self.layer} · {self.state} · unit {self.unit}"
+
+    @property
+    def coloured_by(self) -> str:
+        if self.mode == "surprisal":
+            return "surprisal of each character (bits)"
+        return f"{self.what} · {STATE_INFO.get(self.state, (self.state, ''))[0]}"
+
+    def filename(self, ext: str) -> str:
+        """Only registry names (no slashes or quotes) and numbers go in, so the header stays well-formed."""
+        mode = "-surprisal" if self.mode == "surprisal" else ""
+        return f"rnnscope-{self.model}-l{self.layer}-{self.state}-u{self.unit}{mode}.{ext}"
+
+
+def export_data(traces: TraceService, raw: Mapping[str, object]) -> ExportData:
+    """Check the params as the page does, then read the unit's values and surprisal from the cached trace."""
+    page = checked_page(traces, view_params(raw, traces.settings.max_chars))
+    c = page.controls
+    assert c is not None
+    entry = traces.model(c.model)
+    trace = traces.view_trace(entry, c.text, c.layer, c.state).trace
+    values = unit_values(trace, c.layer, c.state, c.unit)  # (T,)
+    nxt = trace.surprisal_bits.astype(np.float32)  # (T,) surprisal of the character after each position
+    arrived = np.concatenate([[np.nan], nxt[:-1]]).astype(np.float32)  # (T,) as the page's surprisal mode
+    scale = surprisal_scale() if c.mode == "surprisal" else neuron_scale(c.state, values)
+    shown = arrived if c.mode == "surprisal" else values
+    return ExportData(c.model, c.layer, c.state, c.unit, c.mode, c.text, values, arrived, scale.positions(shown),
+                      scale, sorted(int(t) for t in trace.unknown))
+
+
+def to_csv(d: ExportData) -> str:
+    """position,char,value,surprisal; text cells that a spreadsheet would run as a formula get a leading '."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\r\n")
+    w.writerow(["position", "char", "value", "surprisal"])
+    for t, (ch, v, s) in enumerate(zip(d.text, d.values.tolist(), d.surprisal.tolist())):
+        w.writerow([t, guard_cell(ch), _num(v, 4), _num(s, 3)])
+    return buf.getvalue()
+
+
+def guard_cell(value: str) -> str:
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
+
+
+def to_json(d: ExportData) -> dict:
+    return {
+        "model": d.model,
+        "layer": d.layer,
+        "state": d.state,
+        "unit": d.unit,
+        "mode": d.mode,
+        "text": d.text,
+        "length": len(d.text),
+        "values": [_num(v, 4) for v in d.values.tolist()],
+        "surprisal_bits": [_num(s, 3) for s in d.surprisal.tolist()],
+        "colour_positions": [round(p, 3) for p in d.positions.tolist()],
+        "scale": {"lo": d.scale.lo, "hi": d.scale.hi, "label": d.scale.label},
+        "unknown_positions": d.unknown,
+        "notes": {
+            "values": f"{d.state}[{d.layer}][{d.unit}] after reading each character (float16 precision)",
+            "surprisal_bits": "-log2 p(character | the text before it); null for the first character",
+            "colour_positions": "where the downloaded page coloured each character, -1 (purple) .. 1 (orange)",
+        },
+    }
+
+
+@dataclass
+class Cell:
+    ch: str
+    style: str
+    title: str
+    cls: str
+
+
+def to_html(d: ExportData, source_url: str = "") -> str:
+    """One page, inline styles only, no scripts: the text coloured as on the page, with a legend."""
+    unknown = set(d.unknown)
+    cells = []
+    for t, (ch, p, v, s) in enumerate(zip(d.text, d.positions.tolist(), d.values.tolist(), d.surprisal.tolist())):
+        title = f"#{t} · value {_fmt(v, 4)} · surprisal {_fmt(s, 2)} bits"
+        cls = ("nl " if ch == "\n" else "") + ("unk" if t in unknown else "")
+        cells.append(Cell(ch, _style(p), title + (" · never seen in training" if t in unknown else ""), cls.strip()))
+    context = {
+        "d": d,
+        "cells": cells,
+        "legend": [(_style(p), label) for p, label in legend(d.scale)],
+        "exported": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "source_url": source_url,
+    }
+    return render_page("export.html", context)
+
+
+def legend(scale: Scale) -> list[tuple[float, str]]:
+    """(position, label) swatches from the scale's left end to its right end, as the page's legend."""
+    lo = scale.lo / scale.hi  # -1 for a symmetric scale, 0 for a one-sided one
+    out = []
+    for k in range(LEGEND_STEPS):
+        p = lo + (1 - lo) * k / (LEGEND_STEPS - 1)
+        label = ""
+        if k == 0:
+            label = _fmt_end(scale.lo)
+        elif k == LEGEND_STEPS - 1:
+            label = _fmt_end(scale.hi)
+        elif lo < 0 and k == LEGEND_STEPS // 2:
+            label = "0"
+        out.append((p, label))
+    return out
+
+
+def hex_colour(position: float) -> str:
+    r, g, b = rgb(position)
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def _style(position: float) -> str:
+    fg = "#ffffff" if text_is_light(position) else "#1d1d1f"
+    return f"background:{hex_colour(position)};color:{fg}"
+
+
+def _num(x: float, digits: int) -> float | None:
+    return None if not math.isfinite(x) else round(x, digits)
+
+
+def _fmt(x: float, digits: int) -> str:
+    return "–" if not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _fmt_end(x: float) -> str:
+    return f"{x:+g}" if x else "0"

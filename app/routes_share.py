@@ -1,0 +1,204 @@
+"""Share links (/api/v1/share, /share, /s/{id}), their preview image, and downloads (/export.*).
+
+Thin: parse, call ShareService or app.exports, render. A share page is the main page exactly as
+app.pages.index renders it for the stored params (its params and template context keep growing),
+with the link-preview tags and a one-line banner added at two fixed points of base.html.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import re
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from . import pages
+from .errors import InputError
+from .exports import export_data, to_csv, to_html, to_json
+from .preview import preview_svg
+from .render import render_page
+from .schemas import ErrorDetail
+from .share_service import ShareService, ShareUnavailable
+
+router = APIRouter()
+api = APIRouter(prefix="/api/v1", tags=["share"])
+html = APIRouter(include_in_schema=False)
+
+ERRORS = {
+    404: {"model": ErrorDetail, "description": "unknown model, or no such link"},
+    413: {"model": ErrorDetail, "description": "text over the limit"},
+    422: {"model": ErrorDetail, "description": "a setting the page would refuse, or a malformed one"},
+    503: {"model": ErrorDetail, "description": "the share database is unavailable, locked or read-only"},
+}
+FORM_FIELDS = 64
+
+
+class ShareRequest(BaseModel):
+    """The view's settings, as the page's URL query has them; other well-formed settings are kept too."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
+        {"model": "austen-lstm", "text": '"Hello," she said.', "layer": 1, "state": "c", "unit": 7, "mode": "neuron"}]})
+
+    text: str = Field(description="the text the view colours")
+    model: str | None = Field(None, description="default: the server's default model")
+    layer: int | None = Field(None, description="default: the model card's quote unit, else 0")
+    state: str | None = None
+    unit: int | None = None
+    mode: str | None = Field(None, description="neuron (default) or surprisal")
+
+
+class ShareLink(BaseModel):
+    id: str = Field(description="12 characters, a-z and 2-7; the same view always gets the same id")
+    url: str = Field(description="the link: opens the view as a full page")
+    view: dict[str, str] = Field(description="the stored settings, defaults filled in")
+
+
+def _shares(request: Request) -> ShareService:
+    shares = getattr(request.app.state, "shares", None)
+    if shares is None:
+        raise ShareUnavailable("sharing is not ready: the share store opens when the server starts")
+    return shares
+
+
+def _link(request: Request, sid: str) -> str:
+    return str(request.url_for("share_page", sid=sid))
+
+
+# ---- JSON API ---------------------------------------------------------------------------
+@api.post("/share", response_model=ShareLink, responses=ERRORS, summary="Make a short link to a view")
+def create_share(body: ShareRequest, request: Request) -> ShareLink:
+    """Checks the view as the page would, stores it and returns its link. Same view, same link."""
+    shared = _shares(request).create(body.model_dump(exclude_none=True))
+    return ShareLink(id=shared.id, url=_link(request, shared.id), view=shared.view)
+
+
+@api.get("/share/{sid}", response_model=ShareLink, responses=ERRORS, summary="Read a shared view's settings")
+def read_share(sid: str, request: Request) -> ShareLink:
+    view = _shares(request).get(sid, count_open=False)
+    return ShareLink(id=sid, url=_link(request, sid), view=view)
+
+
+# ---- the page's Share button (htmx) -----------------------------------------------------
+@html.post("/share", response_class=HTMLResponse)
+async def share_button(request: Request) -> HTMLResponse:
+    """The form's fields in, a small partial out: the link and a copy button, or why there is none."""
+    try:
+        params = await _form(request, _shares(request).traces.settings.max_chars)
+        shared = await run_in_threadpool(_shares(request).create, params)
+    except InputError as e:
+        return HTMLResponse(render_page("share_result.html", {"error": e.message}), status_code=e.status)
+    return HTMLResponse(render_page("share_result.html", {"url": _link(request, shared.id)}))
+
+
+async def _form(request: Request, max_chars: int) -> dict[str, str]:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/x-www-form-urlencoded":
+        raise InputError(f"send the view as a form (application/x-www-form-urlencoded), not {kind or 'no body'}",
+                         field="share", status=415)
+    limit = max_chars * 12 + 64 * 1024  # the longest text, %-encoded, plus the other fields
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise InputError(f"the form is over {limit:,} bytes: the text is too long to share", field="text",
+                             status=413)
+    try:
+        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=FORM_FIELDS)
+    except UnicodeDecodeError:
+        raise InputError("the form is not UTF-8", field="share") from None
+    except ValueError:
+        raise InputError(f"the form has more than {FORM_FIELDS} fields", field="share") from None
+    return dict(pairs)
+
+
+# ---- the link itself --------------------------------------------------------------------
+@html.get("/s/{sid}", response_class=HTMLResponse, name="share_page")
+def share_page(sid: str, request: Request) -> HTMLResponse:
+    try:
+        shares = _shares(request)
+        params = shares.get(sid)
+    except InputError as e:
+        context = {"status": e.status, "message": e.message, "unavailable": isinstance(e, ShareUnavailable)}
+        return HTMLResponse(render_page("share_error.html", context), status_code=e.status)
+    page = _index_page(request, params)
+    installed = shares.traces.registry.entries
+    info = {"sid": sid, "url": _link(request, sid), "preview": str(request.url_for("share_preview", sid=sid)),
+            "title": _title(params), "description": _description(params.get("text", "")),
+            "model": params.get("model", ""), "missing_model": params.get("model") not in installed,
+            "no_models": not installed, "refused": page.status_code != 200, "text": params.get("text", "")}
+    body = page.body.decode("utf-8")
+    body = _insert(body, "</head>", render_page("share_meta.html", {"share": info}), before=True)
+    body = _insert(body, "<main>", render_page("share_banner.html", {"share": info}), before=False)
+    return HTMLResponse(body, headers={"Vary": "HX-Request"})
+
+
+def _index_page(request: Request, params: dict[str, str]) -> HTMLResponse:
+    """pages.index for these params: every query param it reads is passed by name (absent ones as None)."""
+    names = [n for n in inspect.signature(pages.index).parameters if n != "request"]
+    return pages.index(request, **{n: params.get(n) for n in names})
+
+
+def _insert(body: str, marker: str, fragment: str, before: bool) -> str:
+    """Add a fragment at a tag that base.html writes exactly once (user text is escaped, so it cannot forge it)."""
+    at = body.find(marker)
+    if at < 0:
+        return body
+    at = at if before else at + len(marker)
+    return body[:at] + fragment + body[at:]
+
+
+def _title(params: dict[str, str]) -> str:
+    if params.get("mode") == "surprisal":
+        what = "surprisal"
+    else:
+        what = f"layer {params.get('layer', '?')} · {params.get('state', '?')} · unit {params.get('unit', '?')}"
+    return f"{params.get('model', '?')} · {what}"
+
+
+def _description(text: str, limit: int = 200) -> str:
+    flat = re.sub(r"\s+", " ", text).strip()
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+@html.get("/s/{sid}/preview.svg", name="share_preview")
+def share_preview(sid: str, request: Request) -> Response:
+    """The link-preview card; cached for an hour (a retrained model may recolour it)."""
+    shares = _shares(request)
+    params = shares.get(sid, count_open=False)
+    data = export_data(shares.traces, params)
+    svg = preview_svg(data, _title(params))
+    return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=3600"})
+
+
+# ---- downloads --------------------------------------------------------------------------
+def _download(request: Request, ext: str):
+    data = export_data(request.app.state.service, dict(request.query_params))
+    return data, {"Content-Disposition": f'attachment; filename="{data.filename(ext)}"', "Cache-Control": "no-store"}
+
+
+@html.get("/export.html")
+def export_html(request: Request) -> Response:
+    data, headers = _download(request, "html")
+    return HTMLResponse(to_html(data, str(request.base_url)), headers=headers)
+
+
+@html.get("/export.csv")
+def export_csv(request: Request) -> Response:
+    data, headers = _download(request, "csv")
+    return Response(to_csv(data), media_type="text/csv; charset=utf-8", headers=headers)
+
+
+@html.get("/export.json")
+def export_json(request: Request) -> Response:
+    data, headers = _download(request, "json")
+    body = json.dumps(to_json(data), ensure_ascii=False, separators=(",", ":"))
+    return Response(body, media_type="application/json", headers=headers)
+
+
+router.include_router(api)
+router.include_router(html)
