@@ -176,17 +176,17 @@ def atlas(
 
 
 def _held_out(corpus) -> Path:
-    """The card corpus's held-out text, looked up from here and from the project folder."""
+    """The card corpus's held-out text under ./data, where `rnnscope corpus` puts it."""
     if corpus not in HELD_OUT:
         raise RnnscopeError(f"the model card names corpus {corpus!r}, which has no default held-out text: "
                             "pass --text FILE")
-    rel = HELD_OUT[corpus]
-    for base in (Path.cwd(), Path(__file__).resolve().parent.parent):
-        if (base / rel).is_file():
-            return base / rel
-    stem = rel.name.removesuffix(".val.txt")
-    raise RnnscopeError(f"{rel} is missing: build it with `rnnscope corpus {corpus} --out data/{stem}.txt` "
-                        "(it writes the held-out .val.txt beside the training text), or pass --text FILE")
+    path = Path.cwd() / HELD_OUT[corpus]
+    if path.is_file():
+        return path
+    stem = path.name.removesuffix(".val.txt")
+    raise RnnscopeError(f"{HELD_OUT[corpus]} is missing (looked in {Path.cwd()}): build it with "
+                        f"`rnnscope corpus {corpus} --out data/{stem}.txt` (it writes the held-out .val.txt beside "
+                        "the training text), or pass --text FILE")
 
 
 def _resolve_model(model: Optional[str]):

@@ -1,0 +1,153 @@
+"""The main page's "Find units" panel (/ui/find-units) and the second unit ("compare with")."""
+
+from __future__ import annotations
+
+import json
+import re
+from html import unescape
+
+import numpy as np
+import pytest
+
+from app.scale import neuron_scale
+from models.checkpoint import load_checkpoint
+from models.trace import run_trace
+
+HX = {"HX-Request": "true"}
+TEXT = 'She said, "I shall go." He said nothing.\nThen: "Why?"'
+ROW = re.compile(r'<tr class="pick-row( current)?" data-layer="(\d+)" data-state="(\w+)" data-unit="(\d+)">')
+CELL = re.compile(r'<span class="ch([^"]*)" style="--v:(-?[0-9.]+)(?:;--w:(-?[0-9.]+))?"(?: title="[^"]*")?>(.*?)</span>', re.S)
+
+
+def rows(html: str) -> list[tuple[int, str, int, bool]]:
+    return [(int(layer), state, int(unit), bool(cur)) for cur, layer, state, unit in ROW.findall(html)]
+
+
+def test_main_page_has_the_panel_with_every_probe(client):
+    html = client.get("/", params={"text": TEXT}).text
+    assert '<section id="find-units"' in html and 'hx-get="/ui/find-units"' in html and 'hx-include="#controls"' in html
+    options = re.findall(r'<option value="([a-z_]+)" title="[^"]*">', html.split('<select id="probe"')[1].split("</select>")[0])
+    assert options == ["quotes", "brackets", "bracket_depth", "line_position", "indent", "comment", "string",
+                       "word_start", "vowel", "regex"]
+    assert '<script src="/static/probe.js" defer></script>' in html
+    assert "<script>" not in html  # no inline script: the CSP forbids it
+
+
+def test_panel_ranks_the_same_units_as_the_api_and_marks_the_current_one(client):
+    api = client.post("/api/v1/probe", json={"model": "tiny-lstm", "text": TEXT, "probe": "quotes", "top": 20}).json()
+    first = api[0]
+    r = client.get("/ui/find-units", params={"model": "tiny-lstm", "text": TEXT, "source": "probe", "probe": "quotes",
+                                             "layer": str(first["layer"]), "state": first["state"],
+                                             "unit": str(first["unit"])}, headers=HX)
+    assert r.status_code == 200
+    got = rows(r.text)
+    assert [(a["layer"], a["state"], a["unit"]) for a in api] == [(la, s, u) for la, s, u, _ in got]
+    assert [cur for *_, cur in got] == [True] + [False] * (len(got) - 1)
+    assert f'href="/neuron/tiny-lstm/{first["layer"]}/{first["state"]}/{first["unit"]}"' in r.text
+    assert f"{first['score']:.3f}" in r.text and "AUC" in r.text
+    # the API call above traced the text; the panel scored the cached trace
+    assert re.search(r"quotes: 17 of 53 characters marked · 256 units scored in \d+ ms · trace from cache", r.text)
+    assert "<html" not in r.text  # a fragment for the panel
+
+
+def test_panel_span_source_ranks_the_selection(client):
+    params = {"model": "tiny-gru", "text": TEXT, "source": "selection", "start": "10", "end": "22", "threshold": "0.1"}
+    r = client.get("/ui/find-units", params=params, headers=HX)
+    assert r.status_code == 200, r.text
+    api = client.post("/api/v1/span", json={"model": "tiny-gru", "text": TEXT, "start": 10, "end": 22,
+                                            "threshold": 0.1, "top": 20}).json()
+    assert [(la, s, u) for la, s, u, _ in rows(r.text)] == [(a["layer"], a["state"], a["unit"]) for a in api]
+    assert "span 10–22 (12 characters: “&#34;I shall go.”), on above 0.1" in r.text
+    assert "Δ on" in r.text
+
+
+@pytest.mark.parametrize("params, fragment", [
+    ({"source": "selection"}, "no span is selected: drag over the text"),
+    ({"source": "selection", "start": "5", "end": "5"}, "the selected span is empty"),
+    ({"source": "selection", "start": "0", "end": "999"}, "the span ends at character 999 but the text has 53"),
+    ({"source": "selection", "start": "2", "end": "8", "threshold": "hot"}, "threshold must be a number, got &#39;hot&#39;"),
+    ({"source": "selection", "start": "x", "end": "8"}, "start must be a whole number"),
+    ({"source": "probe", "probe": "nope"}, "unknown probe &#39;nope&#39;"),
+    ({"source": "probe", "probe": "regex", "pattern": "(["}, "invalid regular expression"),
+    ({"source": "probe", "probe": "regex", "pattern": ""}, "the regex probe needs a pattern"),
+    ({"source": "probe", "probe": "comment"}, "no character of this text is inside a # comment"),
+    ({"source": "probe", "top": "0"}, "top must be between 1 and 200, got 0"),
+    ({"source": "sideways"}, "source &#39;sideways&#39; is not one of: probe, selection"),
+    ({"source": "probe", "text": ""}, "the text is empty"),
+    ({"source": "probe", "model": "nope"}, "unknown model &#39;nope&#39;"),
+])
+def test_panel_errors_are_inline_messages(client, params, fragment):
+    r = client.get("/ui/find-units", params={"model": "tiny-lstm", "text": TEXT, **params}, headers=HX)
+    assert 400 <= r.status_code < 500, r.text
+    assert '<p class="err" role="alert"' in r.text and fragment in r.text
+    assert "<table" not in r.text
+
+
+def test_panel_escapes_the_text_it_quotes(client):
+    evil = 'x <script>alert(1)</script> "y" z'
+    r = client.get("/ui/find-units", params={"model": "tiny-lstm", "text": evil, "source": "selection",
+                                             "start": "2", "end": "20", "threshold": "-0.2"}, headers=HX)
+    assert r.status_code == 200, r.text
+    assert "<script>" not in r.text and "&lt;script&gt;" in r.text
+
+
+def test_view_header_links_to_the_neuron_page(client):
+    html = client.get("/", params={"model": "tiny-gru", "layer": "1", "state": "z", "unit": "7", "text": "ab"}).text
+    assert '<a class="neuron-link" href="/neuron/tiny-gru/1/z/7">' in html
+
+
+# ---- second unit ---------------------------------------------------------------------------
+def _expected_w(models_dir, layer: int, state: str, unit: int, text: str) -> list[float]:
+    ck = load_checkpoint(models_dir / "tiny-lstm")
+    values = run_trace(ck.model, ck.vocab, text, layers=[layer], states=[state], units=[unit], half=True).states[layer][state][:, 0]
+    values = values.astype(np.float32)
+    return neuron_scale(state, values).positions(values).tolist()
+
+
+def test_second_unit_outlines_each_character_by_its_value(client, tiny_models_dir):
+    params = {"model": "tiny-lstm", "layer": "1", "state": "c", "unit": "3", "text": TEXT,
+              "layer2": "0", "state2": "h", "unit2": "5"}
+    r = client.get("/", params=params)
+    assert r.status_code == 200
+    cells = CELL.findall(r.text)
+    assert "".join(unescape(ch) for *_, ch in cells) == TEXT
+    w = [float(x) for _, _, x, _ in cells]
+    np.testing.assert_allclose(w, _expected_w(tiny_models_dir, 0, "h", 5, TEXT), atol=2e-3)
+    assert len(set(w)) > 10
+    assert "underline: <a href=\"/neuron/tiny-lstm/0/h/5\">layer 0 · h · unit 5</a>" in r.text
+    assert r.text.count('class="sw2"') == 11  # the second unit's legend
+    data = json.loads(unescape(r.text.split("data-trace='")[1].split("'")[0]))
+    assert data["what2"] == "h[0][5]" and len(data["w"]) == len(TEXT)  # the tooltip shows the second value
+    # the controls show it on, with its values
+    assert re.search(r'<input type="checkbox" id="compare" checked>', r.text)
+    assert re.search(r'<input id="unit2" name="unit2" type="number"[^>]* value="5"', r.text)
+    # the htmx partial carries the same outline
+    partial = client.get("/", params=params, headers=HX)
+    assert [x for _, _, x, _ in CELL.findall(partial.text)] == [x for _, _, x, _ in cells]
+
+
+def test_second_unit_defaults_to_the_main_units_layer_and_state(client, tiny_models_dir):
+    r = client.get("/", params={"model": "tiny-lstm", "layer": "1", "state": "c", "unit": "3", "text": TEXT, "unit2": "9"})
+    w = [float(x) for _, _, x, _ in CELL.findall(r.text)]
+    np.testing.assert_allclose(w, _expected_w(tiny_models_dir, 1, "c", 9, TEXT), atol=2e-3)
+
+
+def test_no_second_unit_means_no_outline_and_disabled_fields(client):
+    r = client.get("/", params={"model": "tiny-lstm", "layer": "0", "state": "h", "unit": "3", "text": TEXT, "unit2": ""})
+    assert r.status_code == 200
+    assert "--w:" not in r.text and 'class="sw2"' not in r.text
+    assert re.search(r'<select id="layer2" name="layer2" aria-label="second unit: layer" disabled>', r.text)
+    assert re.search(r'<input id="unit2"[^>]* value="4"[^>]* disabled>', r.text)  # the next unit, ready to switch on
+
+
+@pytest.mark.parametrize("params, fragment", [
+    ({"unit2": "16"}, "compare with: unit 16 is out of range: this model has units 0..15"),
+    ({"unit2": "two"}, "compare with: unit2 must be a whole number, got &#39;two&#39;"),
+    ({"unit2": "1", "layer2": "5"}, "compare with: layer 5 is out of range"),
+    ({"unit2": "1", "state2": "z"}, "compare with: state &#39;z&#39; does not exist in a lstm model"),
+])
+def test_bad_second_unit_is_an_inline_message(client, params, fragment):
+    r = client.get("/", params={"model": "tiny-lstm", "text": TEXT, **params}, headers=HX)
+    assert r.status_code == 422
+    assert r.headers["HX-Reswap"] == "none"
+    assert f'<span id="err-compare" class="err" role="alert" hx-swap-oob="true">{fragment}' in r.text
