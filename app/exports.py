@@ -67,8 +67,9 @@ def export_data(traces: TraceService, raw: Mapping[str, object]) -> ExportData:
     arrived = np.concatenate([[np.nan], nxt[:-1]]).astype(np.float32)  # (T,) as the page's surprisal mode
     scale = surprisal_scale() if c.mode == "surprisal" else neuron_scale(c.state, values)
     shown = arrived if c.mode == "surprisal" else values
-    return ExportData(c.model, c.layer, c.state, c.unit, c.mode, c.text, values, arrived, scale.positions(shown),
-                      scale, sorted(int(t) for t in trace.unknown))
+    positions = np.round(scale.positions(shown).astype(np.float64), 3)  # (T,) as the page writes --v
+    return ExportData(c.model, c.layer, c.state, c.unit, c.mode, c.text, values, arrived, positions, scale,
+                      sorted(int(t) for t in trace.unknown))
 
 
 def to_csv(d: ExportData) -> str:
