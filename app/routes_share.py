@@ -31,6 +31,7 @@ html = APIRouter(include_in_schema=False)
 
 ERRORS = {
     404: {"model": ErrorDetail, "description": "unknown model, or no such link"},
+    410: {"model": ErrorDetail, "description": "the stored view is damaged"},
     413: {"model": ErrorDetail, "description": "text over the limit"},
     422: {"model": ErrorDetail, "description": "a setting the page would refuse, or a malformed one"},
     503: {"model": ErrorDetail, "description": "the share database is unavailable, locked or read-only"},

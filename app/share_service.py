@@ -153,11 +153,15 @@ class ShareService:
     def get(self, sid: str, count_open: bool = True) -> dict[str, str]:
         store = self._store()
         try:
-            return stored_params(store.get(sid, count_open=count_open))
+            view = store.get(sid, count_open=count_open)
         except ShareNotFound as e:
             raise InputError(str(e), field="share", status=404) from None
         except ShareStoreError as e:
             raise ShareUnavailable(f"cannot read the link: {e}") from None
+        if not isinstance(view, Mapping) or not isinstance(view.get("text"), str):
+            raise InputError(f"the shared view {sid!r} is damaged in the database (no text): it cannot be opened",
+                             field="share", status=410)
+        return stored_params(view)
 
     def close(self) -> None:
         if self.store is not None:

@@ -175,3 +175,15 @@ def test_locked_database_gives_a_clear_503_and_loses_nothing(tiny_models_dir, tm
         assert again.status_code == 200
         assert c.app.state.shares.store.count() == 2
         assert c.get(f"/api/v1/share/{old}").status_code == 200
+
+
+def test_a_damaged_stored_view_is_a_clear_410(client, tmp_path):
+    sid = client.post("/api/v1/share", json=VIEW).json()["id"]
+    con = sqlite3.connect(tmp_path / "data" / "shares.sqlite3")
+    con.execute("UPDATE shares SET view = ? WHERE id = ?", ("[1, 2]", sid))
+    con.commit()
+    con.close()
+    r = client.get(f"/api/v1/share/{sid}")
+    assert r.status_code == 410 and "is damaged in the database" in r.json()["detail"]
+    page = client.get(f"/s/{sid}")
+    assert page.status_code == 410 and "is damaged in the database" in page.text

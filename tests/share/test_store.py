@@ -103,3 +103,45 @@ def test_locked_database_gives_a_clear_error(tmp_path, store):
     blocker.rollback()
     blocker.close()
     assert store.get(sid) == VIEW
+
+
+def test_a_file_uri_creates_no_stray_folder(tmp_path, monkeypatch, store):
+    store.create(VIEW)
+    monkeypatch.chdir(tmp_path)
+    ro = ShareStore(f"sqlite:///file:{tmp_path / 'shares.sqlite3'}?mode=ro&uri=true")
+    assert ro.count() == 1
+    ro.close()
+    assert not (tmp_path / "file:").exists()
+
+
+def test_lock_timeout_comes_from_the_url_or_the_argument(tmp_path):
+    a = ShareStore(f"sqlite:///{tmp_path / 'a.db'}?timeout=0.25")
+    b = ShareStore(f"sqlite:///{tmp_path / 'b.db'}", lock_timeout=1.5)
+    assert (a.lock_timeout, b.lock_timeout) == (0.25, 1.5)
+    with a.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 250
+    a.close()
+    b.close()
+    with pytest.raises(ShareStoreError, match="timeout='soon' in the database URL is not a number of seconds"):
+        ShareStore(f"sqlite:///{tmp_path / 'c.db'}?timeout=soon")
+
+
+def test_unusable_locations_and_urls_say_why(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    with pytest.raises(ShareStoreError, match="cannot create the share folder .*not-a-folder.*RNNSCOPE_DATA_DIR"):
+        ShareStore(sqlite_url(blocker / "sub"))
+    with pytest.raises(ShareStoreError, match="is not a database URL"):
+        ShareStore("not a url at all")
+    with pytest.raises(ShareStoreError, match="cannot use the share database nosuchdb://user:\\*\\*\\*@host/db"):
+        ShareStore("nosuchdb://user:secret@host/db")  # the password is never echoed
+    garbage = tmp_path / "garbage.sqlite3"
+    garbage.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(ShareStoreError, match="the share database failed \\(file is not a database\\)"):
+        ShareStore(f"sqlite:///{garbage}")
+
+
+def test_count(store):
+    for unit in range(5):
+        store.create({**VIEW, "units": [unit]})
+    assert store.count() == 5
