@@ -14,7 +14,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from models import __version__
 from models.errors import RnnscopeError
 
-from . import api, pages, routes_probe, routes_share
+from . import api, pages, routes_dynamics, routes_probe, routes_share
 from .access_log import AccessLog
 from .config import Settings
 from .errors import InputError
@@ -73,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(api.health)
     app.include_router(routes_share.router)  # share links, preview image, downloads
     routes_probe.install(app)  # probe/span rankings, neuron pages
+    app.include_router(routes_dynamics.router)  # generate, gradient flow, scalar RNN, saturation, interventions
 
     @app.get("/docs", include_in_schema=False, response_class=HTMLResponse)
     def docs() -> HTMLResponse:

@@ -1,0 +1,135 @@
+"""JSON shapes of the dynamics API (pydantic v2): gradients, toy RNN, saturation, interventions.
+
+Kept apart from app/schemas.py so the trace API and these can change independently.
+Floats that can be undefined (no next character, no counterpart in the original) are null.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.dynamics import MAX_LOOKBACK
+
+MAX_COMPARE = 3
+
+
+class GradientsRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[str] = Field(min_length=1, max_length=MAX_COMPARE, examples=[["austen-lstm"]],
+                              description=f"1 to {MAX_COMPARE} installed models, compared on the same text")
+    text: str = Field(examples=['"Hello," she said.'])
+    position: int | None = Field(None, description="T: the position differentiated; omitted = the second-last "
+                                                    "character (so there is a true next character)")
+    lookback: int = Field(50, description=f"how many steps back from T, 1 to {MAX_LOOKBACK}")
+
+
+class ModelFlow(BaseModel):
+    model: str
+    cell: str
+    layer: int = Field(description="the layer whose h_T is differentiated (the top layer, which feeds the prediction)")
+    position: int
+    start: int = Field(description="first position of the window; index k of each list is position start + k")
+    target: str = Field(description="the character whose log-probability the saliency differentiates "
+                                    "(the true next character, or the model's top guess at the last position)")
+    jacobian_norm: list[float] = Field(description="||dh_T/dh_t||_F for t = start..T")
+    saliency: list[float] = Field(description="||d log p(target) / d x_t|| for t = start..T (x_t = input embedding)")
+    seconds: float
+    cached: bool
+
+
+class GradientsResponse(BaseModel):
+    text: str
+    position: int
+    lookback: int
+    flows: list[ModelFlow]
+
+
+class ToyResponse(BaseModel):
+    w_hh: float
+    w_xh: float
+    b: float
+    h0: float
+    xs: list[float]
+    h: list[float] = Field(description="h_1..h_T")
+    local: list[float] = Field(description="dh_t/dh_(t-1) = tanh'(a_t) * w_hh for t = 1..T")
+    dhT_dht: list[float | None] = Field(description="dh_T/dh_t for t = 1..T (the product of the local factors "
+                                                    "after t); null where it overflows a double")
+    dhT_dh1: float | None
+
+
+class GateSaturation(BaseModel):
+    left: list[float] = Field(description="per unit: fraction of steps with the gate below the low threshold")
+    right: list[float] = Field(description="per unit: fraction of steps with the gate above the high threshold")
+
+
+class LayerSaturation(BaseModel):
+    layer: int
+    gates: dict[str, GateSaturation]
+
+
+class SaturationResponse(BaseModel):
+    model: str
+    cell: str
+    source: str = Field(description="which text the fractions were measured on")
+    chars: int
+    low: float
+    high: float
+    layers: list[LayerSaturation]
+    cached: bool
+
+
+class InterveneRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, max_length=128, examples=["austen-lstm"])
+    text: str = Field(examples=['She said, "I shall go." He left.'])
+    layer: int
+    state: str = Field(description="h, or c for an LSTM")
+    unit: int
+    value: float = Field(0.0, description="the clamp value (0 zeroes the unit)")
+    start: int = Field(0, description="first position the clamp holds at")
+    watch: str | None = Field('"', description="one character whose next-character probability is reported")
+
+
+class InterveneResponse(BaseModel):
+    model: str
+    length: int
+    layer: int
+    state: str
+    unit: int
+    value: float
+    start: int
+    watch: str | None
+    surprisal_before: list[float | None] = Field(description="-log2 p(text[t+1]) at each t, bits; null at the end")
+    surprisal_after: list[float | None]
+    prob_before: list[float | None] = Field(description="p(watch is next) at each t; null without watch")
+    prob_after: list[float | None]
+    value_before: list[float]
+    value_after: list[float]
+    mean_bits_before: float | None
+    mean_bits_after: float | None
+
+
+class CounterfactualRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1, max_length=128, examples=["austen-lstm"])
+    original: str = Field(examples=['She said, "I shall go." He left.'])
+    edited: str = Field(examples=['She said, I shall go. He left.'])
+    layer: int
+    state: str
+    unit: int
+
+
+class CounterfactualResponse(BaseModel):
+    model: str
+    layer: int
+    state: str
+    unit: int
+    edited: str
+    delta: list[float | None] = Field(description="per edited character: after - before; null where the character "
+                                                  "has no counterpart in the original")
+    before: list[float | None]
+    after: list[float]
+    unaligned: int = Field(description="edited characters with no counterpart")

@@ -1,0 +1,509 @@
+"""The dynamics views' work: checks every input, runs models/dynamics and models/sample, caches.
+
+Routes and pages call this; it never renders. Each bad input becomes an InputError naming the
+field it belongs to, so the page shows it beside that control and the API answers 4xx JSON.
+Expensive results (gradient flow, gate saturation) are cached per model version, so a retrained
+checkpoint is never answered from a stale entry.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.cache import ByteLRU
+from models.dynamics import (
+    MAX_LOOKBACK,
+    Counterfactual,
+    GradientFlow,
+    Intervention,
+    ScalarRun,
+    counterfactual,
+    gate_saturation,
+    gradient_flow,
+    intervene,
+    scalar_rnn,
+)
+from models.errors import RnnscopeError
+from models.sample import generate
+from models.trace import _record_layer  # the trace's own per-layer maths, so a stepped value equals a traced one
+
+from .errors import InputError
+from .registry import ModelEntry
+from .render import ROOT
+from .scale import Scale, neuron_scale
+from .service import TraceService, unit_values
+
+log = logging.getLogger("rnnscope.dynamics")
+
+DATA_DIR = ROOT / "data"
+VAL_FILES = {"austen": "austen.val.txt", "python-stdlib": "python.val.txt"}  # corpus (model card) -> held-out file
+SATURATION_CHARS = 20_000
+SATURATION_LOW, SATURATION_HIGH = 0.1, 0.9
+MAX_GENERATE = 2_000
+MAX_TEMPERATURE = 10.0
+MAX_SEED = 2**32 - 1
+DEFAULT_LOOKBACK = 50
+MAX_COMPARE = 3
+# The clamped run steps the model one character at a time (a few ms per step for a 2x512 LSTM).
+MAX_INTERVENE_STEPS = 4_000
+# difflib's alignment is quadratic in the worst case; both texts of a counterfactual stay below this.
+MAX_COUNTERFACTUAL_CHARS = 5_000
+MAX_TOY_STEPS = 500
+TOY_LIMIT = 1e6  # |weight| bound: beyond it every step saturates and the plot says nothing more
+
+
+# ------------------------------------------------------------------ results
+
+
+@dataclass(frozen=True)
+class GenerationPlan:
+    entry: ModelEntry
+    prime: str
+    n: int
+    temperature: float
+    seed: int
+    seed_given: bool
+    layer: int
+    state: str
+    unit: int
+
+
+@dataclass(frozen=True)
+class FlowResult:
+    entry: ModelEntry
+    flow: GradientFlow
+    target: str
+    seconds: float
+    cached: bool
+
+
+@dataclass(frozen=True)
+class ToyResult:
+    run: ScalarRun
+    w_hh: float
+    w_xh: float
+    b: float
+    h0: float
+    xs: list[float]
+    local: list[float]  # dh_t/dh_(t-1) = tanh'(a_t) * w_hh
+
+
+@dataclass(frozen=True)
+class SaturationResult:
+    entry: ModelEntry
+    source: str  # a sentence saying which text was measured
+    chars: int
+    layers: dict[int, dict[str, dict[str, np.ndarray]]]  # layer -> gate -> {"left", "right"} (units,)
+    seconds: float
+    cached: bool
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for per in self.layers.values() for g in per.values() for a in g.values()) + 512
+
+
+@dataclass(frozen=True)
+class InterventionResult:
+    entry: ModelEntry
+    text: str
+    layer: int
+    state: str
+    unit: int
+    value: float
+    start: int
+    watch: str | None
+    result: Intervention
+    seconds: float
+
+    @property
+    def mean_before(self) -> float | None:
+        return _nanmean(self.result.surprisal_before)
+
+    @property
+    def mean_after(self) -> float | None:
+        return _nanmean(self.result.surprisal_after)
+
+
+@dataclass(frozen=True)
+class CounterfactualResult:
+    entry: ModelEntry
+    original: str
+    layer: int
+    state: str
+    unit: int
+    result: Counterfactual
+
+    @property
+    def unaligned(self) -> int:
+        return sum(1 for d in self.result.delta if d is None)
+
+
+# ------------------------------------------------------------------ the service
+
+
+class DynamicsService:
+    def __init__(self, traces: TraceService, data_dir: Path = DATA_DIR):
+        self.traces = traces
+        self.settings = traces.settings
+        self.data_dir = data_dir
+        self._flows: ByteLRU[FlowResult] = ByteLRU(16 * 1024 * 1024, lambda r: r.flow.jacobian_norm.nbytes * 2 + 512)
+        self._saturation: ByteLRU[SaturationResult] = ByteLRU(32 * 1024 * 1024, lambda r: r.nbytes)
+        self._locks: dict[tuple, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self.saturation_runs = 0  # saturation passes actually run (cache misses), for tests
+
+    # ---- shared checks ------------------------------------------------------------------
+    @property
+    def registry(self):
+        return self.traces.registry
+
+    def model(self, name: str | None) -> ModelEntry:
+        if not name:
+            self.registry.refresh()
+            if not self.registry.entries:
+                raise InputError("no models are installed: train one first (see the main page)", field="model",
+                                 status=404)
+            raise InputError("choose a model", field="model")
+        return self.traces.model(name)
+
+    def check_text(self, text: str, field: str = "text", what: str = "the text", limit: int | None = None) -> None:
+        limit = self.settings.max_chars if limit is None else min(limit, self.settings.max_chars)
+        if not text:
+            raise InputError(f"{what} is empty: type or paste at least one character", field=field)
+        if len(text) > limit:
+            raise InputError(f"{what} is {len(text):,} characters long; the limit here is {limit:,}: shorten it",
+                             field=field, status=413)
+
+    def check_unit(self, entry: ModelEntry, layer: int, state: str, unit: int) -> None:
+        self.traces.check_layer(entry, layer)
+        self.traces.check_state(entry, state)
+        self.traces.check_units(entry, [unit])
+
+    @staticmethod
+    def default_unit(entry: ModelEntry) -> tuple[int, str, int]:
+        """The card's quote unit if it names one, else layer 0, h, unit 0 (as the main page)."""
+        q = entry.quote_unit
+        return (q.layer, q.state, q.unit) if q is not None else (0, "h", 0)
+
+    # ---- generation ---------------------------------------------------------------------
+    def plan_generation(self, model: str | None, prime: str, n: int, temperature: float, seed: int | None,
+                        layer: int, state: str, unit: int) -> GenerationPlan:
+        entry = self.model(model)
+        self.check_text(prime, what="the prime text")
+        self.check_unit(entry, layer, state, unit)
+        if not 1 <= n <= MAX_GENERATE:
+            raise InputError(f"length must be between 1 and {MAX_GENERATE:,} characters, got {n:,}", field="n",
+                             status=413 if n > MAX_GENERATE else 422)
+        if not math.isfinite(temperature):
+            raise InputError("temperature must be a finite number (0 = greedy)", field="temperature")
+        if not 0.0 <= temperature <= MAX_TEMPERATURE:
+            raise InputError(f"temperature must be between 0 (greedy) and {MAX_TEMPERATURE:g}, got {temperature:g}",
+                             field="temperature")
+        if seed is not None and not 0 <= seed <= MAX_SEED:
+            raise InputError(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed}", field="seed")
+        given = seed is not None
+        return GenerationPlan(entry, prime, n, float(temperature), seed if given else secrets.randbelow(MAX_SEED + 1),
+                              given, layer, state, unit)
+
+    def prime_scale(self, plan: GenerationPlan) -> tuple[np.ndarray, Scale]:
+        """The chosen unit over the prime, and the colour scale the whole run uses (set by the prime)."""
+        values = unit_values(self.traces.view_trace(plan.entry, plan.prime, plan.layer, plan.state).trace,
+                             plan.layer, plan.state, plan.unit)
+        return values, neuron_scale(plan.state, values)
+
+    def generation_events(self, plan: GenerationPlan) -> Iterator[str]:
+        """Server-sent events: `meta`, one `char` per sampled character, then `done` (or `fail`)."""
+        try:
+            _, scale = self.prime_scale(plan)
+            yield sse("meta", {"model": plan.entry.name, "n": plan.n, "temperature": plan.temperature,
+                               "seed": plan.seed, "seed_given": plan.seed_given,
+                               "what": f"{plan.state}[{plan.layer}][{plan.unit}]",
+                               "scale": {"lo": scale.lo, "hi": scale.hi, "label": scale.label}})
+            model, vocab = plan.entry.checkpoint.model, plan.entry.checkpoint.vocab
+            stepper = UnitStepper(plan.entry, plan.prime, plan.layer, plan.state, plan.unit)
+            t0 = time.perf_counter()
+            out: list[str] = []
+            for i, ch in enumerate(generate(model, vocab, plan.prime, plan.n, plan.temperature, plan.seed)):
+                v = stepper.step(ch)
+                out.append(ch)
+                pos = float(scale.positions(np.array([v]))[0])
+                yield sse("char", {"i": i, "ch": ch, "v": round(v, 4), "pos": round(pos, 3)})
+            yield sse("done", {"n": len(out), "text": "".join(out), "seed": plan.seed,
+                               "seconds": round(time.perf_counter() - t0, 3)})
+        except RnnscopeError as e:
+            yield sse("fail", {"detail": str(e)})
+        except Exception:  # noqa: BLE001 - a stream cannot change its status any more: say so in-band
+            log.exception("generation stream failed")
+            yield sse("fail", {"detail": "internal error: the server log has the details"})
+
+    # ---- gradient flow ------------------------------------------------------------------
+    def compare_models(self, names: list[str]) -> list[ModelEntry]:
+        names = list(dict.fromkeys(n for n in names if n))
+        if not names:
+            raise InputError("choose at least one model to compare", field="models")
+        if len(names) > MAX_COMPARE:
+            raise InputError(f"compare at most {MAX_COMPARE} models at once, got {len(names)}", field="models")
+        out = []
+        for n in names:
+            try:
+                out.append(self.traces.model(n))
+            except InputError as e:
+                raise InputError(e.message, field="models", status=404) from None
+        return out
+
+    def default_compare(self, first: str | None) -> list[str]:
+        """The page's model first, then other installed models, up to MAX_COMPARE."""
+        self.registry.refresh()
+        names = self.registry.names()
+        lead = [first] if first in names else []
+        return (lead + [n for n in names if n not in lead])[:MAX_COMPARE]
+
+    @staticmethod
+    def default_position(text: str) -> int:
+        """The second-last character, so the saliency differentiates a true next character."""
+        return max(0, len(text) - 2)
+
+    def check_flow_request(self, text: str, position: int, lookback: int) -> None:
+        self.check_text(text)
+        if not 0 <= position < len(text):
+            raise InputError(f"position {position} is out of range: the text has positions 0..{len(text) - 1}",
+                             field="position")
+        if not 1 <= lookback <= MAX_LOOKBACK:
+            raise InputError(f"lookback must be between 1 and {MAX_LOOKBACK} steps, got {lookback}", field="lookback")
+
+    def gradients(self, entries: list[ModelEntry], text: str, position: int, lookback: int) -> list[FlowResult]:
+        self.check_flow_request(text, position, lookback)
+        return [self._flow(e, text, position, lookback) for e in entries]
+
+    def _flow(self, entry: ModelEntry, text: str, position: int, lookback: int) -> FlowResult:
+        key = ("flow", entry.name, entry.version, _digest(text), position, lookback)
+
+        def compute() -> FlowResult:
+            t0 = time.perf_counter()
+            model, vocab = entry.checkpoint.model, entry.checkpoint.vocab
+            flow = _refusal(lambda: gradient_flow(model, vocab, text, position=position, lookback=lookback),
+                            "position")
+            if position + 1 < len(text):
+                target = text[position + 1]
+            else:  # gradient_flow differentiates the model's top guess here: name it
+                with torch.no_grad():
+                    logits, _, _ = model(vocab.encode_tensor(text)[None])
+                target = vocab.chars[int(logits[0, position].argmax())]
+            return FlowResult(entry, flow, target, time.perf_counter() - t0, False)
+
+        result, hit = self._once(key, self._flows, compute)
+        return result if not hit else FlowResult(entry, result.flow, result.target, result.seconds, True)
+
+    # ---- the seed's scalar RNN ----------------------------------------------------------
+    def toy(self, w_hh: float, w_xh: float, b: float, xs: list[float], h0: float = 0.0) -> ToyResult:
+        for name, v in (("w_hh", w_hh), ("w_xh", w_xh), ("b", b), ("h0", h0)):
+            if not math.isfinite(v):
+                raise InputError(f"{name} must be a finite number", field=name)
+            if abs(v) > TOY_LIMIT:
+                raise InputError(f"{name} must be between -{TOY_LIMIT:g} and {TOY_LIMIT:g}", field=name)
+        if not xs:
+            raise InputError("give at least one input x_t (numbers separated by spaces or commas)", field="xs")
+        if len(xs) > MAX_TOY_STEPS:
+            raise InputError(f"give at most {MAX_TOY_STEPS} inputs, got {len(xs)}", field="xs")
+        for k, x in enumerate(xs):
+            if not math.isfinite(x) or abs(x) > TOY_LIMIT:
+                raise InputError(f"input {k + 1} must be a finite number between -{TOY_LIMIT:g} and {TOY_LIMIT:g}",
+                                 field="xs")
+        run = _refusal(lambda: scalar_rnn(w_hh, w_xh, b, xs, h0), "xs")
+        local = [(1 - h * h) * w_hh for h in run.h]
+        return ToyResult(run, w_hh, w_xh, b, h0, list(xs), local)
+
+    # ---- gate saturation ----------------------------------------------------------------
+    def saturation_source(self, entry: ModelEntry) -> Path | None:
+        """The model's held-out corpus file, when its card names a known corpus and the file exists."""
+        fname = VAL_FILES.get(entry.corpus or "")
+        if fname is None:
+            return None
+        path = self.data_dir / fname
+        return path if path.is_file() else None
+
+    @staticmethod
+    def check_gated(entry: ModelEntry) -> None:
+        if entry.cell not in ("lstm", "gru"):
+            raise InputError(f"{entry.name} is a vanilla RNN: it has no gates to saturate; pick an LSTM or GRU model",
+                             field="model")
+
+    def saturation(self, entry: ModelEntry, text: str | None) -> SaturationResult:
+        self.check_gated(entry)
+        path = self.saturation_source(entry)
+        if path is not None:
+            try:
+                with path.open(encoding="utf-8", errors="replace") as f:
+                    sample = f.read(SATURATION_CHARS)
+            except OSError as e:
+                raise InputError(f"the held-out text {path.name} cannot be read ({e.strerror or e})",
+                                 field="model", status=503) from None
+            source = f"the first {len(sample):,} characters of data/{path.name} (held-out {entry.corpus} text)"
+            key = ("sat", entry.name, entry.version, "file", str(path), path.stat().st_mtime_ns)
+        else:
+            if text is None:
+                raise InputError(f"{entry.name} has no held-out text here (its card names corpus "
+                                 f"{entry.corpus!r}): send a text to measure on", field="text")
+            self.check_text(text)
+            sample = text
+            why = "its corpus has no held-out file here" if entry.corpus else "its card names no corpus"
+            source = f"the current text ({len(text):,} characters): {why}"
+            key = ("sat", entry.name, entry.version, "text", _digest(text))
+
+        def compute() -> SaturationResult:
+            t0 = time.perf_counter()
+            model, vocab = entry.checkpoint.model, entry.checkpoint.vocab
+            raw = _refusal(lambda: gate_saturation(model, vocab, sample, SATURATION_LOW, SATURATION_HIGH), "model")
+            self.saturation_runs += 1
+            layers = {int(k): {g: {side: np.asarray(a, dtype=np.float32) for side, a in d.items()}
+                               for g, d in per.items()} for k, per in raw.items()}
+            return SaturationResult(entry, source, len(sample), layers, time.perf_counter() - t0, False)
+
+        result, hit = self._once(key, self._saturation, compute)
+        if hit:
+            return SaturationResult(entry, result.source, result.chars, result.layers, result.seconds, True)
+        return result
+
+    # ---- interventions ------------------------------------------------------------------
+    @staticmethod
+    def check_clampable(entry: ModelEntry, state: str) -> None:
+        allowed = ("h", "c") if entry.cell == "lstm" else ("h",)
+        if state not in allowed:
+            names = "h (the hidden state) or c (the cell state)" if entry.cell == "lstm" else "h (the hidden state)"
+            raise InputError(f"only a state can be clamped, not {state!r}: choose {names}", field="state")
+
+    def check_intervention(self, entry: ModelEntry, text: str, layer: int, state: str, unit: int, value: float,
+                           start: int, watch: str | None) -> None:
+        self.check_text(text)
+        self.traces.check_layer(entry, layer)
+        self.traces.check_state(entry, state)
+        self.check_clampable(entry, state)
+        self.traces.check_units(entry, [unit])
+        if not math.isfinite(value):
+            raise InputError("the clamp value must be a finite number", field="value")
+        if not 0 <= start < len(text):
+            raise InputError(f"start {start} is out of range: the text has positions 0..{len(text) - 1}", field="start")
+        steps = len(text) - start
+        if steps > MAX_INTERVENE_STEPS:
+            raise InputError(f"the clamped run steps the model one character at a time from start; it allows "
+                             f"{MAX_INTERVENE_STEPS:,} steps and this asks for {steps:,}: shorten the text or move "
+                             "start later", field="start", status=413)
+        if watch is not None:
+            if len(watch) != 1:
+                raise InputError(f"watch must be exactly one character, got {len(watch)}", field="watch")
+            if watch not in entry.checkpoint.vocab:
+                raise InputError(f"{entry.name} never saw {watch!r} in training, so it never predicts it: "
+                                 "watch another character", field="watch")
+
+    def intervention(self, entry: ModelEntry, text: str, layer: int, state: str, unit: int, value: float, start: int,
+                     watch: str | None) -> InterventionResult:
+        self.check_intervention(entry, text, layer, state, unit, value, start, watch)
+        model, vocab = entry.checkpoint.model, entry.checkpoint.vocab
+        t0 = time.perf_counter()
+        res = _refusal(lambda: intervene(model, vocab, text, layer, state, unit, value, start, watch), "state")
+        return InterventionResult(entry, text, layer, state, unit, float(value), start, watch, res,
+                                  time.perf_counter() - t0)
+
+    def check_counterfactual(self, entry: ModelEntry, original: str, edited: str, layer: int, state: str,
+                             unit: int) -> None:
+        self.check_text(original, what="the original text", limit=MAX_COUNTERFACTUAL_CHARS)
+        self.check_text(edited, field="edited", what="the edited text", limit=MAX_COUNTERFACTUAL_CHARS)
+        self.check_unit(entry, layer, state, unit)
+
+    def counterfactual(self, entry: ModelEntry, original: str, edited: str, layer: int, state: str,
+                       unit: int) -> CounterfactualResult:
+        self.check_counterfactual(entry, original, edited, layer, state, unit)
+        model, vocab = entry.checkpoint.model, entry.checkpoint.vocab
+        res = _refusal(lambda: counterfactual(model, vocab, original, edited, layer, state, unit), "edited")
+        return CounterfactualResult(entry, original, layer, state, unit, res)
+
+    # ---- caching ------------------------------------------------------------------------
+    def _once(self, key: tuple, cache: ByteLRU, compute: Callable):
+        """From the cache, or computed by one thread while others asking for the same key wait."""
+        hit = cache.get(key)
+        if hit is not None:
+            return hit, True
+        with self._locks_guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            hit = cache.get(key)
+            if hit is not None:
+                return hit, True
+            value = compute()
+            cache.put(key, value)
+        with self._locks_guard:
+            self._locks.pop(key, None)
+        return value, False
+
+
+class UnitStepper:
+    """Feeds characters one at a time and reports one unit of one (layer, state) after each.
+
+    Uses the trace engine's own per-layer maths on one-step slices, so the value after a
+    generated character equals what a trace of prime + generated text reports there.
+    Layers above the chosen one never influence it, so they are not run.
+    """
+
+    def __init__(self, entry: ModelEntry, prime: str, layer: int, state: str, unit: int):
+        self.model = entry.checkpoint.model
+        self.vocab = entry.checkpoint.vocab
+        self.cell = entry.cell
+        self.layer, self.state = layer, state
+        self.keep = torch.tensor([unit])
+        with torch.no_grad():
+            x = self.model.embed(self.vocab.encode_tensor(prime)[None])  # (1, T, E)
+            self.carry = []
+            for k in range(layer + 1):
+                x, s = self.model.layers[k](x, None)  # (1, T, H)
+                self.carry.append(s)
+
+    @torch.no_grad()
+    def step(self, ch: str) -> float:
+        x = self.model.embed(self.vocab.encode_tensor(ch)[None])  # (1, 1, E)
+        value = math.nan
+        for k in range(self.layer + 1):
+            mod, s0 = self.model.layers[k], self.carry[k]
+            h_seq, s1 = mod(x, s0)  # (1, 1, H)
+            if k == self.layer:
+                into: dict[str, list] = {self.state: []}
+                _record_layer(self.cell, mod, x[0], h_seq[0], s0, [self.state], self.keep, into, np.float32)
+                value = float(into[self.state][0][0, 0])
+            self.carry[k] = s1
+            x = h_seq
+        return value
+
+
+def sse(event: str, data: dict) -> str:
+    """One server-sent event; JSON keeps newlines in the data on one line."""
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+def _refusal(call: Callable, field: str):
+    """models/ raise RnnscopeError with a message for a person: keep it, name the field."""
+    try:
+        return call()
+    except InputError:
+        raise
+    except RnnscopeError as e:
+        raise InputError(str(e), field=field) from None
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _nanmean(a: np.ndarray) -> float | None:
+    finite = a[np.isfinite(a)]
+    return float(finite.mean()) if finite.size else None

@@ -1,0 +1,268 @@
+"""Routes of the dynamics views: HTML pages and their /api/v1 JSON (and SSE) twins. Thin:
+read the request, let app.dynamics_service / app.dynamics_views do the work, render or shape.
+
+Model work runs in plain `def` routes (the threadpool); only the event stream is `async`, and
+it steps the model in the threadpool too.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import AsyncIterator, Iterator, Mapping
+from urllib.parse import parse_qs, urlencode, urlsplit
+
+import numpy as np
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+
+from . import dynamics_views as dv
+from .dynamics_schemas import (
+    CounterfactualRequest,
+    CounterfactualResponse,
+    GateSaturation,
+    GradientsRequest,
+    GradientsResponse,
+    InterveneRequest,
+    InterveneResponse,
+    LayerSaturation,
+    ModelFlow,
+    SaturationResponse,
+    ToyResponse,
+)
+from .dynamics_service import SATURATION_HIGH, SATURATION_LOW, DynamicsService, GenerationPlan
+from .render import render_block, render_page, wants_partial
+from .schemas import ErrorDetail
+
+pages = APIRouter(include_in_schema=False)
+api = APIRouter(prefix="/api/v1", tags=["dynamics"])
+router = APIRouter()
+
+ERRORS = {
+    404: {"model": ErrorDetail, "description": "unknown model"},
+    413: {"model": ErrorDetail, "description": "text, length or number of steps over the limit"},
+    422: {"model": ErrorDetail, "description": "bad input: empty text, out-of-range position/layer/unit, "
+                                               "non-finite number, state that cannot be clamped, malformed JSON"},
+}
+_lock = threading.Lock()
+
+
+def _service(request: Request) -> DynamicsService:
+    """One DynamicsService per app, over the app's trace service (made on first use)."""
+    state = request.app.state
+    svc = getattr(state, "dynamics", None)
+    if svc is None:
+        with _lock:
+            svc = getattr(state, "dynamics", None)
+            if svc is None:
+                svc = state.dynamics = DynamicsService(state.service)
+    return svc
+
+
+# ------------------------------------------------------------------ pages
+
+
+def _page(request: Request, template: str, page: dv.Base) -> HTMLResponse:
+    partial = wants_partial(request)
+    page.self_url = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    context = {"page": page, "partial": partial, "nav_query": page.nav_query, "nav_active": page.active}
+    headers = {"Vary": "HX-Request"}
+    if partial:
+        return HTMLResponse(render_block(template, "result", context), status_code=page.status, headers=headers)
+    return HTMLResponse(render_page(template, context), status_code=page.status, headers=headers)
+
+
+def _carried_from_referer(request: Request) -> RedirectResponse | None:
+    """A nav link from another rnnscope view (sent with its URL as Referer) opens this view on
+    the same model, unit and text: the current page's state lives in its URL, which htmx keeps
+    up to date, so this also works after in-place updates. Only a bare request is redirected."""
+    if request.url.query:
+        return None
+    ref = urlsplit(request.headers.get("referer", ""))
+    if not ref.query or ref.netloc != request.headers.get("host", ""):
+        return None
+    q = parse_qs(ref.query, keep_blank_values=True)
+    carried = {k: q[k][0] for k in dv.SHARED if k in q}
+    if not carried:
+        return None
+    return RedirectResponse(request.url.path + "?" + urlencode(carried), status_code=303)
+
+
+def _query(request: Request) -> Mapping[str, str]:
+    return request.query_params
+
+
+@pages.get("/generate", response_class=HTMLResponse)
+def generate_page(request: Request):
+    return _carried_from_referer(request) or _page(
+        request, "dynamics_generate.html", dv.build_generate(_service(request), _query(request)))
+
+
+@pages.get("/gradients", response_class=HTMLResponse)
+def gradients_page(request: Request):
+    return _carried_from_referer(request) or _page(
+        request, "dynamics_gradients.html",
+        dv.build_gradients(_service(request), _query(request), request.query_params.getlist, wants_partial(request)))
+
+
+@pages.get("/toy", response_class=HTMLResponse)
+def toy_page(request: Request):
+    return _carried_from_referer(request) or _page(
+        request, "dynamics_toy.html", dv.build_toy(_service(request), _query(request)))
+
+
+@pages.get("/saturation", response_class=HTMLResponse)
+def saturation_page(request: Request):
+    return _carried_from_referer(request) or _page(
+        request, "dynamics_saturation.html",
+        dv.build_saturation(_service(request), _query(request), wants_partial(request)))
+
+
+@pages.get("/intervene", response_class=HTMLResponse)
+def intervene_page(request: Request):
+    return _carried_from_referer(request) or _page(
+        request, "dynamics_intervene.html",
+        dv.build_intervene(_service(request), _query(request), wants_partial(request)))
+
+
+# ------------------------------------------------------------------ JSON API
+
+
+def _floats(a, nullable: bool = True) -> list:
+    """JSON-ready floats: NaN / inf become null (JSON has neither)."""
+    vals = np.asarray(a, dtype=np.float64).tolist()
+    return [x if math.isfinite(x) else None for x in vals] if nullable else vals
+
+
+@api.post("/gradients", response_model=GradientsResponse, responses=ERRORS,
+          summary="Gradient flow and input saliency back from one position")
+def gradients(body: GradientsRequest, request: Request) -> GradientsResponse:
+    """For each model: ||dh_T/dh_t||_F of its top layer and the saliency ||d log p(next char at T)/d x_t||
+    for t = T - lookback .. T. Exact (one backward pass per model); cached per model version."""
+    svc = _service(request)
+    entries = svc.compare_models(body.models)
+    position = svc.default_position(body.text) if body.position is None else body.position
+    results = svc.gradients(entries, body.text, position, body.lookback)
+    flows = [ModelFlow(model=r.entry.name, cell=r.entry.cell, layer=r.flow.layer, position=r.flow.position,
+                       start=r.flow.start, target=r.target, jacobian_norm=_floats(r.flow.jacobian_norm, False),
+                       saliency=_floats(r.flow.saliency, False), seconds=round(r.seconds, 3), cached=r.cached)
+             for r in results]
+    return GradientsResponse(text=body.text, position=position, lookback=body.lookback, flows=flows)
+
+
+@api.get("/toy", response_model=ToyResponse, responses={422: ERRORS[422]},
+         summary="The notes' scalar RNN h_t = tanh(w_hh h_(t-1) + w_xh x_t + b)")
+def toy(request: Request, w_hh: float = 3.0, w_xh: float = 2.0, b: float = 1.0, h0: float = 0.0,
+        xs: str = Query("1 0 0", description="inputs x_1..x_T, separated by spaces or commas")) -> ToyResponse:
+    """States h_t and the gradient dh_T/dh_t for every t: watch it explode or vanish as w_hh moves."""
+    res = _service(request).toy(w_hh, w_xh, b, dv.parse_inputs(xs), h0)
+    return ToyResponse(w_hh=res.w_hh, w_xh=res.w_xh, b=res.b, h0=res.h0, xs=res.xs, h=res.run.h, local=res.local,
+                       dhT_dht=_floats(res.run.dhT_dht), dhT_dh1=_floats([res.run.dhT_dh1])[0])
+
+
+@api.get("/saturation/{model}", response_model=SaturationResponse, responses=ERRORS,
+         summary="Gate saturation per unit on held-out text")
+def saturation(model: str, request: Request, text: str | None = Query(
+        None, description="measured on this when the model's corpus has no held-out file here")) -> SaturationResponse:
+    """Each gate unit's fraction of steps below 0.1 (left-saturated) and above 0.9 (right-saturated),
+    on the first 20,000 characters of the model's held-out corpus text. Cached per model version."""
+    svc = _service(request)
+    entry = svc.model(model)
+    res = svc.saturation(entry, text)
+    layers = [LayerSaturation(layer=k, gates={g: GateSaturation(left=_floats(d["left"], False),
+                                                                right=_floats(d["right"], False))
+                                              for g, d in per.items()})
+              for k, per in sorted(res.layers.items())]
+    return SaturationResponse(model=entry.name, cell=entry.cell, source=res.source, chars=res.chars,
+                              low=SATURATION_LOW, high=SATURATION_HIGH, layers=layers, cached=res.cached)
+
+
+@api.post("/intervene", response_model=InterveneResponse, responses=ERRORS,
+          summary="Clamp one unit of h (or c) from a position and compare the predictions")
+def intervene(body: InterveneRequest, request: Request) -> InterveneResponse:
+    """Per-character surprisal and p(watch next) with the unit free (before) and clamped (after)."""
+    svc = _service(request)
+    entry = svc.model(body.model)
+    res = svc.intervention(entry, body.text, body.layer, body.state, body.unit, body.value, body.start,
+                           body.watch or None)
+    iv = res.result
+    return InterveneResponse(
+        model=entry.name, length=len(body.text), layer=body.layer, state=body.state, unit=body.unit,
+        value=body.value, start=body.start, watch=res.watch,
+        surprisal_before=_floats(iv.surprisal_before), surprisal_after=_floats(iv.surprisal_after),
+        prob_before=_floats(iv.prob_before), prob_after=_floats(iv.prob_after),
+        value_before=_floats(iv.value_before, False), value_after=_floats(iv.value_after, False),
+        mean_bits_before=res.mean_before, mean_bits_after=res.mean_after)
+
+
+@api.post("/counterfactual", response_model=CounterfactualResponse, responses=ERRORS,
+          summary="How one unit changes when the text is edited")
+def counterfactual(body: CounterfactualRequest, request: Request) -> CounterfactualResponse:
+    """Both texts are traced; each edited character's value is compared with its aligned original
+    character (difflib). Characters with no counterpart get null."""
+    svc = _service(request)
+    entry = svc.model(body.model)
+    res = svc.counterfactual(entry, body.original, body.edited, body.layer, body.state, body.unit)
+    cf = res.result
+    return CounterfactualResponse(model=entry.name, layer=body.layer, state=body.state, unit=body.unit,
+                                  edited=cf.edited, delta=cf.delta, before=cf.before, after=cf.after,
+                                  unaligned=res.unaligned)
+
+
+STREAM_DOC = {
+    200: {
+        "description": "text/event-stream: `meta` (seed, scale, unit), one `char` event per sampled character "
+                       "({i, ch, v: the unit's value after it, pos: its position on the colour scale}), then `done` "
+                       "({n, text, seed, seconds}) or `fail` ({detail}).",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    },
+    **ERRORS,
+}
+
+
+def _plan(svc: DynamicsService, model: str, text: str, n: int, temperature: float, seed: int | None,
+          layer: int | None, state: str | None, unit: int | None) -> GenerationPlan:
+    entry = svc.model(model)
+    d_layer, d_state, d_unit = svc.default_unit(entry)
+    return svc.plan_generation(entry.name, text, n, temperature, seed, d_layer if layer is None else layer,
+                               state or d_state, d_unit if unit is None else unit)
+
+
+@api.get("/generate/stream", response_class=StreamingResponse, responses=STREAM_DOC,
+         summary="Sample characters, streamed as server-sent events, each with the chosen unit's value")
+async def generate_stream(
+    request: Request,
+    model: str = Query(..., min_length=1, max_length=128),
+    text: str = Query(..., description="the prime text the model reads first"),
+    n: int = Query(300, description="characters to sample, 1 to 2,000"),
+    temperature: float = Query(0.8, description="0 = greedy (argmax); higher = more random"),
+    seed: int | None = Query(None, description="the same seed (and inputs) reproduce the same text"),
+    layer: int | None = Query(None, description="the unit to report: layer (default: the card's quote unit or 0)"),
+    state: str | None = Query(None, description="the unit to report: state (default h)"),
+    unit: int | None = Query(None, description="the unit to report: index (default 0)"),
+) -> StreamingResponse:
+    svc = _service(request)
+    plan = await run_in_threadpool(_plan, svc, model, text, n, temperature, seed, layer, state, unit)
+    events = svc.generation_events(plan)
+    return StreamingResponse(_in_threadpool(events), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+async def _in_threadpool(events: Iterator[str]) -> AsyncIterator[str]:
+    """Step the model in the threadpool. When the reader goes away Starlette stops iterating;
+    closing the generator then ends the run (unless a step is still running in its thread)."""
+    try:
+        async for chunk in iterate_in_threadpool(events):
+            yield chunk
+    finally:
+        close = getattr(events, "close", None)
+        if close is not None:
+            try:
+                close()
+            except ValueError:  # "generator already executing": that step finishes, no further one starts
+                pass
+
+
+router.include_router(pages)
+router.include_router(api)

@@ -1,0 +1,121 @@
+// The dynamics views: stream generated characters (EventSource), sync the w_hh slider, pick a
+// position by clicking a character, and carry the shared URL state (model, layer, state, unit,
+// text) across the nav links. No inline script (CSP); every listener is delegated from document.
+(function () {
+  "use strict";
+
+  const $ = (id) => document.getElementById(id);
+  const SHARED = ["model", "layer", "state", "unit", "text"];
+  const SHOW = { " ": "␣", "\n": "↵", "\t": "⇥" };
+  const show = (ch) => SHOW[ch] || ch;
+
+  // ---- nav links carry the state this page's URL holds now (htmx keeps the URL current) ----
+  function carry(a) {
+    const now = new URLSearchParams(location.search);
+    const q = new URLSearchParams();
+    SHARED.forEach((k) => { if (now.has(k)) q.set(k, now.get(k)); });
+    const url = new URL(a.getAttribute("href"), location.href);
+    url.search = q.toString();
+    a.href = url.pathname + url.search;
+  }
+  ["pointerdown", "click", "focusin"].forEach((type) =>
+    document.addEventListener(type, (e) => {
+      const a = e.target.closest ? e.target.closest("a[data-carry]") : null;
+      if (a && location.search) carry(a);
+    }, true));
+
+  // ---- scalar RNN: the slider drives the number (the form sends only the number) ----
+  document.addEventListener("input", (e) => {
+    if (e.target.id === "w_hh-slider") $("w_hh").value = e.target.value;
+    else if (e.target.id === "w_hh" && $("w_hh-slider")) $("w_hh-slider").value = e.target.value;
+  }, true);
+
+  // ---- gradient flow: click a character to differentiate from its position ----
+  document.addEventListener("click", (e) => {
+    const span = e.target.closest ? e.target.closest(".pickable .ch[data-t]") : null;
+    const form = $("dyn-form");
+    if (!span || !form || !$("position")) return;
+    $("position").value = span.dataset.t;
+    form.requestSubmit();
+  });
+
+  // ---- generate: one span per event, coloured as it arrives ----
+  function stream(box) {
+    const status = $("gen-status");
+    const stop = $("gen-stop");
+    let what = "value";
+    let total = 0;
+    let count = 0;
+    let done = false;
+    const es = new EventSource(box.dataset.stream);
+    box.setAttribute("aria-busy", "true");
+    const say = (text, bad) => {
+      if (!status) return;
+      status.textContent = text;
+      status.classList.toggle("err", !!bad);
+    };
+    const finish = (text, bad) => {
+      done = true;
+      es.close();
+      box.removeAttribute("aria-busy");
+      if (stop) stop.hidden = true;
+      say(text, bad);
+    };
+    if (stop) {
+      stop.hidden = false;
+      stop.addEventListener("click", () => finish("stopped after " + count + " characters"), { once: true });
+    }
+    es.addEventListener("meta", (e) => {
+      const d = JSON.parse(e.data);
+      what = d.what;
+      total = d.n;
+      box.dataset.seed = String(d.seed);
+      say("generating… 0 / " + total + " · seed " + d.seed);
+    });
+    es.addEventListener("char", (e) => {
+      const d = JSON.parse(e.data);
+      const atEnd = box.scrollTop + box.clientHeight >= box.scrollHeight - 4;
+      const span = document.createElement("span");
+      span.className = "ch gen" + (d.ch === "\n" ? " nl" : "");
+      span.style.setProperty("--v", String(d.pos));
+      span.dataset.v = String(d.v);
+      span.textContent = d.ch;
+      span.title = show(d.ch) + " (generated, #" + (d.i + 1) + "): " + what + " = " + d.v.toFixed(4);
+      box.append(span);
+      count += 1;
+      if (atEnd) box.scrollTop = box.scrollHeight;
+      if (count % 10 === 0 || count === total) say("generating… " + count + " / " + total);
+    });
+    es.addEventListener("done", (e) => {
+      const d = JSON.parse(e.data);
+      finish("done: " + d.n + " characters in " + d.seconds + " s · seed " + d.seed);
+      box.dataset.done = "true";
+      const url = new URL(location.href);
+      if (!url.searchParams.get("seed") && status) {
+        url.searchParams.set("seed", String(d.seed));
+        const a = document.createElement("a");
+        a.href = url.pathname + url.search;
+        a.textContent = "link that reproduces this run";
+        status.append(" · ", a);
+      }
+    });
+    es.addEventListener("fail", (e) => {
+      let detail = "the generation failed";
+      try { detail = JSON.parse(e.data).detail; } catch (err) { /* keep the default */ }
+      finish(detail, true);
+    });
+    es.addEventListener("error", () => {
+      if (!done) finish("the connection to the server was lost after " + count + " characters", true);
+    });
+  }
+
+  function boot() {
+    const box = $("gen-out");
+    if (box && box.dataset.stream && !box.dataset.started) {
+      box.dataset.started = "true";
+      stream(box);
+    }
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", boot);
+  else boot();
+})();
