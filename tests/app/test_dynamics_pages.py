@@ -1,0 +1,317 @@
+"""Dynamics pages: full pages and htmx blocks, what the SVG draws, inline messages, escaping,
+nav links that carry the shared URL state."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from app.svg import Point, Series, line_plot, log_axis, scatter
+
+from .conftest import make_client
+
+HX = {"HX-Request": "true"}
+TEXT = 'She said, "I shall go." He left.'
+
+
+def polyline_points(html: str) -> list[int]:
+    return [len(m.split()) for m in re.findall(r'<polyline points="([^"]*)"', html)]
+
+
+def err(html: str, field: str) -> str:
+    m = re.search(rf'<span id="err-{field}" class="err"[^>]*>([^<]*)</span>', html)
+    assert m, f"no message slot for {field}"
+    return m.group(1)
+
+
+# ------------------------------------------------------------------ nav and shared state
+
+
+def test_main_page_nav_links_every_dynamics_view(client):
+    html = client.get("/").text
+    for path in ("/generate", "/gradients", "/toy", "/saturation", "/intervene"):
+        assert f'href="{path}"' in html
+
+
+def test_dynamics_pages_carry_the_shared_state_in_their_links(client):
+    q = {"model": "tiny-gru", "layer": "1", "state": "z", "unit": "4", "text": "Hi there"}
+    html = client.get("/toy", params=q).text
+    hrefs = re.findall(r'<a href="(/(?:generate|gradients|intervene|saturation|toy)?\?[^"]*)" data-carry', html)
+    assert len(hrefs) == 5
+    for href in hrefs:
+        got = {k: v[0] for k, v in parse_qs(urlsplit(href.replace("&amp;", "&")).query).items()}
+        assert got == q
+    assert 'aria-current="page">Scalar RNN' in html
+
+
+def test_a_nav_click_from_another_view_opens_on_the_same_state(client):
+    r = client.get("/gradients", headers={"Referer": "http://testserver/?model=tiny-gru&unit=4&mode=surprisal&text=a+b"},
+                   follow_redirects=False)
+    assert r.status_code == 303
+    assert parse_qs(urlsplit(r.headers["location"]).query) == {"model": ["tiny-gru"], "unit": ["4"], "text": ["a b"]}
+    foreign = client.get("/gradients", headers={"Referer": "http://elsewhere.example/?model=tiny-gru"},
+                         follow_redirects=False)
+    assert foreign.status_code == 200
+    explicit = client.get("/gradients?lookback=3", headers={"Referer": "http://testserver/?model=tiny-gru"},
+                          follow_redirects=False)
+    assert explicit.status_code == 200  # a request that says what it wants is never redirected
+
+
+# ------------------------------------------------------------------ generate
+
+
+def test_generate_page_without_a_run_shows_the_form_only(client):
+    r = client.get("/generate")
+    assert r.status_code == 200
+    assert 'id="dyn-form"' in r.text and "data-stream" not in r.text
+    assert '<script src="/static/dynamics.js" defer></script>' in r.text
+
+
+def test_generate_page_with_a_run_points_at_the_stream_and_colours_the_prime(client):
+    r = client.get("/generate", params={"model": "tiny-lstm", "text": TEXT, "n": "12", "temperature": "0.5",
+                                        "seed": "4", "layer": "1", "state": "c", "unit": "3"})
+    assert r.status_code == 200
+    m = re.search(r'data-stream="([^"]+)"', r.text)
+    assert m
+    url = m.group(1).replace("&amp;", "&")
+    q = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    assert q == {"model": "tiny-lstm", "text": TEXT, "n": "12", "temperature": "0.5", "seed": "4", "layer": "1",
+                 "state": "c", "unit": "3"}
+    assert r.text.count('class="ch prime') == len(TEXT)
+    assert "seed 4: this link reproduces the run exactly" in r.text
+    with client.stream("GET", url) as s:
+        body = "".join(s.iter_text())
+    assert body.count("event: char") == 12
+
+
+@pytest.mark.parametrize("params,field,fragment", [
+    ({"n": "5000"}, "n", "length must be between 1 and 2,000 characters, got 5,000"),
+    ({"n": "ten"}, "n", "length must be a whole number, got &#39;ten&#39;"),
+    ({"temperature": "inf"}, "temperature", "temperature must be a finite number"),
+    ({"temperature": "-1"}, "temperature", "temperature must be between 0 (greedy) and 10"),
+    ({"seed": "1.5"}, "seed", "seed must be a whole number"),
+    ({"model": "nope"}, "model", "unknown model &#39;nope&#39;"),
+    ({"text": ""}, "text", "the prime text is empty"),
+    ({"unit": "99"}, "unit", "unit 99 is out of range"),
+])
+def test_generate_page_bad_inputs_show_inline(client, params, field, fragment):
+    r = client.get("/generate", params={"n": "10", **params})
+    assert r.status_code == 422
+    assert fragment in err(r.text, field)
+    assert "data-stream" not in r.text
+
+
+# ------------------------------------------------------------------ gradient flow
+
+
+def test_gradients_full_page_loads_its_result_in_place(client):
+    r = client.get("/gradients", params={"text": TEXT})
+    assert r.status_code == 200
+    assert 'hx-trigger="load"' in r.text and "<polyline" not in r.text  # the slow part comes as a block
+
+
+def test_gradients_block_draws_one_point_per_step_for_each_model(client):
+    r = client.get("/gradients", params={"text": TEXT, "position": "20", "lookback": "8",
+                                         "compare": ["tiny-lstm", "tiny-rnn"]}, headers=HX)
+    assert r.status_code == 200, r.text
+    assert r.text.count('class="panel"') == 2
+    assert polyline_points(r.text) == [9, 9, 9, 9]  # ||dh_T/dh_t|| and saliency for t = 12..20, per model
+    assert r.text.count('<circle class="dot"') == 4 * 9
+    assert r.text.count('data-t="') == 2 * 9  # the window's characters, clickable to move T
+    assert r.text.count(' at-t"') == 2 and r.text.count(" target") == 2
+    assert "‖∂h_T/∂h_(T−1)‖ = " in r.text
+
+
+def test_gradients_default_compares_the_page_model_first(client):
+    r = client.get("/gradients", params={"text": "abcdef", "model": "tiny-gru", "lookback": "3"}, headers=HX)
+    assert re.findall(r'data-model="([^"]+)"', r.text) == ["tiny-gru", "tiny-lstm", "tiny-rnn"]
+
+
+@pytest.mark.parametrize("params,field,fragment", [
+    ({"position": "50"}, "position", "position 50 is out of range: the text has positions 0..5"),
+    ({"position": "x"}, "position", "position must be a whole number"),
+    ({"lookback": "0"}, "lookback", "lookback must be between 1 and 400"),
+    ({"lookback": "401"}, "lookback", "lookback must be between 1 and 400"),
+    ({"compare": ["a", "b", "c", "d"]}, "models", "compare at most 3 models at once, got 4"),
+    ({"compare": ["nope"]}, "models", "unknown model &#39;nope&#39;"),
+    ({"text": ""}, "text", "the text is empty"),
+])
+def test_gradients_bad_inputs_show_inline(client, params, field, fragment):
+    full = client.get("/gradients", params={"text": "abcdef", **params})
+    assert full.status_code == 422 and fragment in err(full.text, field)
+    block = client.get("/gradients", params={"text": "abcdef", **params}, headers=HX)
+    assert block.status_code == 422
+    assert re.search(rf'id="err-{field}" class="err" role="alert" hx-swap-oob="true">[^<]*{re.escape(fragment)}',
+                     block.text)
+
+
+def test_gradients_escape_the_users_text(client):
+    evil = '<script>alert(1)</script>"&'
+    r = client.get("/gradients", params={"text": evil, "lookback": "30", "compare": "tiny-rnn"}, headers=HX)
+    assert r.status_code == 200
+    assert "<script>alert" not in r.text and "&lt;" in r.text
+
+
+# ------------------------------------------------------------------ scalar RNN
+
+
+def test_toy_page_works_without_any_model(tmp_path):
+    with make_client(tmp_path) as c:
+        r = c.get("/toy")
+    assert r.status_code == 200
+    assert polyline_points(r.text) == [3, 3]  # h_t and dh_T/dh_t for the notes' three steps
+    assert "∂h_3/∂h_1 = 1.67e-05: over 2 steps back the gradient vanishes" in r.text
+
+
+def test_toy_block_follows_w_hh(client):
+    explode = client.get("/toy", params={"w_hh": "3", "w_xh": "0", "b": "0", "xs": " ".join(["0"] * 12)}, headers=HX)
+    assert "the gradient explodes" in explode.text and "1.77e+05" in explode.text  # 3^11
+    assert polyline_points(explode.text) == [12, 12]
+    vanish = client.get("/toy", params={"w_hh": "0.5", "w_xh": "0", "b": "0", "xs": " ".join(["0"] * 12)}, headers=HX)
+    assert "the gradient vanishes" in vanish.text and "4.88e-04" in vanish.text  # 0.5^11
+
+
+def test_toy_overflow_is_drawn_as_a_gap_not_an_error(client):
+    r = client.get("/toy", params={"w_hh": "1e6", "w_xh": "0", "b": "0", "xs": " ".join(["0"] * 60)}, headers=HX)
+    assert r.status_code == 200
+    assert "overflow" in r.text and "the gradient explodes" in r.text
+
+
+@pytest.mark.parametrize("params,field,fragment", [
+    ({"w_hh": "nan"}, "w_hh", "w_hh must be a finite number"),
+    ({"w_hh": "abc"}, "w_hh", "w_hh must be a number, got &#39;abc&#39;"),
+    ({"b": "1e999"}, "b", "b must be a finite number"),
+    ({"xs": "1 zwei"}, "xs", "input 2 (&#39;zwei&#39;) is not a number"),
+    ({"xs": ""}, "xs", "give at least one input"),
+])
+def test_toy_bad_inputs_show_inline(client, params, field, fragment):
+    r = client.get("/toy", params=params, headers=HX)
+    assert r.status_code == 422
+    assert re.search(rf'id="err-{field}"[^>]*hx-swap-oob="true">[^<]*{re.escape(fragment)}', r.text)
+    assert "<polyline" not in r.text
+
+
+# ------------------------------------------------------------------ gate saturation
+
+
+def test_saturation_scatter_has_a_linked_point_per_gate_unit(client):
+    r = client.get("/saturation", params={"model": "tiny-lstm", "text": TEXT}, headers=HX)
+    assert r.status_code == 200, r.text
+    links = re.findall(r'<a href="(/\?model=tiny-lstm&amp;layer=(\d)&amp;state=([ifo])&amp;unit=(\d+))">', r.text)
+    assert len(links) == 2 * 3 * 16  # layers x gates x units
+    assert {(layer, g) for _, layer, g, _ in links} == {(str(k), g) for k in (0, 1) for g in "ifo"}
+    assert "the current text (32 characters): its corpus has no held-out file here" in r.text
+    gru = client.get("/saturation", params={"model": "tiny-gru", "text": TEXT}, headers=HX)
+    assert len(re.findall(r'<a href="/\?model=tiny-gru', gru.text)) == 2 * 2 * 16
+
+
+def test_saturation_without_text_or_held_out_file_measures_the_default_text(client):
+    r = client.get("/saturation", params={"model": "tiny-gru"}, headers=HX)
+    assert r.status_code == 200 and "the current text (" in r.text
+
+
+def test_saturation_of_a_vanilla_rnn_says_why_inline(client):
+    r = client.get("/saturation", params={"model": "tiny-rnn"})
+    assert r.status_code == 422
+    assert "tiny-rnn is a vanilla RNN: it has no gates to saturate" in err(r.text, "model")
+
+
+def test_saturation_too_long_text_is_said_in_the_block(tiny_models_dir):
+    with make_client(tiny_models_dir, max_chars=10) as c:
+        r = c.get("/saturation", params={"model": "tiny-lstm", "text": "x" * 11}, headers=HX)
+    assert r.status_code == 422 and "the limit here is 10" in r.text
+
+
+# ------------------------------------------------------------------ interventions
+
+
+def test_intervene_block_colours_the_text_and_the_edited_text(client):
+    params = {"model": "tiny-lstm", "text": TEXT, "layer": "1", "state": "c", "unit": "3", "value": "0",
+              "start": "5", "watch": '"'}
+    r = client.get("/intervene", params=params, headers=HX)
+    assert r.status_code == 200, r.text
+    clamp = re.search(r'id="clamp-chars".*?</div>', r.text, re.S).group(0)
+    assert clamp.count('<span class="ch') == len(TEXT)
+    assert clamp.count(" clamped") == len(TEXT) - 5
+    cf = re.search(r'id="cf-chars".*?</div>', r.text, re.S).group(0)
+    assert cf.count('<span class="ch') == len(TEXT) - 1  # default edit: the first double quote removed
+    assert polyline_points(r.text) == [len(TEXT) - 1, len(TEXT) - 1]  # p(" next) before and after
+    assert "really comes next (2 places)" in r.text
+
+
+def test_intervene_marks_unaligned_characters(client):
+    r = client.get("/intervene", params={"model": "tiny-lstm", "text": "abc def", "edited": "abcXYdef", "state": "h",
+                                         "layer": "0", "unit": "0"}, headers=HX)
+    cf = re.search(r'id="cf-chars".*?</div>', r.text, re.S).group(0)
+    assert cf.count(" na\"") == 2 and "no counterpart in the original" in cf
+    assert "2 without a counterpart" in r.text
+
+
+def test_intervene_gate_state_refuses_the_clamp_but_still_shows_the_counterfactual(client):
+    params = {"model": "tiny-lstm", "text": TEXT, "layer": "0", "state": "f", "unit": "1"}
+    full = client.get("/intervene", params=params)
+    assert full.status_code == 422
+    assert "only a state can be clamped, not &#39;f&#39;" in err(full.text, "state")
+    assert 'hx-trigger="load"' in full.text  # the counterfactual still loads
+    block = client.get("/intervene", params=params, headers=HX)
+    assert 'class="err section-err"' in block.text and 'id="cf-chars"' in block.text
+
+
+@pytest.mark.parametrize("params,field,fragment", [
+    ({"value": "nan"}, "value", "the clamp value must be a finite number"),
+    ({"value": "x"}, "value", "the clamp value must be a number"),
+    ({"start": "999"}, "start", "start 999 is out of range"),
+    ({"watch": "ab"}, "watch", "watch must be exactly one character"),
+    ({"watch": "€"}, "watch", "never saw &#39;€&#39; in training"),
+    ({"edited": ""}, "edited", "the edited text is empty"),
+    ({"text": ""}, "text", "the text is empty"),
+    ({"layer": "7"}, "layer", "layer 7 is out of range"),
+])
+def test_intervene_bad_inputs_show_inline(client, params, field, fragment):
+    r = client.get("/intervene", params={"model": "tiny-lstm", "text": TEXT, "state": "h", **params})
+    assert r.status_code == 422
+    assert fragment in err(r.text, field)
+
+
+def test_intervene_escapes_text_everywhere(client):
+    evil = '<img src=x onerror=alert(1)>"'
+    r = client.get("/intervene", params={"model": "tiny-lstm", "text": evil, "state": "h", "layer": "0", "unit": "0",
+                                         "watch": '"'}, headers=HX)
+    assert r.status_code == 200
+    assert "<img" not in r.text and "&lt;" in r.text
+
+
+# ------------------------------------------------------------------ no models
+
+
+@pytest.mark.parametrize("path", ["/generate", "/gradients", "/saturation", "/intervene"])
+def test_model_views_say_how_to_get_a_model(tmp_path, path):
+    with make_client(tmp_path) as c:
+        r = c.get(path)
+    assert r.status_code == 200 and "No models are installed" in r.text and 'href="/toy"' in r.text
+
+
+# ------------------------------------------------------------------ svg helpers
+
+
+def test_line_plot_breaks_lines_at_gaps_and_floors_zeros_on_a_log_axis():
+    html = str(line_plot([Series("a", [1.0, float("nan"), 1e-3, 0.0], "jac", dots=True)], [0, 1, 2, 3], title="t <x>",
+                         x_label="x", y_label="y", log_y=True))
+    assert polyline_points(html) == [1, 2]
+    assert html.count('<circle class="dot"') == 3
+    assert "t &lt;x&gt;" in html and "<x>" not in html
+    axis = log_axis([1e-3, 5.0, 0.0])
+    assert (axis.lo, axis.hi) == (1e-3, 10.0)
+
+
+def test_scatter_escapes_titles_and_links():
+    html = str(scatter([Point(0.2, 0.5, "g-f", 'f "<b>"', '/?a=1&b="2"')], title="s", x_label="x", y_label="y",
+                       legend=[("g-f", "f")]))
+    assert 'href="/?a=1&amp;b=&#34;2&#34;"' in html and "<b>" not in html
+
+
+def test_svg_refuses_a_class_that_is_not_a_plain_name():
+    with pytest.raises(ValueError):
+        line_plot([Series("a", [1.0], 'x" onload="y')], [0], title="t", x_label="x", y_label="y")
