@@ -203,19 +203,31 @@ class DynamicsService:
         entry = self.model(model)
         self.check_text(prime, what="the prime text")
         self.check_unit(entry, layer, state, unit)
+        self.check_length(n)
+        self.check_temperature(temperature)
+        self.check_seed(seed)
+        given = seed is not None
+        return GenerationPlan(entry, prime, n, float(temperature), seed if given else secrets.randbelow(MAX_SEED + 1),
+                              given, layer, state, unit)
+
+    @staticmethod
+    def check_length(n: int) -> None:
         if not 1 <= n <= MAX_GENERATE:
             raise InputError(f"length must be between 1 and {MAX_GENERATE:,} characters, got {n:,}", field="n",
                              status=413 if n > MAX_GENERATE else 422)
+
+    @staticmethod
+    def check_temperature(temperature: float) -> None:
         if not math.isfinite(temperature):
             raise InputError("temperature must be a finite number (0 = greedy)", field="temperature")
         if not 0.0 <= temperature <= MAX_TEMPERATURE:
             raise InputError(f"temperature must be between 0 (greedy) and {MAX_TEMPERATURE:g}, got {temperature:g}",
                              field="temperature")
+
+    @staticmethod
+    def check_seed(seed: int | None) -> None:
         if seed is not None and not 0 <= seed <= MAX_SEED:
             raise InputError(f"seed must be a whole number from 0 to {MAX_SEED}, got {seed}", field="seed")
-        given = seed is not None
-        return GenerationPlan(entry, prime, n, float(temperature), seed if given else secrets.randbelow(MAX_SEED + 1),
-                              given, layer, state, unit)
 
     def prime_scale(self, plan: GenerationPlan) -> tuple[np.ndarray, Scale]:
         """The chosen unit over the prime, and the colour scale the whole run uses (set by the prime)."""

@@ -305,6 +305,13 @@ def build_generate(service: DynamicsService, query: Mapping[str, str]) -> Genera
     page.temperature = r.float("temperature", 0.8)
     seed = r.int("seed", None)
     page.seed = "" if seed is None else str(seed)
+    # Every field checked on its own, so each message shows at once, not one per try.
+    r.check(lambda: service.check_text(page.text, what="the prime text"))
+    if "n" not in r.errors:
+        r.check(lambda: service.check_length(page.n))
+    if "temperature" not in r.errors:
+        r.check(lambda: service.check_temperature(page.temperature))
+    r.check(lambda: service.check_seed(seed))
     run = r.has("n")  # the form always sends n: a bare /generate shows the form only
     plan: GenerationPlan | None = None
     if not r.errors:

@@ -315,3 +315,12 @@ def test_scatter_escapes_titles_and_links():
 def test_svg_refuses_a_class_that_is_not_a_plain_name():
     with pytest.raises(ValueError):
         line_plot([Series("a", [1.0], 'x" onload="y')], [0], title="t", x_label="x", y_label="y")
+
+
+def test_generate_page_shows_every_bad_field_at_once(client):
+    r = client.get("/generate", params={"n": "99999", "temperature": "x", "seed": "-3", "text": ""})
+    assert r.status_code == 422
+    assert "length must be between 1 and 2,000" in err(r.text, "n")
+    assert "temperature must be a number" in err(r.text, "temperature")
+    assert "seed must be a whole number from 0" in err(r.text, "seed")
+    assert "the prime text is empty" in err(r.text, "text")
