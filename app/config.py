@@ -26,5 +26,20 @@ class Settings(BaseSettings):
     database_url: str | None = Field(None, description="SQLAlchemy URL of the share store "
                                      "(default: SQLite at <data_dir>/shares.sqlite3)")
     default_model: str = Field("austen-lstm", description="the model the page opens on, when installed")
-    torch_threads: int | None = Field(None, ge=1, description="torch CPU threads (None = torch's default)")
+    torch_threads: int | None = Field(None, ge=1, description="torch CPU threads per model run (None = the "
+                                      "usable cores divided by max_concurrent_traces, at least 1, so concurrent "
+                                      "runs never oversubscribe the cores)")
     rescan_seconds: float = Field(2.0, ge=0.0, description="how often the model folder is re-checked for changes")
+    # Load limits for a public server (app/limits.py).
+    max_concurrent_traces: int = Field(2, ge=1, le=64, description="model runs at once; more requests queue")
+    queue_timeout: float = Field(20.0, gt=0.0, description="seconds a request waits for a model slot before a 503")
+    trace_timeout: float = Field(30.0, gt=0.0, description="seconds one model run may take before its request gets "
+                                 "a 503 (the run finishes in the background and is cached)")
+    rate_limit: int = Field(0, ge=0, description="requests per minute per client address; 0 = off (local use)")
+    rate_burst: int | None = Field(None, ge=1, description="requests a client may make at once (None = rate_limit)")
+    max_body_bytes: int | None = Field(None, ge=1024, description="largest request body (None = enough for "
+                                       "max_chars of text, %-encoded or JSON-escaped, plus 64 KiB)")
+
+    @property
+    def body_limit(self) -> int:
+        return self.max_body_bytes or self.max_chars * 12 + 64 * 1024

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.gzip import GZipMiddleware
 
@@ -18,8 +18,10 @@ from . import api, pages, routes_dynamics, routes_probe, routes_share
 from .access_log import AccessLog
 from .config import Settings
 from .errors import InputError
+from .limits import BodyGuard, Overloaded, RateLimit, default_torch_threads, error_response
 from .registry import Registry
 from .render import STATIC_DIR, render_page
+from .security import HEADERS as SECURITY_HEADERS
 from .security import SecurityHeaders
 from .service import TraceService
 from .share_service import ShareService
@@ -35,10 +37,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        if settings.torch_threads:
-            import torch
+        import torch
 
-            torch.set_num_threads(settings.torch_threads)
+        # Deliberate, not torch's default (every core per run): N concurrent runs share the cores.
+        threads_before = torch.get_num_threads()
+        threads = settings.torch_threads or default_torch_threads(settings.max_concurrent_traces)
+        torch.set_num_threads(threads)
+        log.info("model runs: at most %d at once, %d torch thread(s) each; queue timeout %g s, run timeout %g s%s",
+                 settings.max_concurrent_traces, threads, settings.queue_timeout, settings.trace_timeout,
+                 f"; rate limit {settings.rate_limit}/min per client" if settings.rate_limit else "")
         if not HTMX.is_file():
             log.error("%s is missing: the page cannot update in place. Run `npm ci` in the project folder "
                       "(its postinstall copies htmx into static/vendor/).", HTMX)
@@ -51,6 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.shares = ShareService.open(settings, service)  # never raises: sharing off, traces still serve
         yield
         app.state.shares.close()
+        service.slots.close()
+        torch.set_num_threads(threads_before)  # several apps may live in one process (tests)
 
     app = FastAPI(
         title="rnnscope",
@@ -65,6 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = service
 
     app.add_middleware(GZipMiddleware, minimum_size=1024)
+    app.add_middleware(BodyGuard, max_bytes=settings.body_limit)  # bounded, clean bodies before any parsing
+    app.add_middleware(RateLimit, per_minute=settings.rate_limit, burst=settings.rate_burst)  # off when 0
     app.add_middleware(SecurityHeaders)
     app.add_middleware(AccessLog)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
@@ -92,6 +103,12 @@ def _add_error_handlers(app: FastAPI) -> None:
     async def rnnscope_error(request: Request, exc: RnnscopeError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
+    @app.exception_handler(Overloaded)
+    async def overloaded(request: Request, exc: Overloaded) -> Response:
+        start, body = error_response(request.scope, exc.status, exc.message, {"Retry-After": str(exc.retry_after)})
+        headers = {k.decode(): v.decode() for k, v in start["headers"] if k != b"content-length"}
+        return Response(body, status_code=exc.status, headers=headers)
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": validation_message(exc.errors())}, status_code=422)
@@ -99,7 +116,9 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": "internal error: the server log has the details"}, status_code=500)
+        # Starlette answers this one outside every middleware: the security headers are added here.
+        return JSONResponse({"detail": "internal error: the server log has the details"}, status_code=500,
+                            headers=SECURITY_HEADERS)
 
 
 def validation_message(errors) -> str:

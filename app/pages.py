@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from markupsafe import escape
 
+from .limits import Overloaded, WithoutModelRuns
 from .render import render_block, render_page, wants_partial
 from .probe_views import find_units_panel
 from .views import FIELDS, build_page
@@ -29,16 +30,22 @@ def index(
 ) -> HTMLResponse:
     params = {"model": model, "layer": layer, "state": state, "unit": unit, "mode": mode, "text": text,
               "layer2": layer2, "state2": state2, "unit2": unit2}
-    page = build_page(request.app.state.service, params)
-    context = {"page": page, "fields": FIELDS, "find": find_units_panel()}
     headers = {"Vary": "HX-Request"}
+    try:
+        page = build_page(request.app.state.service, params)
+        status = page.status
+    except Overloaded as busy:  # no model slot in time: the form as sent, the reason beside the text
+        page = build_page(WithoutModelRuns(request.app.state.service, busy), params)
+        status = busy.status
+        headers["Retry-After"] = str(busy.retry_after)
+    context = {"page": page, "fields": FIELDS, "find": find_units_panel()}
     if not wants_partial(request):
-        return HTMLResponse(render_page(PAGE, context), status_code=page.status, headers=headers)
+        return HTMLResponse(render_page(PAGE, context), status_code=status, headers=headers)
     if page.errors:
         # Keep the view the user has; put each message beside its control; leave the URL alone.
         # (On success htmx pushes the request URL; static/app.js turns text-only changes into replaces.)
         headers.update({"HX-Reswap": "none", "HX-Push-Url": "false"})
-        return HTMLResponse(render_block(PAGE, "errors_oob", context), status_code=page.status, headers=headers)
+        return HTMLResponse(render_block(PAGE, "errors_oob", context), status_code=status, headers=headers)
     body = render_block(PAGE, "view", context) + render_block(PAGE, "errors_oob", context)
     if page.view is not None:
         body = f"<title>{escape(page.view.title)}</title>" + body

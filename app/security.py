@@ -1,4 +1,9 @@
-"""Security headers on every response: no inline script, no framing, no MIME sniffing."""
+"""Security headers on every response: no inline script, no framing, no MIME sniffing.
+
+Added by middleware to every response the app makes (pages, API JSON, static files, errors,
+share pages, downloads, streams); the 500 handler, which Starlette runs outside the middleware,
+adds them itself (app.main). Responses uvicorn makes on its own (a malformed request line) have none.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +20,8 @@ HEADERS = {
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
     "Cross-Origin-Opener-Policy": "same-origin",
+    # The app uses none of these; a page that could (an injected frame, an extension) gets nothing.
+    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=(), usb=()",
 }
 
 

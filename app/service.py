@@ -5,6 +5,8 @@ For texts whose whole trace (every layer, state and unit) fits a share of the ca
 "everything", so switching neuron, layer or state never re-runs the model. Longer texts keep
 one (layer, state) with all its units, so stepping through neurons is still free.
 Values are kept as float16: half the memory, about three significant digits.
+Every model pass runs on one of a bounded set of slots (app.limits.ModelSlots): a request that
+waits or runs too long gets a 503 with Retry-After instead of piling more work on the cores.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from models.trace import Trace, check_request, run_trace
 
 from .config import Settings
 from .errors import InputError
+from .limits import ModelSlots
 from .registry import ModelEntry, Registry, UnknownModel
 
 VIEW_TOPK = 5  # predictions kept per character for the page (and the cached trace)
@@ -39,6 +42,8 @@ class TraceService:
         self.settings = settings
         self.cache: ByteLRU[Trace] = ByteLRU(settings.cache_bytes, lambda t: t.nbytes)
         self.traces_run = 0  # model passes actually run (cache misses), for tests and stats
+        # Every model pass goes through a bounded set of slots: a queue timeout and a run timeout (503s).
+        self.slots = ModelSlots(settings.max_concurrent_traces, settings.queue_timeout, settings.trace_timeout)
 
     # ---- inputs -------------------------------------------------------------------------
     def model(self, name: str) -> ModelEntry:
@@ -104,20 +109,28 @@ class TraceService:
                 return self._cached(entry, text, "", None)
             if layers is not None and states is not None and len(layers) == 1 and len(states) == 1:
                 return self._cached(entry, text, "", (layers[0], states[0]))
-        t0 = time.perf_counter()
-        try:
-            trace = run_trace(entry.checkpoint.model, entry.checkpoint.vocab, text, layers=layers, states=states,
-                              units=units, topk=topk, half=True)
-        except RnnscopeError as e:
-            raise InputError(str(e)) from None
-        self.traces_run += 1
-        return TraceResult(trace, False, time.perf_counter() - t0)
+        def compute() -> tuple[Trace, float]:
+            t0 = time.perf_counter()
+            try:
+                trace = run_trace(entry.checkpoint.model, entry.checkpoint.vocab, text, layers=layers, states=states,
+                                  units=units, topk=topk, half=True)
+            except RnnscopeError as e:
+                raise InputError(str(e)) from None
+            self.traces_run += 1
+            return trace, time.perf_counter() - t0
+
+        key = ("api", entry.name, entry.version, text, _tuple(layers), _tuple(states), _tuple(units), topk)
+        trace, seconds = self.slots.run(key, compute)
+        return TraceResult(trace, False, seconds)
 
     def _cached(self, entry: ModelEntry, text: str, warmup: str, scope: tuple[int, str] | None) -> TraceResult:
-        spent = 0.0
+        key = _key(entry, text, warmup, scope)
+        hit = self.cache.get(key)
+        if hit is not None:
+            return TraceResult(hit, True, 0.0)
 
-        def compute() -> Trace:
-            nonlocal spent
+        def compute() -> tuple[Trace, float]:
+            # Runs on a model slot; caches its own result, so a run that outlives its request still pays off.
             t0 = time.perf_counter()
             layers, states = (None, None) if scope is None else ([scope[0]], [scope[1]])
             try:
@@ -126,11 +139,11 @@ class TraceService:
             except RnnscopeError as e:
                 raise InputError(str(e)) from None
             self.traces_run += 1
-            spent = time.perf_counter() - t0
-            return trace
+            self.cache.put(key, trace)
+            return trace, time.perf_counter() - t0
 
-        trace, hit = self.cache.get_or_compute(_key(entry, text, warmup, scope), compute)
-        return TraceResult(trace, hit, spent)
+        trace, seconds = self.slots.run(key, compute)  # Overloaded (503) when busy or too slow
+        return TraceResult(trace, False, seconds)
 
 
 def unit_values(trace: Trace, layer: int, state: str, unit: int) -> np.ndarray:
@@ -142,6 +155,10 @@ def unit_values(trace: Trace, layer: int, state: str, unit: int) -> np.ndarray:
 
 def _key(entry: ModelEntry, text: str, warmup: str, scope) -> tuple:
     return (entry.name, entry.version, text, warmup, scope)
+
+
+def _tuple(items: list | None) -> tuple | None:
+    return None if items is None else tuple(items)
 
 
 def _checked(call, field: str) -> None:

@@ -1,0 +1,351 @@
+"""Limits that keep one public server usable under load and hostile input.
+
+- ModelSlots: at most N model runs at once (a 2-core box does not get faster with 10 runs in
+  parallel, only slower for everyone); a request that cannot get a slot within the queue timeout,
+  or whose run outlives the run timeout, gets a clean 503 with Retry-After instead of hanging.
+  A run that outlives its request still finishes on its slot and fills the cache, so the retry is
+  cheap. Identical runs in flight are shared (single flight), so a burst of the same view costs one run.
+- RateLimit: a token bucket per client address (OFF unless RNNSCOPE_RATE_LIMIT is set).
+- BodyGuard: request bodies bounded in bytes before anything parses them; JSON bodies strictly
+  checked (no NaN/Infinity, no lone surrogates, no absurd nesting) so no route ever sees them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any, TypeVar
+
+from markupsafe import escape
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+T = TypeVar("T")
+
+BUSY_RETRY_S = 5  # Retry-After when every model slot stayed busy for the whole queue timeout
+SLOW_RETRY_S = 10  # Retry-After when one run outlived the run timeout (it finishes and is cached)
+MAX_JSON_DEPTH = 32  # no request shape of this API nests deeper than a few levels
+
+
+class Overloaded(Exception):
+    """The server cannot serve this request right now: not the user's input, so never an InputError (422)."""
+
+    def __init__(self, message: str, retry_after: int, status: int = 503):
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+        self.status = status
+
+
+def default_torch_threads(slots: int, cpus: int | None = None) -> int:
+    """One share of the cores per concurrent run: 2 runs on 2 cores get 1 thread each, never 2 x 2."""
+    if cpus is None:
+        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cpus // max(1, slots))
+
+
+class ModelSlots:
+    """A bounded set of model-run slots with a queue timeout, a run timeout and single flight."""
+
+    def __init__(self, slots: int, queue_timeout: float, run_timeout: float):
+        self.slots = slots
+        self.queue_timeout = queue_timeout
+        self.run_timeout = run_timeout
+        self._free = threading.BoundedSemaphore(slots)
+        self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="model-run")
+        self._lock = threading.Lock()
+        self._inflight: dict[Hashable, Future] = {}
+        self.waiting = 0  # requests queued for a slot now (for stats and tests)
+        self.shared = 0  # requests served by joining an identical run already in flight
+
+    def run(self, key: Hashable | None, work: Callable[[], T]) -> T:
+        """work() on a slot; raises Overloaded when no slot frees up in time or the run takes too long."""
+        started = time.monotonic()
+        future = self._joinable(key)
+        if future is None:
+            with self._lock:
+                self.waiting += 1
+            try:
+                got = self._free.acquire(timeout=self.queue_timeout)
+            finally:
+                with self._lock:
+                    self.waiting -= 1
+            if not got:
+                raise Overloaded(
+                    f"the server is busy: every model slot stayed taken for {self.queue_timeout:g} s. "
+                    f"Try again in {BUSY_RETRY_S} s.", BUSY_RETRY_S)
+            with self._lock:
+                future = self._inflight.get(key) if key is not None else None
+                if future is not None:  # an identical run started while this request queued: share it
+                    self._free.release()
+                    self.shared += 1
+                else:
+                    future = self._pool.submit(self._job, key, work)
+                    if key is not None:
+                        self._inflight[key] = future
+        remaining = self.run_timeout - max(0.0, time.monotonic() - started - self.queue_timeout)
+        try:
+            return future.result(timeout=max(0.0, remaining))
+        except FutureTimeout:
+            raise Overloaded(
+                f"this trace took longer than the {self.run_timeout:g} s limit; it goes on in the background "
+                f"and is kept, so the same request in {SLOW_RETRY_S} s should be quick. A shorter text is "
+                "faster.", SLOW_RETRY_S) from None
+
+    def _joinable(self, key: Hashable | None) -> Future | None:
+        if key is None:
+            return None
+        with self._lock:
+            future = self._inflight.get(key)
+            if future is not None:
+                self.shared += 1
+            return future
+
+    def _job(self, key: Hashable | None, work: Callable[[], T]) -> T:
+        try:
+            return work()
+        finally:
+            with self._lock:
+                if key is not None:
+                    self._inflight.pop(key, None)
+            self._free.release()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+# ---- responses from middleware (outside the routers, so no exception handlers) -------------
+def error_response(scope: Scope, status: int, message: str, headers: dict[str, str] | None = None) -> tuple[dict, bytes]:
+    """JSON {"detail": ...} for the API (and clients that ask for JSON); a small HTML page otherwise."""
+    path = scope.get("path", "")
+    accept = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"accept"), "")
+    if path.startswith("/api/") or ("application/json" in accept and "text/html" not in accept):
+        body = json.dumps({"detail": message}).encode()
+        kind = "application/json"
+    else:
+        body = (f'<!doctype html><html lang="en"><meta charset="utf-8"><title>{status}</title>'
+                f'<p class="err" role="alert">{escape(message)}</p></html>').encode()
+        kind = "text/html; charset=utf-8"
+    start = {"type": "http.response.start", "status": status,
+             "headers": [(b"content-type", kind.encode()), (b"content-length", str(len(body)).encode()),
+                         *((k.lower().encode(), v.encode()) for k, v in (headers or {}).items())]}
+    return start, body
+
+
+async def send_error(scope: Scope, send: Send, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+    start, body = error_response(scope, status, message, headers)
+    await send(start)
+    await send({"type": "http.response.body", "body": body})
+
+
+# ---- per-client rate limit -------------------------------------------------------------------
+class TokenBuckets:
+    """rate tokens per minute, up to `burst` saved, per client key; the least recently seen keys are dropped."""
+
+    def __init__(self, per_minute: float, burst: int, max_clients: int = 50_000,
+                 clock: Callable[[], float] = time.monotonic):
+        self.per_second = per_minute / 60.0
+        self.burst = float(burst)
+        self.max_clients = max_clients
+        self.clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, last refill)
+
+    def take(self, key: str) -> float:
+        """0 when the request may go ahead, else the seconds until a token is back."""
+        now = self.clock()
+        tokens, last = self._buckets.pop(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.per_second)
+        wait = 0.0
+        if tokens >= 1.0:
+            tokens -= 1.0
+        else:
+            wait = (1.0 - tokens) / self.per_second
+        self._buckets[key] = (tokens, now)
+        while len(self._buckets) > self.max_clients:
+            self._buckets.popitem(last=False)  # a forgotten client starts again with a full bucket
+        return wait
+
+
+def client_key(scope: Scope) -> str:
+    """The client's address (uvicorn has applied X-Forwarded-For from trusted proxies); IPv6 by its /64."""
+    client = scope.get("client")
+    host = client[0] if client else "unknown"
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if ip.version == 6 and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip.ipv4_mapped or ip)
+
+
+class RateLimit:
+    """429 + Retry-After once a client has spent its bucket; static files and /healthz are free."""
+
+    EXEMPT = ("/static/", "/healthz", "/favicon")
+
+    def __init__(self, app: ASGIApp, per_minute: int, burst: int | None = None):
+        self.app = app
+        self.buckets = TokenBuckets(per_minute, burst or per_minute) if per_minute > 0 else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.buckets is None or scope["type"] != "http" or scope["path"].startswith(self.EXEMPT):
+            await self.app(scope, receive, send)
+            return
+        wait = self.buckets.take(client_key(scope))
+        if wait <= 0:
+            await self.app(scope, receive, send)
+            return
+        retry = max(1, math.ceil(wait))
+        await send_error(scope, send, 429, f"too many requests from your address: this server allows "
+                         f"{self.buckets.per_second * 60:g} a minute. Try again in {retry} s.",
+                         {"Retry-After": str(retry)})
+
+
+# ---- request bodies --------------------------------------------------------------------------
+class _NonFinite(Exception):
+    pass
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def _reject_constant(name: str) -> Any:
+    raise _NonFinite(name)
+
+
+def json_problem(body: bytes) -> str | None:
+    """Why a JSON body must be refused before any route sees it, or None (malformed JSON is the route's to name)."""
+    try:
+        value = json.loads(body, parse_constant=_reject_constant)
+    except _NonFinite as e:
+        return f"the request body holds {e.args[0]}, which is not a JSON number: send a finite number"
+    except RecursionError:
+        return f"the request body nests deeper than {MAX_JSON_DEPTH} levels"
+    except ValueError:
+        return None  # not JSON, or not UTF-8: FastAPI says so in its own words
+    try:
+        where = _bad_string(value, "", 0)
+    except _TooDeep:
+        return f"the request body nests deeper than {MAX_JSON_DEPTH} levels"
+    if where is not None:
+        return f"{where or 'the body'} holds an unpaired UTF-16 surrogate (e.g. \\ud800): send valid Unicode text"
+    return None
+
+
+def _bad_string(value: Any, where: str, depth: int) -> str | None:
+    """The path of the first string (or key) holding a lone surrogate, or None."""
+    if depth > MAX_JSON_DEPTH:
+        raise _TooDeep
+    if isinstance(value, str):
+        return None if _valid_unicode(value) else where
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = _bad_string(item, f"{where}[{i}]", depth + 1)
+            if found is not None:
+                return found
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            if not _valid_unicode(key):
+                return where or "a field name"
+            found = _bad_string(item, path, depth + 1)
+            if found is not None:
+                return found
+    return None
+
+
+def _valid_unicode(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+JSON_TYPES = ("application/json",)
+
+
+def _is_json(content_type: str) -> bool:
+    kind = content_type.split(";")[0].strip().lower()
+    return kind in JSON_TYPES or kind.endswith("+json")
+
+
+class BodyGuard:
+    """Bounds every request body in bytes; API bodies must be JSON (415 otherwise) and clean JSON (422)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        declared = headers.get("content-length", "")
+        if declared.strip().isdigit() and int(declared) > self.max_bytes:
+            await send_error(scope, send, 413, self._too_big(int(declared)))
+            return
+        body = bytearray()
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client went away: nothing to answer
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.max_bytes:
+                await send_error(scope, send, 413, self._too_big(len(body), at_least=True))
+                return
+        content_type = headers.get("content-type", "")
+        if scope["path"].startswith("/api/") and body and content_type and not _is_json(content_type):
+            kind = content_type.split(";")[0].strip()[:60]
+            await send_error(scope, send, 415, f"send the request body as JSON (Content-Type: application/json), "
+                                               f"not {kind}")
+            return
+        if body and (not content_type or _is_json(content_type)):
+            problem = json_problem(bytes(body))
+            if problem is not None:
+                await send_error(scope, send, 422, problem)
+                return
+
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()  # after the body: wait for the disconnect, as the server would say it
+
+        await self.app(scope, replay, send)
+
+    def _too_big(self, size: int, at_least: bool = False) -> str:
+        return (f"the request body is {'over ' if at_least else ''}{size:,} bytes; the limit is "
+                f"{self.max_bytes:,}: send a shorter text")
+
+
+class WithoutModelRuns:
+    """A TraceService stand-in whose traces refuse with the overload message, so a page that could not
+    get a model slot still renders its form, with the reason beside the text, instead of an error page."""
+
+    def __init__(self, service: Any, busy: Overloaded):
+        self._service = service
+        self._busy = busy
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._service, name)
+
+    def view_trace(self, *args: Any, **kwargs: Any) -> Any:
+        from .errors import InputError
+
+        raise InputError(self._busy.message, field="text", status=self._busy.status)
