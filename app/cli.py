@@ -165,8 +165,12 @@ def atlas(
         except (OSError, UnicodeDecodeError) as e:
             raise RnnscopeError(f"cannot read {source}: {getattr(e, 'strerror', None) or e}") from None
         t0 = time.perf_counter()
+        loaded = weights_fingerprint(ck.path)  # the weights just loaded (a checkpoint is swapped in whole)
         built = build_atlas(ck, held_out, max_chars=chars)
-        built["model"] = {"name": name, "weights_sha256": weights_fingerprint(ck.path)}
+        if weights_fingerprint(ck.path) != loaded:
+            raise RnnscopeError(f"{ck.path} was rewritten while the atlas was being built (is it training?); "
+                                "run `rnnscope atlas` again")
+        built["model"] = {"name": name, "weights_sha256": loaded}
         path = save_atlas(ck.path, built)
     except RnnscopeError as e:
         _fail(str(e))

@@ -4,6 +4,8 @@ Ranking reuses the trace the page already ran (TraceService's cache) and hands i
 (T, U) blocks to models.probes as they are, so a ranking costs the scoring and nothing more.
 Texts too long for a whole-model trace in the cache are traced one layer at a time, uncached,
 and the per-layer best lists are merged (memory stays at one layer's states).
+Traces and scoring both run on the trace service's bounded model slots (app.limits): scoring
+every unit is as CPU-heavy as a trace, and a busy server answers 503 rather than piling up.
 Atlases (atlas.json beside a checkpoint, built by `rnnscope atlas`) are read lazily, once per
 file version, and a missing, corrupt or stale one becomes a message, never an error page.
 """
@@ -124,12 +126,17 @@ class ProbeService:
         scored, cached, trace_s, rank_s = 0, True, 0.0, label_seconds
         for blocks, hit, seconds in self._blocks(entry, text):
             cached, trace_s = cached and hit, trace_s + seconds
-            t0 = time.perf_counter()
-            try:
-                found.extend(score(blocks))
-            except RnnscopeError as e:
-                raise InputError(str(e), field="probe") from None
-            rank_s += time.perf_counter() - t0
+
+            def work(blocks=blocks) -> tuple[list[UnitScore], float]:
+                t0 = time.perf_counter()
+                try:
+                    return score(blocks), time.perf_counter() - t0
+                except RnnscopeError as e:
+                    raise InputError(str(e), field="probe") from None
+
+            units, seconds = self.traces.slots.run(None, work)  # Overloaded (503) when busy or too slow
+            found.extend(units)
+            rank_s += seconds
             scored += sum(b.shape[1] for b in blocks.values())
         found.sort(key=lambda u: -u.score)  # stable: per-layer lists merge into the one-pass order
         return Ranking(found[:top], scored, len(text), marked, cached, trace_s, rank_s)
@@ -142,14 +149,20 @@ class ProbeService:
             yield {(k, s): a for k, per in tr.states.items() for s, a in per.items()}, result.cached, result.seconds
             return
         for layer in range(entry.layers):
-            t0 = time.perf_counter()
-            try:
-                tr = run_trace(entry.checkpoint.model, entry.checkpoint.vocab, text, layers=[layer], topk=0, half=True)
-            except RnnscopeError as e:
-                raise InputError(str(e)) from None
-            self.traces.traces_run += 1
-            yield {(layer, s): a for s, a in tr.states[layer].items()}, False, time.perf_counter() - t0
-            del tr
+            def trace_layer(layer=layer) -> tuple[dict, float]:
+                t0 = time.perf_counter()
+                try:
+                    tr = run_trace(entry.checkpoint.model, entry.checkpoint.vocab, text, layers=[layer], topk=0,
+                                   half=True)
+                except RnnscopeError as e:
+                    raise InputError(str(e)) from None
+                self.traces.traces_run += 1
+                return {(layer, s): a for s, a in tr.states[layer].items()}, time.perf_counter() - t0
+
+            key = ("probe-layer", entry.name, entry.version, text, layer)  # identical runs in flight are shared
+            blocks, seconds = self.traces.slots.run(key, trace_layer)
+            yield blocks, False, seconds
+            del blocks
 
     # ---- atlases and neuron pages --------------------------------------------------------
     def atlas(self, entry: ModelEntry) -> AtlasState:

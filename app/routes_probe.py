@@ -7,6 +7,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse
 
 from .errors import InputError
+from .limits import Overloaded
 from .probe_schemas import Context, Histogram, NeuronResponse, ProbeMatch, ProbeRequest, Push, SpanRequest, UnitRank
 from .probe_service import NeuronReport, ProbeService, Ranking
 from .probe_views import (DEFAULT_THRESHOLD, DEFAULT_TOP, RankingView, current_unit, neuron_page, probe_summary,
@@ -132,6 +133,10 @@ def find_units(
     except InputError as err:
         view = RankingView(error=err.message, error_field=err.field)
         return HTMLResponse(render_block(PANEL, "results", {"r": view}), status_code=err.status)
+    except Overloaded as busy:  # not the user's input: 503 + Retry-After; static/probe.js shows it in the panel
+        view = RankingView(error=busy.message, error_field="busy")
+        return HTMLResponse(render_block(PANEL, "results", {"r": view}), status_code=busy.status,
+                            headers={"Retry-After": str(busy.retry_after)})
     view = ranking_view(entry.name, ranking, what, current_unit(layer, state, unit))
     return HTMLResponse(render_block(PANEL, "results", {"r": view}))
 

@@ -196,9 +196,24 @@
       if (!document.activeElement || !document.activeElement.closest || !document.activeElement.closest("#chars")) hideTip();
     }
   });
+  // A mouse press in the text must not move focus (that would cancel a drag-selection, which
+  // static/probe.js ranks units by); a plain click focuses the clicked character on release.
+  let pressing = false;
+  document.addEventListener("mousedown", function (e) {
+    pressing = Boolean(e.target.closest && e.target.closest("#chars"));
+  }, true);
+  document.addEventListener("mouseup", function (e) {
+    if (!pressing) return;
+    pressing = false;
+    const sel = window.getSelection();
+    const span = e.target.closest ? e.target.closest("#chars > .ch") : null;
+    if (span && (!sel || sel.isCollapsed)) focusChar(span);
+  }, true);
+
   document.addEventListener("focusin", function (e) {
     const t = e.target;
     if (t.id === "chars") {
+      if (pressing) return;
       const fromInside = e.relatedTarget && e.relatedTarget.closest && e.relatedTarget.closest("#chars");
       const first = t.querySelector(".ch.active") || t.firstElementChild;
       if (first && !fromInside) focusChar(first);

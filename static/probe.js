@@ -132,6 +132,16 @@
     setSpan({ start: Math.min(anchor, at), end: Math.max(anchor, at) + 1 }, "soon");
   });
 
+  // A busy server (503) still answers the panel with its message: show it there, not as a network error.
+  document.addEventListener("htmx:beforeSwap", function (e) {
+    const xhr = e.detail.xhr;
+    if (e.detail.elt && e.detail.elt.id === "probe-form" && xhr && xhr.status === 503 &&
+        (xhr.responseText || "").includes('id="probe-results"')) {
+      e.detail.shouldSwap = true;
+      e.detail.isError = false;
+    }
+  });
+
   // ---- after a swap: restore the span's outline, mark the current unit, re-rank stale results ----
   document.addEventListener("htmx:configRequest", function (e) {
     if (e.detail.elt && e.detail.elt.id === "probe-form") rankedKey = viewKey();

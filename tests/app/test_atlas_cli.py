@@ -65,3 +65,23 @@ def test_atlas_errors_are_one_line_and_exit_2(tmp_path, monkeypatch):
         assert r.exit_code == 2, (args, r.output)
         assert message in r.output, (args, r.output)
     assert not (models / "tiny" / ATLAS_FILE).exists()
+
+
+def test_atlas_refuses_to_label_weights_that_changed_while_it_was_built(tmp_path, monkeypatch):
+    """Training swaps checkpoints in whole; an atlas of the old weights must not claim the new ones."""
+    import models.atlas
+
+    folder = write_tiny_model(tmp_path / "training", "lstm", card={"corpus": "tiny"})
+    text = tmp_path / "held.txt"
+    text.write_text(HELD_OUT, encoding="utf-8")
+    real_build = models.atlas.build_atlas
+
+    def build_then_retrain(ck, held_out, **kw):
+        atlas = real_build(ck, held_out, **kw)
+        write_tiny_model(folder, "lstm", seed=9, card={"corpus": "tiny"})  # a training save lands meanwhile
+        return atlas
+
+    monkeypatch.setattr(models.atlas, "build_atlas", build_then_retrain)
+    r = runner.invoke(cli, ["atlas", str(folder), "--text", str(text)])
+    assert r.exit_code == 2 and "was rewritten while the atlas was being built" in r.output
+    assert not (folder / ATLAS_FILE).exists()

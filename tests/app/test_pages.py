@@ -50,7 +50,7 @@ def test_htmx_request_gets_only_the_view_block_and_oob_error_slots(client):
     assert r.status_code == 200
     assert "<html" not in r.text and "<form" not in r.text
     assert r.text.startswith("<title>tiny-lstm · layer 0 · h · unit 2 · rnnscope</title><section id=\"view\"")
-    assert r.text.count('hx-swap-oob="true"') == 6  # every inline message slot is cleared
+    assert r.text.count('hx-swap-oob="true"') == 7  # every inline message slot is cleared (incl. compare)
     assert r.headers["vary"].startswith("HX-Request")
     assert "HX-Push-Url" not in r.headers  # htmx pushes the request URL itself (hx-push-url)
 

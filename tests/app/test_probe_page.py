@@ -151,3 +151,26 @@ def test_bad_second_unit_is_an_inline_message(client, params, fragment):
     assert r.status_code == 422
     assert r.headers["HX-Reswap"] == "none"
     assert f'<span id="err-compare" class="err" role="alert" hx-swap-oob="true">{fragment}' in r.text
+
+
+def test_busy_server_answers_the_panel_and_the_api_with_503_and_a_message(tiny_models_dir):
+    import threading
+
+    from .conftest import make_client
+
+    with make_client(tiny_models_dir, max_concurrent_traces=1, queue_timeout=0.2) as c:
+        slots = c.app.state.service.slots
+        started, release = threading.Event(), threading.Event()
+        holder = threading.Thread(target=lambda: slots.run(None, lambda: (started.set(), release.wait(10))))
+        holder.start()  # another request's model run holds the only slot
+        try:
+            assert started.wait(10)
+            panel = c.get("/ui/find-units", params={"model": "tiny-lstm", "text": "He said \"hi\" twice",
+                                                    "probe": "quotes"}, headers=HX)
+            api = c.post("/api/v1/probe", json={"model": "tiny-lstm", "text": 'He said "hi"', "probe": "quotes"})
+        finally:
+            release.set()
+            holder.join()
+    assert panel.status_code == 503 and panel.headers["Retry-After"] == "5"
+    assert '<div id="probe-results"' in panel.text and "the server is busy" in panel.text
+    assert api.status_code == 503 and "the server is busy" in api.json()["detail"]
