@@ -152,49 +152,59 @@ def _join(parts: list[np.ndarray]) -> np.ndarray:
 
 
 def _record_layer(cell, layer, x, h, s0, want, keep_units, into, out_dtype) -> None:
-    """Append this chunk's requested states for one layer. x (t, In), h (t, H) from the fused run."""
+    """Append this chunk's requested states for one layer. x (t, In), h (t, H) from the fused run.
+
+    Gates are elementwise per unit, so with a unit subset only those units' weight rows are
+    multiplied: the rest of the layer's gates are never materialised.
+    """
     H = h.shape[1]
+    units = torch.arange(H) if keep_units is None else keep_units
+    U = len(units)
 
-    def put(name, value):  # value (t, H) -> kept units, numpy
+    def put(name, value):  # value (t, U) -> numpy, in the caller's dtype
         if name in into:
-            v = value if keep_units is None else value[:, keep_units]
-            into[name].append(v.numpy().astype(out_dtype, copy=False))
+            into[name].append(value.numpy().astype(out_dtype, copy=False))
 
-    put("h", h)
+    put("h", h if keep_units is None else h[:, keep_units])
     if not (set(want) - {"h"}):
         return
     if cell == "lstm":
         h0, c0 = (torch.zeros(1, 1, H), torch.zeros(1, 1, H)) if s0 is None else s0
+        c0 = c0[0, 0, units]  # (U,)
     else:
         h0 = torch.zeros(1, 1, H) if s0 is None else s0
-    w_ih, w_hh = layer.weight_ih_l0, layer.weight_hh_l0
-    b_ih, b_hh = layer.bias_ih_l0, layer.bias_hh_l0
+    n_gates = 4 if cell == "lstm" else 3
+    rows = (torch.arange(n_gates)[:, None] * H + units[None, :]).reshape(-1)  # each gate's rows for our units
+    whole = keep_units is None
+    w_ih = layer.weight_ih_l0 if whole else layer.weight_ih_l0[rows]
+    w_hh = layer.weight_hh_l0 if whole else layer.weight_hh_l0[rows]
+    b_ih = layer.bias_ih_l0 if whole else layer.bias_ih_l0[rows]
+    b_hh = layer.bias_hh_l0 if whole else layer.bias_hh_l0[rows]
     if cell == "lstm":
         # Pre-activations of all gates for all steps: x_t W_ih^T + h_{t-1} W_hh^T + b, as two
         # in-place GEMMs over the whole chunk (row 0 reads the incoming state h0).
-        pre = torch.addmm(b_ih + b_hh, x, w_ih.T)  # (t, 4H)
+        pre = torch.addmm(b_ih + b_hh, x, w_ih.T)  # (t, 4U)
         pre[1:].addmm_(h[:-1], w_hh.T)
         pre[:1].addmm_(h0[0], w_hh.T)
-        i, f, g, o = pre.chunk(4, dim=1)
+        i, f, g, o = pre.split(U, dim=1)
         i, f, o, g = i.sigmoid_(), f.sigmoid_(), o.sigmoid_(), g.tanh_()
-        written = i * g  # (t, H)
-        need_c = bool({"c", "kept"} & set(want))
-        if need_c:
-            c = _cell_recurrence(f, written, c0[0, 0])  # (t, H)
+        written = i * g  # (t, U)
+        if {"c", "kept"} & set(want):
+            c = _cell_recurrence(f, written, c0)  # (t, U)
             put("c", c)
             if "kept" in into:
                 kept = torch.empty_like(c)
                 torch.mul(f[1:], c[:-1], out=kept[1:])
-                torch.mul(f[:1], c0[0], out=kept[:1])
+                torch.mul(f[:1], c0[None], out=kept[:1])
                 put("kept", kept)
         put("i", i), put("f", f), put("g", g), put("o", o), put("written", written)
     elif cell == "gru":
-        gi = torch.addmm(b_ih, x, w_ih.T)  # (t, 3H)
+        gi = torch.addmm(b_ih, x, w_ih.T)  # (t, 3U)
         gh = torch.empty_like(gi)
-        torch.addmm(b_hh, h[:-1], w_hh.T, out=gh[1:])  # (t-1, 3H): h_{t-1} for t >= 1
+        torch.addmm(b_hh, h[:-1], w_hh.T, out=gh[1:])  # (t-1, 3U): h_{t-1} for t >= 1
         torch.addmm(b_hh, h0[0], w_hh.T, out=gh[:1])
-        i_r, i_z, i_n = gi.chunk(3, dim=1)
-        h_r, h_z, h_n = gh.chunk(3, dim=1)
+        i_r, i_z, i_n = gi.split(U, dim=1)
+        h_r, h_z, h_n = gh.split(U, dim=1)
         r = (i_r + h_r).sigmoid_()
         z = (i_z + h_z).sigmoid_()
         n = (i_n + r * h_n).tanh_()
@@ -204,7 +214,7 @@ def _record_layer(cell, layer, x, h, s0, want, keep_units, into, out_dtype) -> N
 def _cell_recurrence(f: torch.Tensor, u: torch.Tensor, c0: torch.Tensor) -> torch.Tensor:
     """c_t = f_t * c_{t-1} + u_t for all t: a cheap elementwise scan over time (numpy, in place)."""
     f_np, out = f.numpy(), u.numpy().copy()  # out starts as u_t and becomes c_t
-    c = c0.numpy().astype(np.float32).copy()
+    c = c0.numpy().astype(np.float32).reshape(-1).copy()
     for t in range(out.shape[0]):
         np.multiply(f_np[t], c, out=c)
         np.add(c, out[t], out=c)

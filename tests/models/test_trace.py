@@ -196,3 +196,14 @@ def test_byte_lru_evicts_by_size():
     assert cache.get("huge") is None and cache.nbytes == 80
     value, hit = cache.get_or_compute("a", lambda: "never")
     assert hit and value == "x" * 40
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_unit_subset_of_every_gate_equals_the_full_trace(cell):
+    model, vocab = tiny_model(cell, layers=2)
+    full = run_trace(model, vocab, TEXT)
+    units = [9, 2, 14]
+    part = run_trace(model, vocab, TEXT, units=units)
+    for k in range(2):
+        for name, block in full.states[k].items():
+            assert np.abs(part.states[k][name] - block[:, units]).max() <= TOL, (k, name)
