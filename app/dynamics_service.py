@@ -3,7 +3,8 @@
 Routes and pages call this; it never renders. Each bad input becomes an InputError naming the
 field it belongs to, so the page shows it beside that control and the API answers 4xx JSON.
 Expensive results (gradient flow, gate saturation) are cached per model version, so a retrained
-checkpoint is never answered from a stale entry.
+checkpoint is never answered from a stale entry. Model runs go through the app's bounded model
+slots (app.limits.ModelSlots), like every trace: busy or too slow is a 503, never a hang.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ import json
 import logging
 import math
 import secrets
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -46,6 +47,7 @@ from .scale import Scale, neuron_scale
 from .service import TraceService, unit_values
 
 log = logging.getLogger("rnnscope.dynamics")
+T = TypeVar("T")
 
 DATA_DIR = ROOT / "data"
 VAL_FILES = {"austen": "austen.val.txt", "python-stdlib": "python.val.txt"}  # corpus (model card) -> held-out file
@@ -160,8 +162,6 @@ class DynamicsService:
         self.data_dir = data_dir
         self._flows: ByteLRU[FlowResult] = ByteLRU(16 * 1024 * 1024, lambda r: r.flow.jacobian_norm.nbytes * 2 + 512)
         self._saturation: ByteLRU[SaturationResult] = ByteLRU(32 * 1024 * 1024, lambda r: r.nbytes)
-        self._locks: dict[tuple, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
         self.saturation_runs = 0  # saturation passes actually run (cache misses), for tests
 
     # ---- shared checks ------------------------------------------------------------------
@@ -235,10 +235,11 @@ class DynamicsService:
                              plan.layer, plan.state, plan.unit)
         return values, neuron_scale(plan.state, values)
 
-    def generation_events(self, plan: GenerationPlan) -> Iterator[str]:
-        """Server-sent events: `meta`, one `char` per sampled character, then `done` (or `fail`)."""
+    def generation_events(self, plan: GenerationPlan, scale: Scale) -> Iterator[str]:
+        """Server-sent events: `meta`, one `char` per sampled character, then `done` (or `fail`).
+
+        The steps run outside the model slots: each is a few ms, and a stream is bounded by MAX_GENERATE."""
         try:
-            _, scale = self.prime_scale(plan)
             yield sse("meta", {"model": plan.entry.name, "n": plan.n, "temperature": plan.temperature,
                                "seed": plan.seed, "seed_given": plan.seed_given,
                                "what": f"{plan.state}[{plan.layer}][{plan.unit}]",
@@ -424,7 +425,9 @@ class DynamicsService:
         self.check_intervention(entry, text, layer, state, unit, value, start, watch)
         model, vocab = entry.checkpoint.model, entry.checkpoint.vocab
         t0 = time.perf_counter()
-        res = _refusal(lambda: intervene(model, vocab, text, layer, state, unit, value, start, watch), "state")
+        key = ("intervene", entry.name, entry.version, _digest(text), layer, state, unit, value, start, watch)
+        res = self._run(key, lambda: _refusal(
+            lambda: intervene(model, vocab, text, layer, state, unit, value, start, watch), "state"))
         return InterventionResult(entry, text, layer, state, unit, float(value), start, watch, res,
                                   time.perf_counter() - t0)
 
@@ -438,26 +441,30 @@ class DynamicsService:
                        unit: int) -> CounterfactualResult:
         self.check_counterfactual(entry, original, edited, layer, state, unit)
         model, vocab = entry.checkpoint.model, entry.checkpoint.vocab
-        res = _refusal(lambda: counterfactual(model, vocab, original, edited, layer, state, unit), "edited")
+        key = ("counterfactual", entry.name, entry.version, _digest(original), _digest(edited), layer, state, unit)
+        res = self._run(key, lambda: _refusal(
+            lambda: counterfactual(model, vocab, original, edited, layer, state, unit), "edited"))
         return CounterfactualResult(entry, original, layer, state, unit, res)
 
-    # ---- caching ------------------------------------------------------------------------
-    def _once(self, key: tuple, cache: ByteLRU, compute: Callable):
-        """From the cache, or computed by one thread while others asking for the same key wait."""
+    # ---- model runs ---------------------------------------------------------------------
+    def _run(self, key: tuple, compute: Callable[[], T]) -> T:
+        """On one of the app's bounded model slots (app.limits.ModelSlots): identical runs in flight
+        are shared; a full queue or an over-long run raises Overloaded (503 with Retry-After)."""
+        return self.traces.slots.run(("dynamics", *key), compute)
+
+    def _once(self, key: tuple, cache: ByteLRU, compute: Callable[[], T]) -> tuple[T, bool]:
+        """From the cache, or run on a slot. The run fills the cache itself, so one that outlives
+        its request (and answered 503) still makes the retry instant."""
         hit = cache.get(key)
         if hit is not None:
             return hit, True
-        with self._locks_guard:
-            lock = self._locks.setdefault(key, threading.Lock())
-        with lock:
-            hit = cache.get(key)
-            if hit is not None:
-                return hit, True
+
+        def work() -> T:
             value = compute()
             cache.put(key, value)
-        with self._locks_guard:
-            self._locks.pop(key, None)
-        return value, False
+            return value
+
+        return self._run(key, work), False
 
 
 class UnitStepper:

@@ -30,6 +30,7 @@ from .dynamics_service import (
     GenerationPlan,
 )
 from .errors import InputError
+from .limits import Overloaded
 from .registry import ModelEntry
 from .scale import STATE_INFO, Scale, neuron_scale
 from .views import DEFAULT_TEXT
@@ -41,6 +42,7 @@ DOT_LIMIT = 201  # hoverable dots on a line plot up to this many points per seri
 WATCH_ROWS = 15
 UNKNOWN_TITLE = "the model never saw this character: it reads it as the unknown character"
 SALIENCY_DECADES = 3.0
+BUSY = "busy"  # the errors key for "no model slot free / the run took too long" (503, not the user's input)
 
 
 # ------------------------------------------------------------------ shared pieces
@@ -99,7 +101,14 @@ class Base:
 
     @property
     def status(self) -> int:
+        if BUSY in self.errors:
+            return 503
         return 422 if self.errors else 200
+
+    def refuse(self, e: InputError | Overloaded) -> None:
+        """A refusal from the service: bad input beside its field, or "the server is busy"."""
+        field_ = BUSY if isinstance(e, Overloaded) else e.field
+        self.errors.setdefault(field_, e.message)
 
     @property
     def nav_query(self) -> str:
@@ -324,8 +333,8 @@ def build_generate(service: DynamicsService, query: Mapping[str, str]) -> Genera
         return page
     try:
         values, scale = service.prime_scale(plan)
-    except InputError as e:
-        page.errors = {e.field: e.message}
+    except (InputError, Overloaded) as e:
+        page.refuse(e)
         return page
     shown = plan.prime[-PRIME_SHOWN:]
     page.prime_cut = len(plan.prime) - len(shown)
@@ -399,8 +408,8 @@ def build_gradients(service: DynamicsService, query, getlist: Callable[[str], li
         return page
     try:
         results = service.gradients(entries, page.text, page.position, page.lookback)
-    except InputError as e:
-        page.errors = {e.field: e.message}
+    except (InputError, Overloaded) as e:
+        page.refuse(e)
         return page
     page.panels = [_flow_panel(res, page.text) for res in results]
     return page
@@ -525,7 +534,8 @@ def build_toy(service: DynamicsService, query: Mapping[str, str]) -> ToyPage:
                  for t, x, h, loc, g in zip(ts, xs, res.run.h, res.local, res.run.dhT_dht)]
     first = res.run.dhT_dh1
     verdict = ("explodes" if not math.isfinite(first) or abs(first) > 1e2 else
-               "vanishes" if abs(first) < 1e-2 else "stays moderate")
+               "vanishes" if abs(first) < 1e-2 else "shrinks" if abs(first) < 1 else "grows" if abs(first) > 1 else
+               "stays the same")
     page.summary = (f"∂h_{T}/∂h_1 = {_sci(first)}: over {T - 1} step{'s' if T != 2 else ''} back the gradient "
                     f"{verdict}" if T > 1 else "give two or more inputs to see the gradient travel back")
     return page
@@ -575,17 +585,12 @@ def build_saturation(service: DynamicsService, query: Mapping[str, str], compute
         page.pending = not page.errors
         return page
     try:
+        if text is None and service.saturation_source(entry) is None:
+            text = DEFAULT_TEXT  # no held-out file and no text: measure the main page's default text
         res = service.saturation(entry, None if text is None else text.replace("\r\n", "\n"))
-    except InputError as e:
-        if e.field == "text" and text is None:  # no held-out file and no text: measure the default text
-            try:
-                res = service.saturation(entry, DEFAULT_TEXT)
-            except InputError as e2:
-                page.errors = {e2.field: e2.message}
-                return page
-        else:
-            page.errors = {e.field: e.message}
-            return page
+    except (InputError, Overloaded) as e:
+        page.refuse(e)
+        return page
     page.source = res.source
     page.seconds = "from cache" if res.cached else f"measured in {res.seconds:.1f} s"
     for layer, per in sorted(res.layers.items()):
@@ -686,13 +691,13 @@ def build_intervene(service: DynamicsService, query: Mapping[str, str], compute:
         return page
     try:
         _clamp_section(page, service.intervention(entry, page.text, layer, state, unit, page.value, page.start, watch))
-    except InputError as e:
-        page.errors.setdefault(e.field, e.message)
+    except (InputError, Overloaded) as e:
+        page.refuse(e)
         page.clamp_error = e.message
     try:
         _counterfactual_section(page, service.counterfactual(entry, page.text, page.edited, layer, state, unit))
-    except InputError as e:
-        page.errors.setdefault(e.field, e.message)
+    except (InputError, Overloaded) as e:
+        page.refuse(e)
         page.cf_error = e.message
     return page
 

@@ -69,7 +69,11 @@ def _page(request: Request, template: str, page: dv.Base) -> HTMLResponse:
     context = {"page": page, "partial": partial, "nav_query": page.nav_query, "nav_active": page.active}
     headers = {"Vary": "HX-Request"}
     if partial:
-        return HTMLResponse(render_block(template, "result", context), status_code=page.status, headers=headers)
+        # htmx swaps 2xx and 422 only; "busy" (503) still has to replace the "computing…" placeholder.
+        status = 200 if page.status == 503 else page.status
+        if page.status == 503:
+            headers["Retry-After"] = "5"
+        return HTMLResponse(render_block(template, "result", context), status_code=status, headers=headers)
     return HTMLResponse(render_page(template, context), status_code=page.status, headers=headers)
 
 
@@ -244,7 +248,8 @@ async def generate_stream(
 ) -> StreamingResponse:
     svc = _service(request)
     plan = await run_in_threadpool(_plan, svc, model, text, n, temperature, seed, layer, state, unit)
-    events = svc.generation_events(plan)
+    _, scale = await run_in_threadpool(svc.prime_scale, plan)  # before the stream: a refusal is still a 4xx/503
+    events = svc.generation_events(plan, scale)
     return StreamingResponse(_in_threadpool(events), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
