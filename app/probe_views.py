@@ -36,7 +36,6 @@ class ProbeOption:
 class FindUnitsPanel:
     probes: list[ProbeOption]
     threshold: float = DEFAULT_THRESHOLD
-    top: int = DEFAULT_TOP
 
 
 @dataclass
