@@ -204,9 +204,10 @@ def labels(probe: str, text: str, pattern: str | None = None) -> np.ndarray:
 def auc_all(x: np.ndarray, y: np.ndarray, block: int = 256, tile: int = 128) -> np.ndarray:
     """ROC AUC of every column of x (T, N) against binary y (T,): P(x_pos > x_neg) + ties/2.
 
-    One SIMD sort per column: the label rides in the lowest mantissa bit of each float, so no
-    argsort is needed; values equal up to that bit are treated as ties and get mid-ranks.
-    Columns pass through one reused cache-sized buffer, filled by a tiled transpose.
+    One SIMD float sort per column and no argsort: the label rides in the lowest mantissa bit
+    (a 1-ulp nudge at most), set so that inside a run of equal values the negatives sort first.
+    Ordinal ranks then over-count each tied (positive, negative) pair by one half, which is
+    subtracted per run. Columns pass through a reused cache-sized buffer (tiled transpose).
     """
     y = np.asarray(y, dtype=bool)
     P = int(y.sum())
@@ -214,8 +215,7 @@ def auc_all(x: np.ndarray, y: np.ndarray, block: int = 256, tile: int = 128) -> 
     if P == 0 or P == T:
         raise RnnscopeError("the probe marks every character the same way in this text; pick a text with both")
     label = y.astype(np.int32)[None, :]
-    exact_f32 = T * T < 2**24  # rank sums stay exactly representable in float32
-    fdt = np.float32 if exact_f32 else np.float64
+    fdt = np.float32 if T * T < 2**24 else np.float64  # rank sums stay exact in float32 when small
     ranks = np.arange(1, T + 1, dtype=fdt)
     rank_sum = np.empty(N, dtype=np.float64)
     buf = np.empty((min(block, N), T), dtype=np.float32)
@@ -227,30 +227,46 @@ def auc_all(x: np.ndarray, y: np.ndarray, block: int = 256, tile: int = 128) -> 
         cols, keys, scratch, is_pos = buf[:n], keys_all[:n], scratch_all[:n], pos_all[:n]
         for r in range(0, T, tile):  # tiled transpose; adding 0.0 turns -0.0 into +0.0 on the way
             np.add(x[r : r + tile, a : a + n].T, np.float32(0.0), out=cols[:, r : r + tile], casting="unsafe")
-        keys &= np.int32(~1)  # the label replaces the lowest mantissa bit: a 1-ulp nudge at most
-        keys |= label
-        cols.sort(axis=1)  # sorting as floats keeps value order; equal values stay adjacent
-        np.bitwise_and(keys, 1, out=scratch)
+        # Low bit = label for values >= 0, (1 - label) for negatives (where a larger bit is a smaller
+        # value): either way a positive sorts after an equal negative.
+        np.right_shift(keys, 31, out=scratch)  # -1 for negative values, 0 otherwise
+        scratch &= 1
+        scratch ^= label
+        keys &= np.int32(~1)
+        keys |= scratch
+        cols.sort(axis=1)
+        np.right_shift(keys, 31, out=scratch)  # recover the label: low bit xor sign
+        scratch &= 1
+        scratch ^= keys
+        scratch &= 1
         np.copyto(is_pos, scratch, casting="unsafe")
         rank_sum[a : a + n] = is_pos @ ranks  # ordinal ranks of the positives
-        np.bitwise_xor(keys[:, 1:], keys[:, :-1], out=scratch[:, :-1])  # < 2: same value, maybe other label
-        tied_rows = np.flatnonzero((scratch[:, :-1].view(np.uint32) < 2).any(axis=1))
-        if len(tied_rows):
-            rank_sum[a + tied_rows] = (is_pos[tied_rows] * _midranks(keys[tied_rows] >> 1)).sum(axis=1)
+        rank_sum[a : a + n] -= 0.5 * _tied_pairs(keys, scratch)
     return (rank_sum - P * (P + 1) / 2) / (P * (T - P))
 
 
-def _midranks(sorted_values: np.ndarray) -> np.ndarray:
-    """Average 1-based ranks for runs of equal values in each row of an already sorted array."""
-    n, T = sorted_values.shape
-    idx = np.broadcast_to(np.arange(T), (n, T))
-    starts = np.ones((n, T), dtype=bool)
-    starts[:, 1:] = sorted_values[:, 1:] != sorted_values[:, :-1]
-    ends = np.ones((n, T), dtype=bool)
-    ends[:, :-1] = starts[:, 1:]
-    first = np.maximum.accumulate(np.where(starts, idx, 0), axis=1)
-    last = np.minimum.accumulate(np.where(ends, idx, T)[:, ::-1], axis=1)[:, ::-1]
-    return (first + last) / 2 + 1
+def _tied_pairs(keys: np.ndarray, is_pos: np.ndarray) -> np.ndarray:
+    """Per row of sorted keys: the number of (positive, negative) pairs with equal values.
+
+    Only entries that sit in a run of equal values are looked at, so the cost follows the number
+    of ties, not the size of the block.
+    """
+    n, T = keys.shape
+    flat = keys.reshape(-1)
+    same = ((flat[1:] ^ flat[:-1]).view(np.uint32) < 2)  # equal up to the label bit
+    same[T - 1 :: T] = False  # a row's last entry and the next row's first are not a run
+    if not same.any():
+        return np.zeros(n)
+    in_run = np.zeros(n * T, dtype=bool)
+    in_run[1:] |= same
+    in_run[:-1] |= same
+    idx = np.flatnonzero(in_run)
+    starts = np.ones(len(idx), dtype=bool)
+    starts[1:] = ~same[idx[1:] - 1] | (idx[1:] != idx[:-1] + 1)
+    first = np.flatnonzero(starts)
+    pos = np.add.reduceat(is_pos.reshape(-1)[idx], first)
+    size = np.diff(np.append(first, len(idx)))
+    return np.bincount(idx[first] // T, weights=pos * (size - pos), minlength=n)
 
 
 def pearson_all(x: np.ndarray, y: np.ndarray) -> np.ndarray:

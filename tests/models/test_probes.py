@@ -102,3 +102,17 @@ def test_span_scores_and_degenerate_spans():
         probes.span_scores(x, np.ones(4, bool), 0.5)
     with pytest.raises(RnnscopeError, match="every character the same way"):
         probes.auc_all(x, np.zeros(4, bool))
+
+
+def test_auc_all_exact_on_float16_style_ties_of_both_signs():
+    rng = np.random.default_rng(3)
+    T = 500
+    y = rng.random(T) < 0.45
+    x = rng.normal(size=(T, 40)).astype(np.float16).astype(np.float32)  # float16: heavy ties
+    x[:, :10] = np.round(x[:, :10] * 2) / 2  # a handful of values, negative ones included
+    x[:, 10] = -1.0  # constant negative
+    x[:, 11] = np.where(y, -0.5, -0.75)  # perfect separation among negatives with saturation ties
+    got = probes.auc_all(x, y, block=16, tile=64)
+    want = np.array([reference_auc(x[:, j], y) for j in range(x.shape[1])])
+    assert np.abs(got - want).max() < 1e-9
+    assert got[10] == 0.5 and got[11] == 1.0
