@@ -14,7 +14,7 @@ MAX_COMPARE = 3
 
 
 class GradientsRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as documented: no true for 1, no "3" for 3
 
     models: list[str] = Field(min_length=1, max_length=MAX_COMPARE, examples=[["austen-lstm"]],
                               description=f"1 to {MAX_COMPARE} installed models, compared on the same text")
@@ -80,7 +80,7 @@ class SaturationResponse(BaseModel):
 
 
 class InterveneRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as documented: no true for 1, no "3" for 3
 
     model: str = Field(min_length=1, max_length=128, examples=["austen-lstm"])
     text: str = Field(examples=['She said, "I shall go." He left.'])
@@ -112,7 +112,7 @@ class InterveneResponse(BaseModel):
 
 
 class CounterfactualRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as documented: no true for 1, no "3" for 3
 
     model: str = Field(min_length=1, max_length=128, examples=["austen-lstm"])
     original: str = Field(examples=['She said, "I shall go." He left.'])
