@@ -43,7 +43,7 @@ from models.trace import _record_layer  # the trace's own per-layer maths, so a 
 from .errors import InputError
 from .registry import ModelEntry
 from .render import ROOT
-from .scale import Scale, neuron_scale
+from .scale import STATE_INFO, Scale, neuron_scale
 from .service import TraceService, unit_values
 
 log = logging.getLogger("rnnscope.dynamics")
@@ -243,7 +243,8 @@ class DynamicsService:
             yield sse("meta", {"model": plan.entry.name, "n": plan.n, "temperature": plan.temperature,
                                "seed": plan.seed, "seed_given": plan.seed_given,
                                "what": f"{plan.state}[{plan.layer}][{plan.unit}]",
-                               "scale": {"lo": scale.lo, "hi": scale.hi, "label": scale.label}})
+                               "scale": {"lo": scale.lo, "hi": scale.hi, "label": scale.label,
+                                         "bounded": STATE_INFO.get(plan.state, ("", "free"))[1] != "free"}})
             model, vocab = plan.entry.checkpoint.model, plan.entry.checkpoint.vocab
             stepper = UnitStepper(plan.entry, plan.prime, plan.layer, plan.state, plan.unit)
             t0 = time.perf_counter()

@@ -55,6 +55,7 @@ class Cell:
     cls: str = ""
     title: str = ""
     t: int | None = None  # position in the text, for click-to-pick (data-t)
+    raw: str = ""  # the value itself (data-v), where the page may re-scale in place
 
 
 @dataclass
@@ -342,6 +343,8 @@ def build_generate(service: DynamicsService, query: Mapping[str, str]) -> Genera
     titles = [f"{_show(ch)} (prime, position {page.prime_cut + k}): {float(v):.4f}" for k, (ch, v) in enumerate(zip(shown, tail))]
     page.prime_cells = cells(shown, scale.positions(tail), titles, ~np.isfinite(tail),
                              set(entry.checkpoint.vocab.unknown_positions(shown)), extra=None)
+    for c, v in zip(page.prime_cells, tail.tolist()):
+        c.raw = f"{v:.4f}" if math.isfinite(v) else ""
     page.legend, page.legend_note = legend(scale), scale.label
     page.what = f"{state}[{layer}][{unit}]"
     params = {"model": entry.name, "text": plan.prime, "n": plan.n, "temperature": f"{plan.temperature:g}",

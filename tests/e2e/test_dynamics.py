@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -188,4 +189,24 @@ def test_nav_from_the_main_view_carries_the_unit_and_text(page):
     pg.click("a.brand")
     pg.wait_for_selector("#chars")
     assert "unit=4" in pg.url and "model=tiny-gru" in pg.url
+    assert pg.problems == []
+
+
+def test_an_unbounded_state_widens_its_scale_as_the_generated_values_outgrow_the_prime(page):
+    pg = page
+    url = pg.base + "/generate?" + urlencode({"model": "tiny-lstm", "text": "a", "n": "300", "temperature": "1.0",
+                                              "seed": "2", "layer": "1", "state": "c", "unit": "5"})
+    with urllib.request.urlopen(url, timeout=30) as r:  # the scale the server set from the one-character prime
+        start_hi = float(re.findall(r'<span class="sw" style="--v:[^"]*">([^<]*)</span>', r.read().decode())[-1])
+    pg.goto(url)
+    legend_end = "els => els[els.length - 1].textContent"
+    pg.wait_for_function("() => document.querySelector('#gen-out').dataset.done")
+    spans = pg.eval_on_selector_all("#gen-out .ch[data-v]", """els => els.map(e => [Number(e.dataset.v),
+        Number(e.style.getPropertyValue('--v'))])""")
+    hi = float(pg.eval_on_selector_all("#gen-legend .sw", legend_end))
+    values = sorted(abs(v) for v, _ in spans)
+    p95 = values[int(0.95 * (len(values) - 1))]
+    assert hi > start_hi and hi >= p95 * 0.99  # it widened, and covers 95% of what was shown
+    for v, pos in spans:  # every character, prime included, on the final scale
+        assert pos == pytest.approx(max(-1.0, min(1.0, v / hi)), abs=2e-3)
     assert pg.problems == []
