@@ -252,3 +252,23 @@
     }
   });
 })();
+
+// Nav links to the other views carry the shared state (model, layer, state, unit, text) that
+// this page's URL holds now; htmx keeps the URL current as the user works.
+(function () {
+  "use strict";
+  const SHARED = ["model", "layer", "state", "unit", "text"];
+  function carry(a) {
+    const now = new URLSearchParams(location.search);
+    const q = new URLSearchParams();
+    SHARED.forEach((k) => { if (now.has(k)) q.set(k, now.get(k)); });
+    const url = new URL(a.getAttribute("href"), location.href);
+    url.search = q.toString();
+    a.href = url.pathname + url.search;
+  }
+  ["pointerdown", "click", "focusin"].forEach((type) =>
+    document.addEventListener(type, (e) => {
+      const a = e.target.closest ? e.target.closest("a[data-carry]") : null;
+      if (a && location.search) carry(a);
+    }, true));
+})();
