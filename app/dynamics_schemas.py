@@ -33,6 +33,8 @@ class ModelFlow(BaseModel):
     target: str = Field(description="the character whose log-probability the saliency differentiates "
                                     "(the true next character, or the model's top guess at the last position)")
     jacobian_norm: list[float] = Field(description="||dh_T/dh_t||_F for t = start..T")
+    jacobian_probes: int | None = Field(None, description="null: exact; else the number of random probes "
+                                                          "behind an unbiased estimate of ||J||_F^2")
     saliency: list[float] = Field(description="||d log p(target) / d x_t|| for t = start..T (x_t = input embedding)")
     seconds: float
     cached: bool

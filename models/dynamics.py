@@ -21,6 +21,8 @@ from .vocab import CharVocab
 
 LN2 = math.log(2)
 MAX_LOOKBACK = 400
+EXACT_JACOBIAN_MAX_HIDDEN = 128  # above this, ||J||_F is estimated from random probes
+JACOBIAN_PROBES = 32
 
 
 # ------------------------------------------------------------------ gradient flow and saliency
@@ -33,12 +35,19 @@ class GradientFlow:
     jacobian_norm: np.ndarray  # (T - start + 1,) ||dh_T / dh_t||_F for t = start..T
     saliency: np.ndarray  # (T - start + 1,) ||d log p(next char at T) / d x_t|| (x_t = input embedding)
     layer: int
+    probes: int | None = None  # None: exact; else the number of random probes behind the estimate
 
 
 def gradient_flow(model: CharLM, vocab: CharVocab, text: str, position: int | None = None, layer: int | None = None,
-                  lookback: int = 200) -> GradientFlow:
-    """Exact Frobenius norms of dh_T/dh_t (one backward pass with H batch rows, one per output
-    unit) and input saliency of the prediction at T, for the `lookback` steps before T."""
+                  lookback: int = 200, probes: int | None = -1) -> GradientFlow:
+    """Frobenius norms of dh_T/dh_t and the input saliency of the prediction at T, for the
+    `lookback` steps before T.
+
+    One backward pass whose batch rows are the vectors v in v^T J. Exact with v = each unit
+    (H rows); for wide models (or `probes`=K) an unbiased estimate from K Rademacher vectors,
+    E||J^T v||^2 = ||J||_F^2, with a fixed seed so the plot is reproducible. probes=-1 picks:
+    exact up to EXACT_JACOBIAN_MAX_HIDDEN units, else JACOBIAN_PROBES probes.
+    """
     if not text:
         raise RnnscopeError("the text is empty: give at least one character")
     T = len(text) - 1 if position is None else int(position)
@@ -61,17 +70,26 @@ def gradient_flow(model: CharLM, vocab: CharVocab, text: str, position: int | No
         return [tuple(t.expand(-1, n, -1).contiguous() for t in x) if isinstance(x, tuple) else x.expand(-1, n, -1).contiguous()
                 for x in s]
 
-    # Batch row j backpropagates unit j of h_T: together the rows give the whole Jacobian.
+    if probes == -1:
+        probes = None if H <= EXACT_JACOBIAN_MAX_HIDDEN else JACOBIAN_PROBES
+    if probes is not None and not 1 <= probes <= 4096:
+        raise RnnscopeError(f"probes must be between 1 and 4096, got {probes}")
+    if probes is None:
+        seeds = torch.eye(H)  # row j backpropagates unit j of h_T: the whole Jacobian
+    else:
+        gen = torch.Generator().manual_seed(0)
+        seeds = (torch.randint(0, 2, (probes, H), generator=gen) * 2 - 1).float() / probes**0.5
+    B = seeds.shape[0]
     with torch.enable_grad():
         emb = model.embed(ids[start : T + 1]).detach()  # (W, E)
-        x_in = emb[None].expand(H, -1, -1)  # (H, W, E)
-        per_layer_state = expand(state, H)
+        x_in = emb[None].expand(B, -1, -1)  # (B, W, E)
+        per_layer_state = expand(state, B)
         steps = T - start + 1
         h_nodes = []
         for t in range(steps):
-            x = x_in[:, t : t + 1]  # (H, 1, E)
+            x = x_in[:, t : t + 1]  # (B, 1, E)
             new_state = []
-            for k, mod in enumerate(model.layers):
+            for k, mod in enumerate(model.layers[: layer + 1]):  # layers above do not reach h_T
                 out, s = mod(x, None if per_layer_state is None else per_layer_state[k])
                 if k == layer:
                     out.retain_grad()
@@ -80,8 +98,8 @@ def gradient_flow(model: CharLM, vocab: CharVocab, text: str, position: int | No
                 new_state.append(s)
                 x = out
             per_layer_state = new_state
-        h_T = h_nodes[-1][:, 0, :]  # (H rows, H units)
-        h_T.backward(torch.eye(H))
+        h_T = h_nodes[-1][:, 0, :]  # (B rows, H units)
+        h_T.backward(seeds)
         jac = np.array([h.grad[:, 0, :].norm().item() for h in h_nodes])  # Frobenius over rows and units
 
     # Saliency: one row, gradient of log p(char at T+1) (or the argmax if T is the last position).
@@ -94,7 +112,7 @@ def gradient_flow(model: CharLM, vocab: CharVocab, text: str, position: int | No
         target = int(ids[T + 1]) if T + 1 < len(ids) else int(logp.argmax())
         logp[target].backward()
         sal = e.grad[0].norm(dim=-1).numpy()
-    return GradientFlow(position=T, start=start, jacobian_norm=jac, saliency=sal, layer=layer)
+    return GradientFlow(position=T, start=start, jacobian_norm=jac, saliency=sal, layer=layer, probes=probes)
 
 
 def _rewire(state, out):

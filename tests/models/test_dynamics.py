@@ -127,3 +127,18 @@ def test_counterfactual_aligns_edited_text():
     assert cf.delta[0] == pytest.approx(0.0, abs=1e-6)  # identical prefix, identical state
     later = [d for d in cf.delta[13:] if d is not None]
     assert later and max(abs(d) for d in later) > 0
+
+
+def test_probe_estimate_of_jacobian_norm_tracks_the_exact_one():
+    model, vocab = tiny_model("lstm", layers=2)
+    exact = gradient_flow(model, vocab, TEXT, position=40, lookback=30, probes=None)
+    est = gradient_flow(model, vocab, TEXT, position=40, lookback=30, probes=256)
+    assert exact.probes is None and est.probes == 256
+    assert est.jacobian_norm[-1] == pytest.approx(4.0, rel=1e-6)  # sqrt(16): J = I at t = T
+    ratio = est.jacobian_norm / exact.jacobian_norm
+    assert np.all(np.abs(ratio - 1) < 0.25), ratio
+    np.testing.assert_allclose(est.saliency, exact.saliency, rtol=1e-5)
+    again = gradient_flow(model, vocab, TEXT, position=40, lookback=30, probes=256)
+    assert np.array_equal(again.jacobian_norm, est.jacobian_norm)  # fixed seed: reproducible
+    with pytest.raises(RnnscopeError, match="probes"):
+        gradient_flow(model, vocab, TEXT, probes=0)
