@@ -1,28 +1,12 @@
-// The dynamics views: stream generated characters (EventSource), sync the w_hh slider, pick a
-// position by clicking a character, and carry the shared URL state (model, layer, state, unit,
-// text) across the nav links. No inline script (CSP); every listener is delegated from document.
+// The dynamics views: stream generated characters (EventSource), sync the w_hh slider and pick a
+// position by clicking a character (static/app.js carries the shared URL state across the nav).
+// No inline script (CSP); every listener is delegated from document.
 (function () {
   "use strict";
 
   const $ = (id) => document.getElementById(id);
-  const SHARED = ["model", "layer", "state", "unit", "text"];
   const SHOW = { " ": "␣", "\n": "↵", "\t": "⇥" };
   const show = (ch) => SHOW[ch] || ch;
-
-  // ---- nav links carry the state this page's URL holds now (htmx keeps the URL current) ----
-  function carry(a) {
-    const now = new URLSearchParams(location.search);
-    const q = new URLSearchParams();
-    SHARED.forEach((k) => { if (now.has(k)) q.set(k, now.get(k)); });
-    const url = new URL(a.getAttribute("href"), location.href);
-    url.search = q.toString();
-    a.href = url.pathname + url.search;
-  }
-  ["pointerdown", "click", "focusin"].forEach((type) =>
-    document.addEventListener(type, (e) => {
-      const a = e.target.closest ? e.target.closest("a[data-carry]") : null;
-      if (a && location.search) carry(a);
-    }, true));
 
   // ---- scalar RNN: the slider drives the number (the form sends only the number) ----
   document.addEventListener("input", (e) => {
