@@ -87,7 +87,11 @@ class ModelSlots:
                     self._free.release()
                     self.shared += 1
                 else:
-                    future = self._pool.submit(self._job, key, work)
+                    try:
+                        future = self._submit(key, work)
+                    except BaseException:
+                        self._free.release()  # never lose a slot
+                        raise
                     if key is not None:
                         self._inflight[key] = future
         remaining = self.run_timeout - max(0.0, time.monotonic() - started - self.queue_timeout)
@@ -108,6 +112,13 @@ class ModelSlots:
                 self.shared += 1
             return future
 
+    def _submit(self, key: Hashable | None, work: Callable[[], T]) -> Future:
+        try:
+            return self._pool.submit(self._job, key, work)
+        except RuntimeError:  # closed by an earlier lifespan of the same app (tests reuse apps): start afresh
+            self._pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="model-run")
+            return self._pool.submit(self._job, key, work)
+
     def _job(self, key: Hashable | None, work: Callable[[], T]) -> T:
         try:
             return work()
@@ -118,7 +129,8 @@ class ModelSlots:
             self._free.release()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Let the worker threads end once idle; runs in progress finish (and the next run starts a new pool)."""
+        self._pool.shutdown(wait=False)
 
 
 # ---- responses from middleware (outside the routers, so no exception handlers) -------------
@@ -181,9 +193,11 @@ def client_key(scope: Scope) -> str:
         ip = ipaddress.ip_address(host)
     except ValueError:
         return host
-    if ip.version == 6 and ip.ipv4_mapped is None:
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
-    return str(ip.ipv4_mapped or ip)
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))  # one subscriber usually holds a whole /64
+    return str(ip)
 
 
 class RateLimit:
@@ -225,13 +239,17 @@ def _reject_constant(name: str) -> Any:
 def json_problem(body: bytes) -> str | None:
     """Why a JSON body must be refused before any route sees it, or None (malformed JSON is the route's to name)."""
     try:
-        value = json.loads(body, parse_constant=_reject_constant)
+        decoded = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return f"the request body is not UTF-8 text (byte {body[e.start]:#04x} at offset {e.start:,}): send JSON in UTF-8"
+    try:
+        value = json.loads(decoded, parse_constant=_reject_constant)
     except _NonFinite as e:
         return f"the request body holds {e.args[0]}, which is not a JSON number: send a finite number"
     except RecursionError:
         return f"the request body nests deeper than {MAX_JSON_DEPTH} levels"
     except ValueError:
-        return None  # not JSON, or not UTF-8: FastAPI says so in its own words
+        return None  # not JSON: FastAPI says where in its own words
     try:
         where = _bad_string(value, "", 0)
     except _TooDeep:
@@ -307,8 +325,8 @@ class BodyGuard:
                 await send_error(scope, send, 413, self._too_big(len(body), at_least=True))
                 return
         content_type = headers.get("content-type", "")
-        if scope["path"].startswith("/api/") and body and content_type and not _is_json(content_type):
-            kind = content_type.split(";")[0].strip()[:60]
+        if scope["path"].startswith("/api/") and body and not _is_json(content_type):
+            kind = content_type.split(";")[0].strip()[:60] or "a body without a Content-Type"
             await send_error(scope, send, 415, f"send the request body as JSON (Content-Type: application/json), "
                                                f"not {kind}")
             return
@@ -349,3 +367,34 @@ class WithoutModelRuns:
         from .errors import InputError
 
         raise InputError(self._busy.message, field="text", status=self._busy.status)
+
+
+LIMIT_RESPONSES = {
+    "413": "the request body is over the size limit",
+    "415": "the request body is not JSON",
+    "429": "too many requests from this address (when the server sets a rate limit); see Retry-After",
+    "503": "the server is busy, or the model run took longer than its limit; see Retry-After",
+}
+
+
+def document_limits(app: Any) -> None:
+    """Add the statuses the limits above can answer with to every /api operation in the OpenAPI schema."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = build()
+        ref = {"$ref": "#/components/schemas/ErrorDetail"}
+        for path, operations in schema.get("paths", {}).items():
+            if not path.startswith("/api/"):
+                continue
+            for method, op in operations.items():
+                statuses = ("429", "503") if method in ("get", "head") else tuple(LIMIT_RESPONSES)
+                for status in statuses:
+                    op.setdefault("responses", {}).setdefault(status, {
+                        "description": LIMIT_RESPONSES[status], "content": {"application/json": {"schema": ref}}})
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi

@@ -18,7 +18,7 @@ from . import api, pages, routes_dynamics, routes_probe, routes_share
 from .access_log import AccessLog
 from .config import Settings
 from .errors import InputError
-from .limits import BodyGuard, Overloaded, RateLimit, default_torch_threads, error_response
+from .limits import BodyGuard, Overloaded, RateLimit, default_torch_threads, document_limits, error_response
 from .registry import Registry
 from .render import STATIC_DIR, render_page
 from .security import HEADERS as SECURITY_HEADERS
@@ -91,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return HTMLResponse(render_page("docs.html", {}))
 
     _add_error_handlers(app)
+    document_limits(app)  # 413/415/429/503 from app.limits, in OpenAPI
     return app
 
 

@@ -12,7 +12,7 @@ PROBE_IDS = ", ".join(PROBES)
 
 
 class ProbeRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as documented: no true for 1, no "3" for 3
 
     model: str = Field(min_length=1, max_length=128, examples=["austen-lstm"])
     text: str = Field(examples=['"Hello," she said. "Are you there?"'])
@@ -23,7 +23,7 @@ class ProbeRequest(BaseModel):
 
 
 class SpanRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as documented: no true for 1, no "3" for 3
 
     model: str = Field(min_length=1, max_length=128, examples=["austen-lstm"])
     text: str = Field(examples=['"Hello," she said. "Are you there?"'])

@@ -42,7 +42,7 @@ FORM_FIELDS = 64
 class ShareRequest(BaseModel):
     """The view's settings, as the page's URL query has them; other well-formed settings are kept too."""
 
-    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
+    model_config = ConfigDict(extra="allow", strict=True, json_schema_extra={"examples": [
         {"model": "austen-lstm", "text": '"Hello," she said.', "layer": 1, "state": "c", "unit": 7, "mode": "neuron"}]})
 
     text: str = Field(description="the text the view colours")

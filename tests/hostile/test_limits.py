@@ -1,0 +1,168 @@
+"""Load limits on the real app with real tiny models: model slots (busy -> 503), the run time limit,
+single flight, torch threads, per-client rate limiting and the body size limit."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+from fastapi.testclient import TestClient
+
+from app.limits import TokenBuckets, client_key, default_torch_threads
+from tests.conftest import write_tiny_model
+
+from .conftest import HX, make_client
+from .test_inputs import detail, page_error
+
+TRACE = "/api/v1/trace"
+
+
+@pytest.fixture(scope="module")
+def slow_models(tmp_path_factory):
+    """A model big enough that a 20,000-character trace takes a noticeable fraction of a second."""
+    root = tmp_path_factory.mktemp("slow-models")
+    write_tiny_model(root / "tiny-lstm", "lstm", layers=2, hidden=256)
+    return root
+
+
+def occupy_every_slot(service) -> threading.Event:
+    """Hold all model slots with runs that wait for the returned event (no model involved: just the slots)."""
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    def hold() -> None:
+        started.release()
+        release.wait(30)
+
+    for _ in range(service.slots.slots):
+        threading.Thread(target=service.slots.run, args=(None, hold), daemon=True).start()
+    for _ in range(service.slots.slots):
+        assert started.acquire(timeout=10)
+    return release
+
+
+def test_torch_threads_default_to_one_share_of_the_cores_per_concurrent_run(tiny_models_dir, tmp_path):
+    assert default_torch_threads(2, cpus=2) == 1
+    assert default_torch_threads(3, cpus=2) == 1
+    assert default_torch_threads(1, cpus=2) == 2
+    assert default_torch_threads(4, cpus=16) == 4
+    before = torch.get_num_threads()
+    seen: list[int] = []
+    with make_client(tiny_models_dir, tmp_path / "d", max_concurrent_traces=1):
+        t = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+        t.start()
+        t.join()
+    assert seen == [default_torch_threads(1)]
+    assert torch.get_num_threads() == before  # restored when the app stops
+
+
+def test_a_busy_server_answers_503_with_retry_after_and_cache_hits_still_serve(tiny_models_dir, tmp_path):
+    with make_client(tiny_models_dir, tmp_path / "d", max_concurrent_traces=1, queue_timeout=0.3) as c:
+        known = {"model": "tiny-lstm", "text": "traced before the rush", "layer": 0, "state": "h", "units": [1]}
+        assert c.post(TRACE, json=known).status_code == 200
+        service = c.app.state.service
+        release = occupy_every_slot(service)
+        try:
+            r = c.post(TRACE, json={**known, "text": "a new text needs the model"})
+            assert r.status_code == 503 and r.headers["retry-after"] == "5"
+            assert detail(r) == ("the server is busy: every model slot stayed taken for 0.3 s. Try again in 5 s.")
+            # the page: the form as sent, the reason beside the text (htmx), or the whole page
+            r = c.get("/", params={"text": "another new text"}, headers=HX)
+            assert r.status_code == 503 and r.headers["retry-after"] == "5" and r.headers["hx-reswap"] == "none"
+            assert page_error(r, "text").startswith("the server is busy")
+            r = c.get("/", params={"text": "another new text"})
+            assert r.status_code == 503 and "the server is busy" in r.text and "another new text</textarea>" in r.text
+            r = c.post("/api/v1/share", json={"model": "tiny-lstm", "text": "a third new text"})
+            assert r.status_code == 503 and r.headers["retry-after"] == "5" and "busy" in detail(r)
+            # a view of a text already traced needs no model run: it is served while the slots are taken
+            hit = c.post(TRACE, json={**known, "units": [2]})
+            assert hit.status_code == 200 and hit.json()["cached"] is True
+        finally:
+            release.set()
+        r = c.post(TRACE, json={**known, "text": "a new text needs the model"})
+        assert r.status_code == 200
+
+
+def test_a_trace_over_the_time_limit_is_a_503_and_finishes_into_the_cache(slow_models, tmp_path):
+    text = ('"Yes," said she. ' * 1200)[:20_000]
+    body = {"model": "tiny-lstm", "text": text, "layer": 1, "state": "c", "units": [3]}
+    with make_client(slow_models, tmp_path / "d", trace_timeout=0.01) as c:
+        service = c.app.state.service
+        t0 = time.monotonic()
+        r = c.post(TRACE, json=body)
+        assert time.monotonic() - t0 < 5
+        assert r.status_code == 503 and r.headers["retry-after"] == "10"
+        assert detail(r).startswith("this trace took longer than the 0.01 s limit; it goes on in the background")
+        deadline = time.monotonic() + 120
+        while service.traces_run == 0 and time.monotonic() < deadline:  # the run carries on after the 503
+            time.sleep(0.05)
+        assert service.traces_run == 1
+        again = c.post(TRACE, json=body)
+        assert again.status_code == 200 and again.json()["cached"] is True and again.json()["length"] == 20_000
+
+
+def test_identical_requests_in_flight_share_one_model_run(slow_models, tmp_path):
+    text = ("It is a truth universally acknowledged. " * 500)[:20_000]
+    with make_client(slow_models, tmp_path / "d") as c:
+        service = c.app.state.service
+        gate = threading.Barrier(6)
+        statuses: list[int] = []
+
+        def ask() -> None:
+            gate.wait()
+            statuses.append(c.get("/", params={"text": text, "unit": "5"}, headers=HX).status_code)
+
+        threads = [threading.Thread(target=ask) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        assert statuses == [200] * 6
+        assert service.traces_run == 1
+
+
+def test_rate_limit_is_off_by_default(client):
+    assert all(client.get("/api/v1/models").status_code == 200 for _ in range(100))
+
+
+def test_rate_limit_per_client_returns_429_with_retry_after(tiny_models_dir, tmp_path):
+    with make_client(tiny_models_dir, tmp_path / "d", rate_limit=3) as c:
+        assert [c.get("/api/v1/models").status_code for _ in range(3)] == [200, 200, 200]
+        r = c.get("/api/v1/models")
+        assert r.status_code == 429 and 1 <= int(r.headers["retry-after"]) <= 20
+        assert detail(r).startswith("too many requests from your address: this server allows 3 a minute. Try again in")
+        page = c.get("/", params={"text": "ab"})
+        assert page.status_code == 429 and page.headers["content-type"].startswith("text/html")
+        assert "too many requests" in page.text and page.headers["retry-after"]
+        assert c.get("/static/app.css").status_code == 200 and c.get("/healthz").status_code == 200  # free
+        other = TestClient(c.app, client=("203.0.113.7", 40000))  # another address has its own bucket
+        assert other.get("/api/v1/models").status_code == 200
+
+
+def test_token_buckets_refill_at_the_rate_and_group_ipv6_by_64():
+    now = [0.0]
+    buckets = TokenBuckets(per_minute=3, burst=3, clock=lambda: now[0])
+    assert [buckets.take("a") for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert buckets.take("a") == pytest.approx(20.0)  # 3 a minute: one token every 20 s
+    now[0] = 20.0
+    assert buckets.take("a") == 0.0 and buckets.take("a") > 0
+    assert buckets.take("b") == 0.0
+    small = TokenBuckets(per_minute=60, burst=1, max_clients=2, clock=lambda: now[0])
+    for key in ("x", "y", "z"):
+        small.take(key)
+    assert len(small._buckets) == 2  # bounded: the least recent client is forgotten
+    assert client_key({"client": ("2001:db8:1:2::1", 1)}) == client_key({"client": ("2001:db8:1:2:ffff::9", 2)})
+    assert client_key({"client": ("2001:db8:1:3::1", 1)}) != client_key({"client": ("2001:db8:1:2::1", 1)})
+    assert client_key({"client": ("::ffff:192.0.2.1", 1)}) == "192.0.2.1"
+    assert client_key({"client": ("192.0.2.1", 1)}) != client_key({"client": ("192.0.2.2", 1)})
+
+
+def test_the_body_limit_is_a_setting(tiny_models_dir, tmp_path):
+    with make_client(tiny_models_dir, tmp_path / "d", max_body_bytes=2048) as c:
+        r = c.post(TRACE, json={"model": "tiny-lstm", "text": "a" * 3000})
+        assert r.status_code == 413 and "the limit is 2,048" in detail(r)
+        assert c.post(TRACE, json={"model": "tiny-lstm", "text": "a" * 100, "layer": 0}).status_code == 200
+        form = c.post("/share", data={"text": "a" * 3000}, headers=HX)
+        assert form.status_code == 413 and "the limit is 2,048" in form.text
