@@ -73,7 +73,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = registry
     app.state.service = service
 
-    app.add_middleware(GZipMiddleware, minimum_size=1024)
+    # Level 5, not Starlette's 9: a 460 KB page compresses in ~7 ms instead of ~77 ms of event-loop time
+    # (which stalls every other request), for about 10% more bytes.
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=5)
     app.add_middleware(BodyGuard, max_bytes=settings.body_limit)  # bounded, clean bodies before any parsing
     app.add_middleware(RateLimit, per_minute=settings.rate_limit, burst=settings.rate_burst)  # off when 0
     app.add_middleware(SecurityHeaders)
