@@ -57,6 +57,10 @@ def save_checkpoint(ckpt_dir: str | Path, model: CharLM, vocab: CharVocab, card:
             "card": card,
         }
         (tmp / CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        # mkdtemp makes a private folder; a checkpoint is meant to be read by the serving user.
+        tmp.chmod(0o755)
+        for f in tmp.iterdir():
+            f.chmod(0o644)
         _swap_in(tmp, ckpt_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -61,3 +61,10 @@ def test_resave_replaces_atomically(tmp_path):
     save_checkpoint(tmp_path / "m", model, vocab, {"val_bpc": 1.5})
     assert load_checkpoint(tmp_path / "m").card["val_bpc"] == 1.5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_saved_folder_is_readable_by_other_users(tmp_path):
+    model, vocab = tiny_model()
+    folder = save_checkpoint(tmp_path / "m", model, vocab, {})
+    assert folder.stat().st_mode & 0o777 == 0o755
+    assert all(f.stat().st_mode & 0o777 == 0o644 for f in folder.iterdir())
