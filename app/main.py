@@ -18,7 +18,8 @@ from . import api, pages, routes_dynamics, routes_probe, routes_share
 from .access_log import AccessLog
 from .config import Settings
 from .errors import InputError
-from .limits import BodyGuard, Overloaded, RateLimit, default_torch_threads, document_limits, error_response
+from .limits import (BodyGuard, Overloaded, RateLimit, bound_native_memory, default_torch_threads, document_limits,
+                     error_response)
 from .registry import Registry
 from .render import STATIC_DIR, render_page
 from .security import HEADERS as SECURITY_HEADERS
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        tuned = bound_native_memory()  # before the first model pass
         import torch
 
         # Deliberate, not torch's default (every core per run): N concurrent runs share the cores.
@@ -46,6 +48,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         log.info("model runs: at most %d at once, %d torch thread(s) each; queue timeout %g s, run timeout %g s%s",
                  settings.max_concurrent_traces, threads, settings.queue_timeout, settings.trace_timeout,
                  f"; rate limit {settings.rate_limit}/min per client" if settings.rate_limit else "")
+        if tuned:
+            log.info("native memory bounded: %s", "; ".join(tuned))
         if not HTMX.is_file():
             log.error("%s is missing: the page cannot update in place. Run `npm ci` in the project folder "
                       "(its postinstall copies htmx into static/vendor/).", HTMX)
