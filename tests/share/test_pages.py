@@ -25,7 +25,9 @@ def glyphs(svg_root) -> list[str]:
 
 
 def share(client, **params) -> str:
-    r = client.post("/api/v1/share", json=params)
+    """Share over the JSON API, which takes numbers as JSON numbers (the page's query has strings)."""
+    body = {k: int(v) if k in ("layer", "unit") else v for k, v in params.items()}
+    r = client.post("/api/v1/share", json=body)
     assert r.status_code == 200, r.text
     return r.json()["id"]
 
