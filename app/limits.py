@@ -22,6 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextvars import ContextVar
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
@@ -33,6 +34,10 @@ T = TypeVar("T")
 BUSY_RETRY_S = 5  # Retry-After when every model slot stayed busy for the whole queue timeout
 SLOW_RETRY_S = 10  # Retry-After when one run outlived the run timeout (it finishes and is cached)
 MAX_JSON_DEPTH = 32  # no request shape of this API nests deeper than a few levels
+# When the request reached the app (set by RateLimit, the outermost limit): the queue timeout counts
+# from here, so time spent waiting for a worker thread is queueing too. Worker threads see it because
+# anyio runs sync routes in a copy of the request's context.
+ARRIVED: ContextVar[float | None] = ContextVar("rnnscope_arrived", default=None)
 
 
 class Overloaded(Exception):
@@ -98,12 +103,14 @@ class ModelSlots:
     def run(self, key: Hashable | None, work: Callable[[], T]) -> T:
         """work() on a slot; raises Overloaded when no slot frees up in time or the run takes too long."""
         started = time.monotonic()
+        arrived = min(ARRIVED.get() or started, started)
         future = self._joinable(key)
         if future is None:
             with self._lock:
                 self.waiting += 1
             try:
-                got = self._free.acquire(timeout=self.queue_timeout)
+                budget = self.queue_timeout - (started - arrived)  # what is left after waiting for a thread
+                got = self._free.acquire(timeout=budget) if budget > 0 else self._free.acquire(blocking=False)
             finally:
                 with self._lock:
                     self.waiting -= 1
@@ -124,9 +131,8 @@ class ModelSlots:
                         raise
                     if key is not None:
                         self._inflight[key] = future
-        remaining = self.run_timeout - max(0.0, time.monotonic() - started - self.queue_timeout)
         try:
-            return future.result(timeout=max(0.0, remaining))
+            return future.result(timeout=self.run_timeout)  # counted from getting a slot (or joining a run)
         except FutureTimeout:
             raise Overloaded(
                 f"this trace took longer than the {self.run_timeout:g} s limit; it goes on in the background "
@@ -240,6 +246,7 @@ class RateLimit:
         self.buckets = TokenBuckets(per_minute, burst or per_minute) if per_minute > 0 else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        ARRIVED.set(time.monotonic())
         if self.buckets is None or scope["type"] != "http" or scope["path"].startswith(self.EXEMPT):
             await self.app(scope, receive, send)
             return

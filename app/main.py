@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -39,14 +40,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         tuned = bound_native_memory()  # before the first model pass
+        anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         import torch
 
         # Deliberate, not torch's default (every core per run): N concurrent runs share the cores.
         threads_before = torch.get_num_threads()
         threads = settings.torch_threads or default_torch_threads(settings.max_concurrent_traces)
         torch.set_num_threads(threads)
-        log.info("model runs: at most %d at once, %d torch thread(s) each; queue timeout %g s, run timeout %g s%s",
-                 settings.max_concurrent_traces, threads, settings.queue_timeout, settings.trace_timeout,
+        log.info("model runs: at most %d at once, %d torch thread(s) each; queue timeout %g s, run timeout %g s; "
+                 "%d worker threads%s", settings.max_concurrent_traces, threads, settings.queue_timeout,
+                 settings.trace_timeout, settings.worker_threads,
                  f"; rate limit {settings.rate_limit}/min per client" if settings.rate_limit else "")
         if tuned:
             log.info("native memory bounded: %s", "; ".join(tuned))

@@ -10,8 +10,8 @@ person) over a realistic mix:
   share_create 10%  POST /api/v1/share for the current view
   share_open   10%  GET /s/{id} of a link some client made
 and reports requests/s, p50/p95/p99 latency (overall and per kind), responses by status, dropped
-connections, client timeouts, and the server's RSS (peak, and growth over each phase's second half:
-the trace cache is bounded in bytes, so memory should be flat once warm).
+connections, client timeouts, and the server's RSS (peak, and the median of each phase's first and
+second half: the trace cache is bounded in bytes, so memory should be flat once warm).
 
     .venv/bin/python bench/load.py                      # small random-weight LSTM, 32 and 64 clients, 60 s each
     .venv/bin/python bench/load.py --duration 10 --clients 8
@@ -303,7 +303,8 @@ def summary(phase: Phase) -> dict:
     every = [x for v in phase.latencies.values() for x in v]
     p50, p95, p99 = pct(every)
     rss = [mb for _, mb in phase.rss]
-    half = [mb for t, mb in phase.rss if t >= phase.seconds / 2]
+    first = [mb for t, mb in phase.rss if t < phase.seconds / 2]
+    second = [mb for t, mb in phase.rss if t >= phase.seconds / 2]
     return {
         "clients": phase.clients,
         "seconds": round(phase.seconds, 1),
@@ -318,7 +319,9 @@ def summary(phase: Phase) -> dict:
         "rss_start_mb": round(rss[0], 1) if rss else None,
         "rss_peak_mb": round(max(rss), 1) if rss else None,
         "rss_end_mb": round(rss[-1], 1) if rss else None,
-        "rss_growth_second_half_mb": round(max(half) - half[0], 1) if len(half) > 1 else None,
+        # flat memory: the second half's median RSS is no higher than the first half's
+        "rss_median_first_half_mb": round(float(np.median(first)), 1) if first else None,
+        "rss_median_second_half_mb": round(float(np.median(second)), 1) if second else None,
         "server_cpu_cores": round(phase.server_cpu / phase.seconds, 2) if phase.seconds else None,
         "client_cpu_cores": round(phase.client_cpu / phase.seconds, 2) if phase.seconds else None,
         "per_kind": {k: {"n": len(v), **dict(zip(("p50_ms", "p95_ms", "p99_ms"), (round(x, 1) for x in pct(v)))),
@@ -333,7 +336,8 @@ def print_summary(s: dict) -> None:
     print(f"   statuses {s['statuses']}; 5xx {s['errors_5xx']}; dropped {s['dropped'] or 0}; "
           f"client timeouts {s['timeouts']}; wrong bodies {s['bad_bodies']}")
     print(f"   server RSS: start {s['rss_start_mb']} MB, peak {s['rss_peak_mb']} MB, end {s['rss_end_mb']} MB, "
-          f"growth over the second half {s['rss_growth_second_half_mb']} MB")
+          f"median {s['rss_median_first_half_mb']} MB in the first half, {s['rss_median_second_half_mb']} MB in the "
+          "second")
     print(f"   CPU used: server {s['server_cpu_cores']} cores, this load generator {s['client_cpu_cores']} cores "
           f"(of {os.cpu_count()}; the rest went to other processes)")
     for kind, k in s["per_kind"].items():

@@ -166,3 +166,59 @@ def test_the_body_limit_is_a_setting(tiny_models_dir, tmp_path):
         assert c.post(TRACE, json={"model": "tiny-lstm", "text": "a" * 100, "layer": 0}).status_code == 200
         form = c.post("/share", data={"text": "a" * 3000}, headers=HX)
         assert form.status_code == 413 and "the limit is 2,048" in form.text
+
+
+def test_the_queue_timeout_counts_from_arrival_not_from_reaching_the_slot():
+    from app.limits import ARRIVED, ModelSlots, Overloaded
+
+    slots = ModelSlots(1, queue_timeout=1.0, run_timeout=5.0)
+    release = threading.Event()
+    threading.Thread(target=slots.run, args=(None, lambda: release.wait(10)), daemon=True).start()
+    time.sleep(0.1)
+    try:
+        ARRIVED.set(time.monotonic() - 0.8)  # this request already waited 0.8 s for a worker thread
+        t0 = time.monotonic()
+        with pytest.raises(Overloaded, match="the server is busy"):
+            slots.run(None, lambda: "never")
+        assert time.monotonic() - t0 < 0.6
+    finally:
+        release.set()
+    ARRIVED.set(time.monotonic() - 60)  # waited long, but a slot is free now: it runs
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            assert slots.run(None, lambda: "ran") == "ran"
+            break
+        except Overloaded:  # the held slot is being handed back
+            time.sleep(0.05)
+    else:
+        raise AssertionError("a free slot was refused")
+
+
+def test_requests_queued_for_a_model_slot_do_not_hold_up_cache_hits(tiny_models_dir, tmp_path):
+    with make_client(tiny_models_dir, tmp_path / "d", max_concurrent_traces=1, queue_timeout=20) as c:
+        known = {"model": "tiny-lstm", "text": "a text traced before the queue", "layer": 0, "state": "h"}
+        assert c.post(TRACE, json=known).status_code == 200
+        release = occupy_every_slot(c.app.state.service)
+        queued: list[int] = []
+        try:
+            def new_trace(i: int) -> None:
+                queued.append(c.post(TRACE, json={**known, "text": f"new text {i}"}).status_code)
+
+            # more blocked requests than anyio's default 40 worker threads
+            threads = [threading.Thread(target=new_trace, args=(i,), daemon=True) for i in range(48)]
+            for t in threads:
+                t.start()
+            deadline = time.monotonic() + 20
+            while c.app.state.service.slots.waiting < 48 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert c.app.state.service.slots.waiting == 48, (c.app.state.service.slots.waiting, len(queued))
+            t0 = time.monotonic()
+            hit = c.post(TRACE, json={**known, "units": [3]})
+            assert hit.status_code == 200 and hit.json()["cached"] is True
+            assert time.monotonic() - t0 < 3
+        finally:
+            release.set()
+        for t in threads:
+            t.join(60)
+        assert queued == [200] * 48  # and once the slot is free, every queued request is served
