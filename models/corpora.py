@@ -161,13 +161,24 @@ def read_text_file(path: str | Path, what: str = "data file") -> str:
     return text
 
 
+def _read_meta(path: Path) -> dict:
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise RnnscopeError(f"corpus card {path} is not valid JSON ({e}); rebuild it with `rnnscope corpus` "
+                            "or delete it") from None
+    if not isinstance(meta, dict):
+        raise RnnscopeError(f"corpus card {path} is not a JSON object; rebuild it with `rnnscope corpus` or delete it")
+    return meta
+
+
 def load_corpus_files(train_file: str | Path, fallback_val_fraction: float = 0.05) -> tuple[str, str, dict]:
     """(train text, validation text, meta). A plain text file without companions is split at its tail."""
     train = read_text_file(train_file)
     val_path, meta_path = companion_paths(train_file)
     if val_path.is_file():
         val = read_text_file(val_path, "validation file")
-        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+        meta = _read_meta(meta_path) if meta_path.is_file() else {}
     else:
         cut = int(len(train) * (1 - fallback_val_fraction))
         train, val = train[:cut], train[cut:]

@@ -26,7 +26,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from .charlm import CharLM, ModelConfig, detach_state
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CONFIG, load_checkpoint, save_checkpoint
 from .corpora import load_corpus_files
 from .errors import RnnscopeError
 from .vocab import CharVocab
@@ -192,6 +192,9 @@ def train(cfg: TrainConfig) -> TrainResult:
     out = Path(cfg.out)
     run_dir = Path(cfg.run_dir) if cfg.run_dir else Path("runs") / out.name
     resume_path = run_dir / RESUME_FILE
+    continuing_in_place = bool(cfg.init) and Path(cfg.init).resolve() == out.resolve()
+    if not cfg.resume:
+        _refuse_to_overwrite(out, resume_path, continuing_in_place)
 
     resume_state = None
     if cfg.resume:
@@ -246,6 +249,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         history = list(resume_state.get("history", []))
     else:
         _seed_all(cfg.seed + rank)
+        if continuing_in_place and is_main and len(val_ids) > 1:  # the folder keeps its weights unless beaten
+            best_bpc = evaluate_bpc(model, val_ids, cfg.device)
+            tqdm.write(f"step 0: validation {best_bpc:.4f} bits/char (weights in {out}, kept unless beaten)")
 
     net = model
     if world > 1:
@@ -348,6 +354,16 @@ def _validate(cfg, model, val_ids, vocab, card, best_bpc, history, step, is_main
         best_bpc = bpc if not math.isnan(bpc) else best_bpc
         save_checkpoint(out, model, vocab, card(bpc), half=cfg.half)
     return bpc, best_bpc
+
+
+def _refuse_to_overwrite(out: Path, resume_path: Path, continuing_in_place: bool) -> None:
+    """A fresh run must never replace saved work: it would save over it at the first validation."""
+    if resume_path.exists():
+        raise RnnscopeError(f"a run's resume state is already at {resume_path}: continue it with --resume, "
+                            f"or delete {resume_path.parent} to start over")
+    if (out / CONFIG).exists() and not continuing_in_place:
+        raise RnnscopeError(f"{out} already holds a checkpoint: continue it with --init {out} (fresh optimizer), "
+                            "or choose another --out")
 
 
 def _agree(flag: bool, world: int) -> bool:

@@ -161,3 +161,46 @@ def test_torchrun_two_processes_on_cpu(tmp_path, data_file):
     assert card["chars_seen"] == 6 * 2 * 2 * 20  # both ranks' streams counted
     assert card["batch"] == 4 and card["hardware"].startswith("2 x")
     assert r.stderr.count("validation") == 2  # only rank 0 logs
+
+
+def test_a_fresh_run_never_overwrites_saved_work(tmp_path, data_file):
+    train(_cfg(tmp_path, data_file))
+    saved = (tmp_path / "out" / "model.safetensors").read_bytes()
+    resume = (tmp_path / "run" / "resume.pt").read_bytes()
+    with pytest.raises(RnnscopeError, match="resume state is already at .*continue it with --resume"):
+        train(_cfg(tmp_path, data_file))
+    with pytest.raises(RnnscopeError, match="already holds a checkpoint: continue it with --init"):
+        train(_cfg(tmp_path, data_file, run_dir=str(tmp_path / "other-run")))
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == saved
+    assert (tmp_path / "run" / "resume.pt").read_bytes() == resume
+
+
+def test_continuing_in_place_keeps_the_weights_unless_beaten(tmp_path, data_file):
+    train(_cfg(tmp_path, data_file, steps=40, eval_every=40))
+    before = load_checkpoint(tmp_path / "out")
+    saved = (tmp_path / "out" / "model.safetensors").read_bytes()
+    # lr 0: the weights cannot improve, so the folder must keep what it had
+    result = train(_cfg(tmp_path, data_file, run_dir=str(tmp_path / "run2"), init=str(tmp_path / "out"),
+                        steps=4, eval_every=2, lr=0.0, lr_min=0.0))
+    assert result.steps == 4
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == saved
+    assert load_checkpoint(tmp_path / "out").card["val_bpc"] == before.card["val_bpc"]
+    # a run that learns replaces them, and its card counts both runs' steps
+    result = train(_cfg(tmp_path, data_file, run_dir=str(tmp_path / "run3"), init=str(tmp_path / "out"),
+                        steps=40, eval_every=40, lr=3e-3))
+    after = load_checkpoint(tmp_path / "out")
+    assert after.card["val_bpc"] < before.card["val_bpc"]
+    assert after.card["train_steps"] == 80
+
+
+def test_a_corrupt_corpus_card_is_one_clear_error(tmp_path, data_file):
+    train_file = tmp_path / "c.txt"
+    train_file.write_text(Path(data_file).read_text())
+    (tmp_path / "c.val.txt").write_text("some validation text\n")
+    (tmp_path / "c.meta.json").write_text("{not json")
+    with pytest.raises(RnnscopeError, match="corpus card .*c.meta.json is not valid JSON"):
+        train(_cfg(tmp_path, train_file))
+    (tmp_path / "c.meta.json").write_text("[1, 2]")
+    with pytest.raises(RnnscopeError, match="is not a JSON object"):
+        train(_cfg(tmp_path, train_file))
+    assert not (tmp_path / "out").exists()
