@@ -128,6 +128,32 @@ def test_long_text_50k_chars_matches_pytorch():
     assert np.abs(tr.states[1]["c"][-1] - c_n[1, 0].numpy()).max() <= TOL
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_every_state_and_gate_over_50k_chars_matches_the_explicit_loop_and_pytorch(cell):
+    """At the longest supported length, chunked, every traced value of every layer is exact."""
+    model, vocab = tiny_model(cell, layers=2, seed=7)
+    rng = random.Random(1)
+    text = "".join(rng.choice(TEXT) for _ in range(50_000))
+    tr = run_trace(model, vocab, text, chunk=8192)
+    ref = reference_loop(model, vocab, text)
+    for k in range(2):
+        assert set(tr.states[k]) == set(ref[k])
+        for name, want in ref[k].items():
+            assert tr.states[k][name].shape == (50_000, 16)
+            assert np.abs(tr.states[k][name] - want).max() <= TOL, (cell, k, name)
+    module = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](8, 16, num_layers=2)
+    with torch.no_grad():
+        for k, layer in enumerate(model.layers):
+            for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                getattr(module, f"{name}_l{k}").copy_(getattr(layer, f"{name}_l0"))
+        top, final = module(model.embed(vocab.encode_tensor(text))[:, None, :])
+    assert np.abs(tr.states[1]["h"] - top[:, 0].numpy()).max() <= TOL
+    h_n = final[0] if cell == "lstm" else final
+    for k in range(2):
+        assert np.abs(tr.states[k]["h"][-1] - h_n[k, 0].numpy()).max() <= TOL
+
+
 def test_warmup_prefix_sets_the_initial_state():
     model, vocab = tiny_model("lstm")
     warm = 'He said "'
