@@ -27,6 +27,8 @@ def index(
     layer2: str | None = None,
     state2: str | None = None,
     unit2: str | None = None,
+    probe: str | None = None,
+    pattern: str | None = None,
 ) -> HTMLResponse:
     params = {"model": model, "layer": layer, "state": state, "unit": unit, "mode": mode, "text": text,
               "layer2": layer2, "state2": state2, "unit2": unit2}
@@ -38,7 +40,9 @@ def index(
         page = build_page(WithoutModelRuns(request.app.state.service, busy), params)
         status = busy.status
         headers["Retry-After"] = str(busy.retry_after)
-    context = {"page": page, "fields": FIELDS, "find": find_units_panel()}
+    # The Find units panel's probe and pattern are part of the view (URL, share links); the panel is
+    # outside the htmx-swapped view block, so only a full page (load, reload, back, /s/{id}) reads them.
+    context = {"page": page, "fields": FIELDS, "find": find_units_panel(probe, pattern)}
     if not wants_partial(request):
         return HTMLResponse(render_page(PAGE, context), status_code=status, headers=headers)
     if page.errors:

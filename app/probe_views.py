@@ -16,6 +16,8 @@ from .views import neuron_url
 
 DEFAULT_THRESHOLD = 0.3
 DEFAULT_TOP = 20
+DEFAULT_PROBE = "quotes"  # what the panel opens on when the view names no probe (a view's default; never a stored key)
+MAX_PATTERN_CHARS = 500  # the regex probe's pattern, as /api/v1/probe and the panel's input cap it
 METRIC_LABELS = {"auc": "AUC", "pearson": "|r|", SPAN_METRIC: "Δ on"}
 SHOW = {"\n": "↵", "\t": "⇥"}
 # What the sign means, per metric: (+1, -1).
@@ -36,6 +38,12 @@ class ProbeOption:
 class FindUnitsPanel:
     probes: list[ProbeOption]
     threshold: float = DEFAULT_THRESHOLD
+    probe: str = DEFAULT_PROBE  # the probe the panel opens on (part of the view: URL and share links)
+    title: str = ""  # that probe's description
+    pattern: str = ""  # the regex probe's pattern; "" for every other probe
+    default: str = DEFAULT_PROBE  # static/probe.js leaves the default out of the URL
+    max_pattern: int = MAX_PATTERN_CHARS
+    rank_on_load: bool = False  # the view names a probe: show its ranking as the page opens
 
 
 @dataclass
@@ -61,8 +69,18 @@ class RankingView:
     hint: str = ""
 
 
-def find_units_panel() -> FindUnitsPanel:
-    return FindUnitsPanel([ProbeOption(p.id, p.title) for p in PROBES.values()])
+def find_units_panel(probe: str | None = None, pattern: str | None = None) -> FindUnitsPanel:
+    """The panel, opened on the view's probe (and the regex probe's pattern).
+
+    Tolerant, as a page must be: an unknown probe (a hand-edited URL, a link stored by an older
+    version) opens the default probe, and a pattern without the regex probe is ignored; the share
+    API refuses both before a link is stored (app.share_service)."""
+    chosen = probe if probe in PROBES else DEFAULT_PROBE
+    shown = (pattern or "")[:MAX_PATTERN_CHARS] if chosen == "regex" else ""
+    return FindUnitsPanel(
+        [ProbeOption(p.id, p.title) for p in PROBES.values()],
+        probe=chosen, title=PROBES[chosen].title, pattern=shown,
+        rank_on_load=chosen != DEFAULT_PROBE and (chosen != "regex" or bool(shown)))
 
 
 def ranking_view(model: str, ranking: Ranking, what: str, current: tuple[int, str, int] | None) -> RankingView:

@@ -21,6 +21,8 @@ from . import pages
 from .errors import InputError
 from .exports import export_data, to_csv, to_html, to_json
 from .preview import preview_svg
+from .probe_schemas import PROBE_IDS
+from .probe_views import DEFAULT_PROBE, MAX_PATTERN_CHARS
 from .render import render_page
 from .schemas import ErrorDetail
 from .share_service import ShareService, ShareUnavailable
@@ -43,7 +45,8 @@ class ShareRequest(BaseModel):
     """The view's settings, as the page's URL query has them; other well-formed settings are kept too."""
 
     model_config = ConfigDict(extra="allow", strict=True, json_schema_extra={"examples": [
-        {"model": "austen-lstm", "text": '"Hello," she said.', "layer": 1, "state": "c", "unit": 7, "mode": "neuron"}]})
+        {"model": "austen-lstm", "text": '"Hello," she said.', "layer": 1, "state": "c", "unit": 7, "mode": "neuron"},
+        {"model": "austen-lstm", "text": '"Hello," she said.', "probe": "regex", "pattern": "[A-Z][a-z]+"}]})
 
     text: str = Field(description="the text the view colours")
     model: str | None = Field(None, description="default: the server's default model")
@@ -51,6 +54,10 @@ class ShareRequest(BaseModel):
     state: str | None = None
     unit: int | None = None
     mode: str | None = Field(None, description="neuron (default) or surprisal")
+    probe: str | None = Field(None, description=f"the Find units panel's probe: one of {PROBE_IDS}; "
+                                                f"omitted = {DEFAULT_PROBE}, the panel's default")
+    pattern: str | None = Field(None, description="the regex probe's regular expression: only with probe regex, "
+                                                  f"at most {MAX_PATTERN_CHARS} characters")
 
 
 class ShareLink(BaseModel):

@@ -5,6 +5,11 @@ hashed; the id is the first 12 characters of its base32 sha256, so the same view
 the same link, ids reveal nothing about order, and two processes creating the same link at
 once agree. The schema is versioned: each migration runs once, in order, and later versions
 keep reading old rows.
+
+A stored view is one JSON object of settings, so a setting added later (the Find units probe and
+its regex pattern were) is a new optional key, not a schema change: rows written before it stay
+readable as they are, and a view that does not set it canonicalises, and so hashes, exactly as
+before. Only a change to the table itself, or to how an existing key is read, needs a migration.
 """
 
 from __future__ import annotations

@@ -5,6 +5,11 @@ whatever settings the page grows later, e.g. unit2). The core settings are store
 resolved them (defaults filled in), so a link keeps meaning the same view when defaults change and
 the same view always gets the same id; other settings are kept verbatim when well-formed. A view is
 only stored after the page itself accepts it, so a link never saves something the page would refuse.
+
+The Find units panel's probe (and the regex probe's pattern) are checked here, as the panel would
+take them: a known probe id, a pattern only with the regex probe, at most 500 characters, one that
+compiles. The panel's default probe with no pattern is the same view as no probe and is not stored,
+so a view that names no probe keeps exactly the id (and link) it had before probes were shared.
 """
 
 from __future__ import annotations
@@ -14,8 +19,12 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from models.errors import RnnscopeError
+from models.probes import PROBES, regex_mask
+
 from .config import Settings
 from .errors import InputError
+from .probe_views import DEFAULT_PROBE, MAX_PATTERN_CHARS
 from .service import TraceService
 from .share import ShareNotFound, ShareStore, ShareStoreError, sqlite_url
 from .views import Page, build_page
@@ -25,7 +34,8 @@ log = logging.getLogger("rnnscope.share")
 CORE = ("model", "layer", "state", "unit", "mode", "text")  # resolved by the page; always stored
 KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 MAX_EXTRA_KEYS = 16
-MAX_VALUE_CHARS = 200  # any setting but the text
+MAX_VALUE_CHARS = 200  # any setting but the text and the ones below
+MAX_CHARS = {"pattern": MAX_PATTERN_CHARS}  # settings with their own length limit
 
 
 class ShareUnavailable(InputError):
@@ -59,9 +69,10 @@ def view_params(raw: Mapping[str, object], max_chars: int) -> dict[str, str]:
             raise InputError(f"{key} must be one value (text or a number), not a {type(value).__name__}", field=key)
         if _has_surrogate(value):
             raise InputError(f"{key} holds an unpaired UTF-16 surrogate: send valid Unicode text", field=key)
-        if key != "text" and len(value) > MAX_VALUE_CHARS:
-            raise InputError(f"{key} is {len(value):,} characters long; settings hold at most {MAX_VALUE_CHARS}",
-                             field=key)
+        limit = MAX_CHARS.get(key, MAX_VALUE_CHARS)
+        if key != "text" and len(value) > limit:
+            what = f"a {key} holds" if key in MAX_CHARS else "settings hold"
+            raise InputError(f"{key} is {len(value):,} characters long; {what} at most {limit}", field=key)
         if key not in CORE:
             if value == "":
                 continue  # an empty optional setting is the same view as no setting
@@ -76,6 +87,29 @@ def view_params(raw: Mapping[str, object], max_chars: int) -> dict[str, str]:
     if length > max_chars:
         raise InputError(f"the text is {length:,} characters long; the limit is {max_chars:,}: shorten it",
                          field="text", status=413)
+    return out
+
+
+def probe_settings(params: dict[str, str]) -> dict[str, str]:
+    """The Find units panel's probe and pattern, checked and canonical: the params with them fixed up.
+
+    probe: one of the panel's probe ids; the default probe without a pattern is dropped (the same view
+    as no probe). pattern: only with the regex probe, and a regular expression that compiles (its
+    length is capped by view_params)."""
+    out = dict(params)
+    probe, pattern = out.get("probe"), out.get("pattern")
+    if probe is not None and probe not in PROBES:
+        raise InputError(f"unknown probe {probe[:40]!r}: choose one of {', '.join(PROBES)}", field="probe")
+    if pattern is not None:
+        if probe != "regex":
+            raise InputError(f"a pattern is only used by the regex probe, but the probe is {probe or DEFAULT_PROBE!r}: "
+                             "send probe \"regex\" with it, or leave the pattern out", field="pattern")
+        try:
+            regex_mask("", pattern)  # compiles it (matching nothing yet: the panel time-limits the real run)
+        except RnnscopeError as e:
+            raise InputError(f"pattern: {e}", field="pattern") from None
+    if probe == DEFAULT_PROBE:
+        del out["probe"]
     return out
 
 
@@ -143,7 +177,7 @@ class ShareService:
 
     def create(self, raw: Mapping[str, object]) -> Shared:
         store = self._store()
-        params = view_params(raw, self.traces.settings.max_chars)
+        params = probe_settings(view_params(raw, self.traces.settings.max_chars))
         view = canonical_view(checked_page(self.traces, params), params)
         try:
             return Shared(store.create(view), view)

@@ -59,11 +59,67 @@
       e.stopPropagation(); // already ranked on input (debounced); a blur or release needs no new request
       return;
     }
-    if (e.target.id === "probe" && $("probe-title")) {
+    if (e.target.id === "probe") {
       const opt = e.target.selectedOptions[0];
-      $("probe-title").textContent = opt ? opt.title : "";
+      if ($("probe-title")) $("probe-title").textContent = opt ? opt.title : "";
+      // only the regex probe has a pattern; a disabled field is neither sent nor part of the view
+      if ($("pattern")) $("pattern").disabled = e.target.value !== "regex";
+      syncUrl(true);
     }
   }, true);
+
+  // ---- the probe (and the regex probe's pattern) are part of the view: keep them in the URL ----
+  // #controls (and the Share button) include #probe and #pattern; the panel's default probe with no
+  // pattern is left out, so the URL of a view that names no probe is what it always was.
+  function panelParams() {
+    const probe = $("probe"), pattern = $("pattern");
+    if (!probe) return null;
+    const pat = pattern && !pattern.disabled ? pattern.value : "";
+    return { probe: probe.value && !(probe.value === probe.dataset.default && !pat) ? probe.value : "", pattern: pat };
+  }
+
+  function withPanel(params) {
+    const p = panelParams();
+    if (!p) return params;
+    if (p.probe) params.set("probe", p.probe); else params.delete("probe");
+    if (p.pattern) params.set("pattern", p.pattern); else params.delete("pattern");
+    return params;
+  }
+
+  // A probe change is a new history entry (back returns to the previous probe); typing a pattern only
+  // updates the current one. Both are htmx-style entries ({htmx: true}), so htmx restores them on
+  // back/forward by loading the URL, which renders the panel on that probe.
+  let urlTimer = 0;
+  function syncUrl(push) {
+    clearTimeout(urlTimer);
+    const form = $("controls");
+    if (!form || !window.history || !history.replaceState) return;
+    // on / the URL holds the view; elsewhere (a /s/{id} link) the form does, as htmx would send it
+    const base = location.pathname === "/" ? new URLSearchParams(location.search)
+      : new URLSearchParams(Array.from(new FormData(form)).filter(([, v]) => typeof v === "string"));
+    const query = withPanel(base).toString();
+    if (location.pathname === "/" && query === new URLSearchParams(location.search).toString()) return; // same view
+    const next = "/" + (query ? "?" + query : "");
+    history.replaceState({ htmx: true }, document.title, location.href);
+    // leaving a /s/{id} page always adds an entry, so back returns to the link as it was shared
+    if (push || location.pathname !== "/") history.pushState({ htmx: true }, "", next);
+    else history.replaceState({ htmx: true }, "", next);
+  }
+
+  document.addEventListener("input", function (e) {
+    if (e.target.id !== "pattern") return;
+    clearTimeout(urlTimer);
+    urlTimer = setTimeout(() => syncUrl(false), 300);
+  });
+
+  document.addEventListener("htmx:configRequest", function (e) {
+    const elt = e.detail.elt;
+    if (!elt || elt.id !== "controls") return;
+    const params = e.detail.parameters;
+    const p = panelParams();
+    if (!p || !p.probe) delete params.probe;
+    if (!p || !p.pattern) delete params.pattern;
+  });
 
   // ---- the selected span -------------------------------------------------------------------
   function indexOf(el) { return Array.prototype.indexOf.call(el.parentElement.children, el); }

@@ -26,7 +26,8 @@ def rows(html: str) -> list[tuple[int, str, int, bool]]:
 def test_main_page_has_the_panel_with_every_probe(client):
     html = client.get("/", params={"text": TEXT}).text
     assert '<section id="find-units"' in html and 'hx-get="/ui/find-units"' in html and 'hx-include="#controls"' in html
-    options = re.findall(r'<option value="([a-z_]+)" title="[^"]*">', html.split('<select id="probe"')[1].split("</select>")[0])
+    options = re.findall(r'<option value="([a-z_]+)" title="[^"]*"(?: selected)?>',
+                         html.split('<select id="probe"')[1].split("</select>")[0])
     assert options == ["quotes", "brackets", "bracket_depth", "line_position", "indent", "comment", "string",
                        "word_start", "vowel", "regex"]
     assert '<script src="/static/probe.js" defer></script>' in html
@@ -174,3 +175,61 @@ def test_busy_server_answers_the_panel_and_the_api_with_503_and_a_message(tiny_m
     assert panel.status_code == 503 and panel.headers["Retry-After"] == "5"
     assert '<div id="probe-results"' in panel.text and "the server is busy" in panel.text
     assert api.status_code == 503 and "the server is busy" in api.json()["detail"]
+
+
+# ---- the probe is part of the view: the URL opens the panel on it ----------------------------
+def _panel(html: str) -> dict:
+    form = re.search(r'<form id="probe-form"[^>]*>', html).group(0)
+    select = html.split('<select id="probe"')[1].split("</select>")[0]
+    pattern = re.search(r'<input id="pattern"[^>]*>', html).group(0)
+    return {
+        "probe": re.findall(r'<option value="([a-z_]+)"[^>]*\bselected>', select),
+        "default": re.search(r'data-default="([a-z_]+)"', html.split('<select id="probe"')[1]).group(1),
+        "title": unescape(re.search(r'<span id="probe-title"[^>]*>(.*?)</span>', html).group(1)),
+        "pattern": unescape(re.search(r'\bvalue="([^"]*)"', pattern).group(1)),
+        "disabled": " disabled" in pattern,
+        "load": 'hx-trigger="load, ' in form,
+    }
+
+
+@pytest.mark.parametrize("params, expected", [
+    ({}, {"probe": ["quotes"], "pattern": "", "disabled": True, "load": False}),
+    ({"probe": "vowel"}, {"probe": ["vowel"], "pattern": "", "disabled": True, "load": True}),
+    ({"probe": "regex", "pattern": "[A-Z][a-z]+"}, {"probe": ["regex"], "pattern": "[A-Z][a-z]+", "disabled": False,
+                                                     "load": True}),
+    ({"probe": "regex"}, {"probe": ["regex"], "pattern": "", "disabled": False, "load": False}),  # nothing to rank yet
+    ({"probe": "vowel", "pattern": "x"}, {"probe": ["vowel"], "pattern": "", "disabled": True, "load": True}),
+    ({"probe": "nope", "pattern": "x"}, {"probe": ["quotes"], "pattern": "", "disabled": True, "load": False}),
+    ({"probe": "quotes"}, {"probe": ["quotes"], "pattern": "", "disabled": True, "load": False}),
+])
+def test_the_url_opens_the_panel_on_its_probe_and_pattern(client, params, expected):
+    from models.probes import PROBES
+
+    r = client.get("/", params={"model": "tiny-lstm", "text": TEXT, **params})
+    assert r.status_code == 200  # an unknown probe in a hand-edited URL is not an error: the default opens
+    got = _panel(r.text)
+    assert got["default"] == "quotes" and got["title"] == PROBES[expected["probe"][0]].title
+    assert {k: got[k] for k in expected} == expected
+
+
+def test_the_main_form_sends_the_probe_so_the_pushed_url_holds_it(client):
+    html = client.get("/", params={"text": TEXT}).text
+    form = re.search(r'<form id="controls"[^>]*>', html).group(0)
+    assert 'hx-include="#probe, #pattern"' in form and 'hx-push-url="true"' in form
+    # the htmx request with the panel's settings renders the same view (they only shape the panel)
+    base = {"model": "tiny-lstm", "layer": "1", "state": "c", "unit": "3", "text": TEXT}
+    plain = client.get("/", params=base, headers=HX)
+    probed = client.get("/", params={**base, "probe": "regex", "pattern": "[a-z]"}, headers=HX)
+    assert probed.status_code == 200 and CELL.findall(probed.text) == CELL.findall(plain.text)
+    assert '<section id="find-units"' not in probed.text  # the panel is outside the swapped view
+
+
+def test_the_panel_does_not_rank_on_load_without_a_view(client):
+    r = client.get("/", params={"model": "tiny-lstm", "text": TEXT, "unit": "999", "probe": "vowel"})
+    assert r.status_code == 422 and _panel(r.text)["probe"] == ["vowel"] and not _panel(r.text)["load"]
+
+
+def test_a_pattern_in_the_url_is_escaped(client):
+    evil = '"><script>alert(1)</script>'
+    html = client.get("/", params={"text": TEXT, "probe": "regex", "pattern": evil}).text
+    assert "<script>alert" not in html and _panel(html)["pattern"] == evil

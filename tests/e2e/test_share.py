@@ -7,6 +7,7 @@ Skipped (with the reason) where /usr/bin/chromium or Playwright is missing; neve
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 
@@ -116,4 +117,121 @@ def test_share_button_explains_a_refusal_in_place(browser, server):
     err.wait_for(state="visible")
     assert "Cannot share: unknown model 'gone'" in err.inner_text()
     assert pg.text_content("#net-error") == ""  # handled as an answer, not a network failure
+    context.close()
+
+
+def panel_state(pg) -> dict:
+    return {"probe": pg.input_value("#probe"), "pattern": pg.input_value("#pattern"),
+            "pattern_enabled": pg.is_enabled("#pattern")}
+
+
+def ranked(pg) -> list[list[str]]:
+    """Wait for the panel's ranking, then its rows (layer, state, unit)."""
+    pg.wait_for_selector("#probe-results tr.pick-row")
+    return pg.eval_on_selector_all("#probe-results tr.pick-row",
+                                   "rs => rs.map(r => [r.dataset.layer, r.dataset.state, r.dataset.unit])")
+
+
+def url_param(pg, name: str):
+    return pg.evaluate("n => new URLSearchParams(location.search).get(n)", name)
+
+
+def test_the_probe_and_pattern_are_in_the_url_the_history_and_the_link(browser, server):
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    problems: list[str] = []
+    pg = context.new_page()
+    pg.set_default_timeout(20_000)
+    # the panel answers "regex" before a pattern is typed with a 422 and its inline message; any other
+    # refusal is a problem
+    expected = ("htmx:sendAbort", "htmx:afterRequest",
+                "Failed to load resource: the server responded with a status of 422")
+    pg.on("console", lambda m: problems.append(f"{m.type}: {m.text}")
+          if m.type == "error" and not m.text.startswith(expected) else None)
+    pg.on("response", lambda r: problems.append(f"{r.status} {r.url}")
+          if r.status >= 400 and not (r.status == 422 and "/ui/find-units?" in r.url) else None)
+    pg.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
+    pg.goto(server + "/?model=tiny-lstm&layer=0&state=h&unit=2&mode=neuron&text=" + quote(TEXT))
+    pg.wait_for_selector("#chars .ch")
+    assert panel_state(pg) == {"probe": "quotes", "pattern": "", "pattern_enabled": False}
+    assert pg.locator("#probe-results tr.pick-row").count() == 0  # no probe in the view: nothing ranked yet
+    start = pg.evaluate("history.length")
+    # the default probe is no change of view: no history entry, and URLs stay what they were without probes
+    pg.select_option("#probe", "quotes")
+    pg.fill("#text", TEXT + " ")
+    pg.wait_for_function("t => document.querySelector('#chars').textContent === t", arg=TEXT + " ")
+    assert pg.evaluate("history.length") == start and url_param(pg, "text") == TEXT + " "
+    assert url_param(pg, "probe") is None and url_param(pg, "pattern") is None
+    pg.fill("#text", TEXT)
+    pg.wait_for_function("t => document.querySelector('#chars').textContent === t", arg=TEXT)
+
+    # a probe change is a history entry; the default probe is not written into the URL
+    pg.select_option("#probe", "vowel")
+    pg.wait_for_function("() => new URLSearchParams(location.search).get('probe') === 'vowel'")
+    assert pg.evaluate("history.length") == start + 1 and url_param(pg, "pattern") is None
+    pg.select_option("#probe", "regex")
+    pg.fill("#pattern", "[A-Z][a-z]+")
+    pg.wait_for_function("() => new URLSearchParams(location.search).get('pattern') === '[A-Z][a-z]+'")
+    assert url_param(pg, "probe") == "regex" and pg.evaluate("history.length") == start + 2  # typing: same entry
+    rows = ranked(pg)
+    # a main-view change keeps the probe in the URL htmx pushes
+    pg.fill("#unit", "4")
+    pg.press("#unit", "Enter")
+    pg.wait_for_function("() => document.querySelector('#view h2').textContent.includes('unit 4')")
+    assert (url_param(pg, "unit"), url_param(pg, "probe"), url_param(pg, "pattern")) == ("4", "regex", "[A-Z][a-z]+")
+
+    # reload: the panel opens on the probe, with its pattern, and ranks it
+    pg.reload()
+    pg.wait_for_selector("#chars .ch")
+    assert panel_state(pg) == {"probe": "regex", "pattern": "[A-Z][a-z]+", "pattern_enabled": True}
+    assert ranked(pg) == rows
+
+    # the Share link holds it, and opens on it
+    pg.click(".share-btn")
+    link = pg.locator("#share-url")
+    link.wait_for(state="visible")
+    url = link.input_value()
+    sid = url.rsplit("/", 1)[1]
+    stored = pg.request.get(f"{server}/api/v1/share/{sid}").json()["view"]
+    assert (stored["probe"], stored["pattern"], stored["unit"]) == ("regex", "[A-Z][a-z]+", "4")
+    other = context.new_page()
+    other.on("pageerror", lambda e: problems.append(f"pageerror (link): {e}"))
+    other.goto(url)
+    other.wait_for_selector("#chars .ch")
+    assert panel_state(other) == {"probe": "regex", "pattern": "[A-Z][a-z]+", "pattern_enabled": True}
+    assert ranked(other) == rows and other.input_value("#unit") == "4"
+    # exploring from the link: the URL becomes the view's own, and back returns to the link as shared
+    other.fill("#pattern", "[a-z]+")
+    other.wait_for_function("() => location.pathname === '/' && "
+                            "new URLSearchParams(location.search).get('pattern') === '[a-z]+'")
+    assert (url_param(other, "model"), url_param(other, "unit"), url_param(other, "probe")) == ("tiny-lstm", "4", "regex")
+    assert url_param(other, "text").replace("\r\n", "\n") == TEXT
+    other.go_back()
+    other.wait_for_function("p => location.pathname === p", arg=f"/s/{sid}")
+    other.wait_for_function("() => document.querySelector('#pattern').value === '[A-Z][a-z]+'")
+    other.close()
+
+    # back: the earlier probes come back (htmx loads each entry's URL)
+    pg.go_back()
+    pg.wait_for_function("() => document.querySelector('#view h2').textContent.includes('unit 2')")
+    assert panel_state(pg) == {"probe": "regex", "pattern": "[A-Z][a-z]+", "pattern_enabled": True}
+    pg.go_back()
+    pg.wait_for_function("() => document.querySelector('#probe').value === 'vowel'")
+    assert panel_state(pg) == {"probe": "vowel", "pattern": "", "pattern_enabled": False}
+    pg.go_back()
+    pg.wait_for_function("() => document.querySelector('#probe').value === 'quotes'")
+    assert url_param(pg, "probe") is None
+
+    # a pattern left in the box is not part of a view whose probe is not regex
+    pg.select_option("#probe", "regex")
+    pg.fill("#pattern", "[a-z]")
+    pg.wait_for_function("() => new URLSearchParams(location.search).get('pattern') === '[a-z]'")
+    pg.select_option("#probe", "word_start")
+    pg.wait_for_function("() => new URLSearchParams(location.search).get('probe') === 'word_start'")
+    assert url_param(pg, "pattern") is None
+    pg.click(".share-btn")
+    pg.locator("#share-url").wait_for(state="visible")
+    sid = pg.locator("#share-url").input_value().rsplit("/", 1)[1]
+    stored = pg.request.get(f"{server}/api/v1/share/{sid}").json()["view"]
+    assert stored["probe"] == "word_start" and "pattern" not in stored
+    assert problems == [], problems
     context.close()

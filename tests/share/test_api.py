@@ -46,10 +46,11 @@ def test_ids_are_hashes_not_counters(client):
 
 
 def test_extra_settings_are_kept_and_empty_ones_dropped(client):
-    r = client.post("/api/v1/share", json={**VIEW, "unit2": "7", "layer2": 1, "probe": "quotes"})
+    # (a non-default probe: the default one is the same view as none, see test_probe_links.py)
+    r = client.post("/api/v1/share", json={**VIEW, "unit2": "7", "layer2": 1, "probe": "vowel"})
     assert r.status_code == 200, r.text
     view = r.json()["view"]
-    assert view["unit2"] == "7" and view["layer2"] == "1" and view["probe"] == "quotes"
+    assert view["unit2"] == "7" and view["layer2"] == "1" and view["probe"] == "vowel"
     read = client.get(f"/api/v1/share/{r.json()['id']}").json()
     assert read["view"] == view and read["url"] == r.json()["url"]
     blank = client.post("/api/v1/share", json={**VIEW, "unit2": ""}).json()

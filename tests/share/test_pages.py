@@ -116,7 +116,7 @@ def test_xss_in_shared_text_is_escaped_on_the_page(client):
 def test_share_button_partial_on_the_main_page(client):
     html = client.get("/", params=PARAMS).text
     bar = html.split('<div class="share-bar"', 1)[1].split("</div>", 1)[0]
-    assert 'hx-post="/share"' in bar and 'hx-include="#controls"' in bar
+    assert 'hx-post="/share"' in bar and 'hx-include="#controls, #probe, #pattern"' in bar  # the panel's probe too
     links = re.findall(r'href="(/export\.(?:html|csv|json)\?[^"]*)"', bar)
     assert len(links) == 3
     query = unescape(links[1]).split("?", 1)[1]
