@@ -13,6 +13,7 @@ Position t in every output means "after reading character t".
 from __future__ import annotations
 
 import math
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -91,8 +92,12 @@ def run_trace(
     topk: int = 5,
     warmup: str = "",
     half: bool = False,
-    chunk: int = 8192,
+    chunk: int = 2048,
+    overlap: bool = True,
 ) -> Trace:
+    """Trace `text`; with `overlap`, gates and predictions of one chunk are worked out on a second
+    thread while the fused forward reads the next chunk (that forward is sequential in time and
+    cannot use a second core itself)."""
     if not text:
         raise RnnscopeError("the text is empty: give at least one character")
     layer_ids, state_ids, unit_ids = check_request(model, layers, states, units)
@@ -103,35 +108,29 @@ def run_trace(
     ids = vocab.encode_tensor(text)  # (T,)
     T = len(ids)
     carry = warmup_state(model, vocab, warmup)
-    top_layer = cfg.n_layers - 1
-    # Layers that must run: everything up to the highest one needed (the head needs the top).
     recorded = {k: {s: [] for s in state_ids} for k in layer_ids}
-    topk_ids, topk_probs, surprisal = [], [], []
+    heads: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = []  # per chunk
     k_top = max(0, min(int(topk), cfg.vocab_size))
+    later = _Later(overlap and T > chunk)
 
-    for start in range(0, T, chunk):
-        piece = ids[start : start + chunk]
-        x = model.embed(piece[None, :])  # (1, t, E)
-        new_carry = []
-        for k, layer in enumerate(model.layers):
-            s0 = None if carry is None else carry[k]
-            h_seq, s1 = layer(x, s0)  # (1, t, H)
-            new_carry.append(s1)
-            if k in recorded:
-                _record_layer(cfg.cell, layer, x[0], h_seq[0], s0, state_ids, keep_units, recorded[k], out_dtype)
-            x = h_seq
-        carry = new_carry
-        logits = model.head(x[0])  # (t, V)
-        logp = F.log_softmax(logits.float(), dim=-1)
-        nxt = ids[start + 1 : start + 1 + len(piece)]
-        s = torch.full((len(piece),), float("nan"))
-        s[: len(nxt)] = -logp[torch.arange(len(nxt)), nxt] / LN2
-        surprisal.append(s.numpy())
-        if k_top:
-            p, i = logp.exp().topk(k_top, dim=-1)
-            topk_probs.append(p.numpy())
-            topk_ids.append(i.numpy().astype(np.int32))
-    del top_layer
+    try:
+        for start in range(0, T, chunk):
+            piece = ids[start : start + chunk]
+            x = model.embed(piece[None, :])  # (1, t, E)
+            new_carry = []
+            for k, layer in enumerate(model.layers):
+                s0 = None if carry is None else carry[k]
+                h_seq, s1 = layer(x, s0)  # (1, t, H)
+                new_carry.append(s1)
+                if k in recorded:
+                    later(_record_layer, cfg.cell, layer, x[0], h_seq[0], s0, state_ids, keep_units, recorded[k],
+                          out_dtype)
+                x = h_seq
+            carry = new_carry
+            later(_predict, model, x[0], ids[start + 1 : start + 1 + len(piece)], k_top, heads)
+        later.wait()
+    finally:
+        later.close()
 
     return Trace(
         text=text,
@@ -139,11 +138,49 @@ def run_trace(
         layer_ids=layer_ids,
         states={k: {s: _join(v) for s, v in per.items()} for k, per in recorded.items()},
         units=unit_ids,
-        topk_ids=_join(topk_ids) if k_top else None,
-        topk_probs=_join(topk_probs) if k_top else None,
-        surprisal_bits=_join(surprisal).astype(np.float32, copy=False),
+        topk_ids=_join([h[1] for h in heads]) if k_top else None,
+        topk_probs=_join([h[2] for h in heads]) if k_top else None,
+        surprisal_bits=_join([h[0] for h in heads]).astype(np.float32, copy=False),
         unknown=vocab.unknown_positions(text),
     )
+
+
+class _Later:
+    """Runs work in submission order: on one background thread, or at once when not overlapping.
+
+    One worker keeps every list appended in time order. Each task runs under no_grad (a
+    thread-local mode in PyTorch). The first error is raised by wait().
+    """
+
+    def __init__(self, overlap: bool):
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="rnnscope-trace") if overlap else None
+        self.pending: list[Future] = []
+
+    def __call__(self, fn, *args) -> None:
+        if self.pool is None:
+            fn(*args)
+        else:
+            self.pending.append(self.pool.submit(torch.no_grad()(fn), *args))
+
+    def wait(self) -> None:
+        for f in self.pending:
+            f.result()
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _predict(model: CharLM, top_h: torch.Tensor, nxt: torch.Tensor, k_top: int, into: list) -> None:
+    """Surprisal of the actual next character (bits; NaN at the end) and the top-k guesses."""
+    logp = F.log_softmax(model.head(top_h).float(), dim=-1)  # (t, V)
+    s = torch.full((top_h.shape[0],), float("nan"))
+    s[: len(nxt)] = -logp[torch.arange(len(nxt)), nxt] / LN2
+    if k_top:
+        p, i = logp.exp().topk(k_top, dim=-1)
+        into.append((s.numpy(), i.numpy().astype(np.int32), p.numpy()))
+    else:
+        into.append((s.numpy(), None, None))
 
 
 def _join(parts: list[np.ndarray]) -> np.ndarray:
