@@ -51,6 +51,8 @@ def train(
     eval_every: int = typer.Option(500, "--eval-every", min=1),
     val_chars: int = typer.Option(0, "--val-chars", min=0, help="validate on this many chars (0 = all)"),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", min=0.0, help="minutes (fractions allowed)"),
+    stop_at: Optional[int] = typer.Option(None, "--stop-at", min=1, help="stop after this step, keeping the "
+                                          "schedule of --steps (a long run in parts: continue with --resume)"),
     seed: int = typer.Option(1337),
     device: str = typer.Option("cpu", help="cpu or cuda"),
     resume: bool = typer.Option(False, "--resume", help="continue exactly where the last run stopped"),
@@ -66,7 +68,7 @@ def train(
 
     cfg = TrainConfig(data=str(data), out=str(out), cell=cell, layers=layers, hidden=hidden, emb=emb, dropout=dropout,
                       seq_len=seq_len, batch=batch, lr=lr, lr_min=lr_min, steps=steps, clip=clip, eval_every=eval_every,
-                      val_chars=val_chars, time_budget_min=time_budget, seed=seed, device=device, resume=resume,
+                      val_chars=val_chars, time_budget_min=time_budget, stop_at=stop_at, seed=seed, device=device, resume=resume,
                       init=str(init) if init else None, run_dir=str(run_dir) if run_dir else None, half=half,
                       threads=threads, progress=not no_progress)
     try:

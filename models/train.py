@@ -53,6 +53,7 @@ class TrainConfig:
     eval_every: int = 500
     val_chars: int = 0  # 0 = the whole validation text
     time_budget_min: float | None = None
+    stop_at: int | None = None  # stop after this step (resume state saved), keeping the schedule of `steps`
     seed: int = 1337
     device: str = "cpu"
     resume: bool = False
@@ -243,9 +244,15 @@ def train(cfg: TrainConfig) -> TrainResult:
         elapsed_before = float(resume_state["seconds"])
         best_bpc = resume_state.get("best_bpc")
         best_bpc = None if best_bpc is None or math.isnan(best_bpc) else float(best_bpc)
-        batcher.pos = int(resume_state["pos"][rank] if world > 1 else resume_state["pos"][0])
-        state = _state_from(resume_state.get("carry"), cfg.device) if world == 1 else None
-        _set_rng_state(resume_state["rng"])
+        saved_world = len(resume_state["pos"])
+        if saved_world != world:
+            raise RnnscopeError(f"the resume state at {resume_path} was saved by {saved_world} process(es); resume "
+                                f"with the same number (torchrun --nproc-per-node {saved_world}), or use --init {out}")
+        batcher.pos = int(resume_state["pos"][rank])
+        per_rank = resume_state.get("ranks")  # each process's carried state and RNG (absent in 1-process files)
+        mine = per_rank[rank] if per_rank else {"carry": resume_state.get("carry"), "rng": resume_state["rng"]}
+        state = _state_from(mine["carry"], cfg.device)
+        _set_rng_state(mine["rng"])
         history = list(resume_state.get("history", []))
     else:
         _seed_all(cfg.seed + rank)
@@ -277,10 +284,17 @@ def train(cfg: TrainConfig) -> TrainResult:
         return c
 
     def save_resume() -> None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        positions = [batcher.pos]
+        """Every process calls this: each one's carried state and RNG go to rank 0, which writes."""
+        mine = {"carry": _state_to_cpu(state), "rng": _rng_state()}
+        ranks = [None] * world
         if world > 1:
-            positions = [batcher.pos] * world  # every rank walks its streams in lock step
+            dist.all_gather_object(ranks, mine)
+        else:
+            ranks = [mine]
+        if not is_main:
+            return
+        run_dir.mkdir(parents=True, exist_ok=True)
+        positions = [batcher.pos] * world  # every rank walks its streams in lock step
         payload = {
             "model": model.state_dict(),
             "model_config": mcfg.to_dict(),
@@ -291,8 +305,9 @@ def train(cfg: TrainConfig) -> TrainResult:
             "seconds": elapsed_before + (time.time() - t0),
             "best_bpc": float("nan") if best_bpc is None else best_bpc,
             "pos": positions,
-            "carry": _state_to_cpu(state) if world == 1 else None,
-            "rng": _rng_state(),
+            "carry": ranks[0]["carry"],
+            "rng": ranks[0]["rng"],
+            "ranks": ranks if world > 1 else None,
             "history": history,
             "card_base": card_base,
             "train_config": {k: v for k, v in asdict(cfg).items() if v is not None},
@@ -329,15 +344,16 @@ def train(cfg: TrainConfig) -> TrainResult:
             bar.set_postfix(loss=f"{loss.item():.3f}", bpc=f"{loss.item() / LN2:.3f}", val=f"{last_bpc:.3f}" if last_bpc else "-")
         if step % cfg.eval_every == 0 or step == cfg.steps:
             last_bpc, best_bpc = _validate(cfg, model, val_ids, vocab, card, best_bpc, history, step, is_main, out)
-            if is_main:
-                save_resume()
+            save_resume()
             if world > 1:
                 dist.barrier()
+        if cfg.stop_at is not None and step >= cfg.stop_at:
+            stopped_by = f"--stop-at {cfg.stop_at}"
+            break
     bar.close()
-    if stopped_by == "time budget" and step % cfg.eval_every != 0:
+    if stopped_by != "steps" and step % cfg.eval_every != 0:
         last_bpc, best_bpc = _validate(cfg, model, val_ids, vocab, card, best_bpc, history, step, is_main, out)
-        if is_main:
-            save_resume()
+        save_resume()
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()

@@ -163,6 +163,36 @@ def test_torchrun_two_processes_on_cpu(tmp_path, data_file):
     assert r.stderr.count("validation") == 2  # only rank 0 logs
 
 
+def _torchrun_train(data_file, out, run_dir, *extra):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    r = subprocess.run(
+        [str(Path(sys.executable).parent / "torchrun"), "--nproc-per-node", "2", "--master-port", str(port),
+         "-m", "app.cli", "train", "--data", str(data_file), "--out", str(out), "--run-dir", str(run_dir),
+         "--layers", "1", "--hidden", "16", "--emb", "8", "--seq-len", "20", "--batch", "2", "--dropout", "0.2",
+         "--steps", "6", "--eval-every", "2", "--no-progress", "--threads", "1", *extra],
+        capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return torch.load(Path(run_dir) / "resume.pt", weights_only=True)
+
+
+def test_torchrun_resume_continues_exactly_like_an_uninterrupted_run(tmp_path, data_file):
+    """Each process's carried state and RNG (dropout on) are saved and restored, not only rank 0's."""
+    full = _torchrun_train(data_file, tmp_path / "a", tmp_path / "a-run")
+    part = _torchrun_train(data_file, tmp_path / "b", tmp_path / "b-run", "--stop-at", "3")
+    assert part["step"] == 3 and len(part["ranks"]) == 2
+    assert not torch.equal(part["ranks"][0]["carry"][0][0], part["ranks"][1]["carry"][0][0])
+    resumed = _torchrun_train(data_file, tmp_path / "b", tmp_path / "b-run", "--resume")
+    assert resumed["step"] == full["step"] == 6
+    for k in full["model"]:
+        assert torch.equal(full["model"][k], resumed["model"][k]), k
+    with pytest.raises(RnnscopeError, match="saved by 2 process\\(es\\); resume with the same number"):
+        train(_cfg(tmp_path, data_file, out=str(tmp_path / "b"), run_dir=str(tmp_path / "b-run"), resume=True))
+
+
 def test_a_fresh_run_never_overwrites_saved_work(tmp_path, data_file):
     train(_cfg(tmp_path, data_file))
     saved = (tmp_path / "out" / "model.safetensors").read_bytes()
