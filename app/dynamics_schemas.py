@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.dynamics import MAX_LOOKBACK
+from models.dynamics import MAX_LOOKBACK, MAX_TOPK
+
+from .schemas import Prediction
 
 MAX_COMPARE = 3
 
@@ -92,6 +94,16 @@ class InterveneRequest(BaseModel):
     value: float = Field(0.0, description="the clamp value (0 zeroes the unit)")
     start: int = Field(0, description="first position the clamp holds at")
     watch: str | None = Field('"', description="one character whose next-character probability is reported")
+    topk: int = Field(5, ge=0, le=MAX_TOPK,
+                      description=f"how many next-character predictions (and largest probability changes) to report "
+                                  f"per position, before and after the clamp: 0 to {MAX_TOPK}; 0 = none")
+
+
+class ProbabilityChange(BaseModel):
+    char: str = Field(description="a character the model can predict")
+    before: float = Field(description="p(char is next) with the unit free")
+    after: float = Field(description="p(char is next) with the unit clamped")
+    change: float = Field(description="after - before")
 
 
 class InterveneResponse(BaseModel):
@@ -111,6 +123,17 @@ class InterveneResponse(BaseModel):
     value_after: list[float]
     mean_bits_before: float | None
     mean_bits_after: float | None
+    topk: int = Field(description="predictions per position in topk_before, topk_after and top_changes: the "
+                                  "request's topk, at most the model's vocabulary size")
+    topk_before: list[list[Prediction]] | None = Field(
+        description="per position t, the topk likeliest characters to come after text[t] with the unit free, "
+                    "likeliest first (the same as a plain trace's topk); null when topk is 0")
+    topk_after: list[list[Prediction]] | None = Field(
+        description="per position t, the topk likeliest next characters with the unit clamped from start on, "
+                    "likeliest first; equal to topk_before before start; null when topk is 0")
+    top_changes: list[list[ProbabilityChange]] | None = Field(
+        description="per position t, the topk characters whose next-character probability the clamp moved most, "
+                    "largest |after - before| first (every change is 0 before start); null when topk is 0")
 
 
 class CounterfactualRequest(BaseModel):

@@ -26,6 +26,7 @@ import torch
 from models.cache import ByteLRU
 from models.dynamics import (
     MAX_LOOKBACK,
+    MAX_TOPK,
     Counterfactual,
     GradientFlow,
     Intervention,
@@ -60,6 +61,8 @@ DEFAULT_LOOKBACK = 50
 MAX_COMPARE = 3
 # The clamped run steps the model one character at a time (a few ms per step for a 2x512 LSTM).
 MAX_INTERVENE_STEPS = 4_000
+MAX_INTERVENE_TOPK = MAX_TOPK  # next-character predictions per position, before and after a clamp
+DEFAULT_INTERVENE_TOPK = 5
 # difflib's alignment is quadratic in the worst case; both texts of a counterfactual stay below this.
 MAX_COUNTERFACTUAL_CHARS = 5_000
 MAX_TOY_STEPS = 500
@@ -128,6 +131,7 @@ class InterventionResult:
     watch: str | None
     result: Intervention
     seconds: float
+    cached: bool = False
 
     @property
     def mean_before(self) -> float | None:
@@ -162,6 +166,8 @@ class DynamicsService:
         self.data_dir = data_dir
         self._flows: ByteLRU[FlowResult] = ByteLRU(16 * 1024 * 1024, lambda r: r.flow.jacobian_norm.nbytes * 2 + 512)
         self._saturation: ByteLRU[SaturationResult] = ByteLRU(32 * 1024 * 1024, lambda r: r.nbytes)
+        # So picking another position to compare (the page's "at") never runs the model again.
+        self._interventions: ByteLRU[Intervention] = ByteLRU(32 * 1024 * 1024, lambda r: r.nbytes + 512)
         self.saturation_runs = 0  # saturation passes actually run (cache misses), for tests
 
     # ---- shared checks ------------------------------------------------------------------
@@ -398,8 +404,14 @@ class DynamicsService:
             names = "h (the hidden state) or c (the cell state)" if entry.cell == "lstm" else "h (the hidden state)"
             raise InputError(f"only a state can be clamped, not {state!r}: choose {names}", field="state")
 
+    @staticmethod
+    def check_topk(topk: int) -> None:
+        if isinstance(topk, bool) or not isinstance(topk, int) or not 0 <= topk <= MAX_INTERVENE_TOPK:
+            raise InputError(f"topk must be a whole number from 0 to {MAX_INTERVENE_TOPK} (next-character "
+                             f"predictions per position), got {topk!r}", field="topk")
+
     def check_intervention(self, entry: ModelEntry, text: str, layer: int, state: str, unit: int, value: float,
-                           start: int, watch: str | None) -> None:
+                           start: int, watch: str | None, topk: int = DEFAULT_INTERVENE_TOPK) -> None:
         self.check_text(text)
         self.traces.check_layer(entry, layer)
         self.traces.check_state(entry, state)
@@ -420,17 +432,20 @@ class DynamicsService:
             if watch not in entry.checkpoint.vocab:
                 raise InputError(f"{entry.name} never saw {watch!r} in training, so it never predicts it: "
                                  "watch another character", field="watch")
+        self.check_topk(topk)
 
     def intervention(self, entry: ModelEntry, text: str, layer: int, state: str, unit: int, value: float, start: int,
-                     watch: str | None) -> InterventionResult:
-        self.check_intervention(entry, text, layer, state, unit, value, start, watch)
+                     watch: str | None, topk: int = DEFAULT_INTERVENE_TOPK) -> InterventionResult:
+        """Both runs (unit free and clamped) once; the result, top-k predictions included, is cached
+        per model version, so the page can compare another position without running the model."""
+        self.check_intervention(entry, text, layer, state, unit, value, start, watch, topk)
         model, vocab = entry.checkpoint.model, entry.checkpoint.vocab
         t0 = time.perf_counter()
-        key = ("intervene", entry.name, entry.version, _digest(text), layer, state, unit, value, start, watch)
-        res = self._run(key, lambda: _refusal(
-            lambda: intervene(model, vocab, text, layer, state, unit, value, start, watch), "state"))
+        key = ("intervene", entry.name, entry.version, _digest(text), layer, state, unit, value, start, watch, topk)
+        res, cached = self._once(key, self._interventions, lambda: _refusal(
+            lambda: intervene(model, vocab, text, layer, state, unit, value, start, watch, topk), "state"))
         return InterventionResult(entry, text, layer, state, unit, float(value), start, watch, res,
-                                  time.perf_counter() - t0)
+                                  time.perf_counter() - t0, cached)
 
     def check_counterfactual(self, entry: ModelEntry, original: str, edited: str, layer: int, state: str,
                              unit: int) -> None:

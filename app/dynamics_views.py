@@ -19,15 +19,18 @@ from models.dynamics import MAX_LOOKBACK
 
 from . import svg
 from .dynamics_service import (
+    DEFAULT_INTERVENE_TOPK,
     DEFAULT_LOOKBACK,
     MAX_COMPARE,
     MAX_GENERATE,
+    MAX_INTERVENE_TOPK,
     SATURATION_CHARS,
     SATURATION_HIGH,
     SATURATION_LOW,
     DynamicsService,
     FlowResult,
     GenerationPlan,
+    InterventionResult,
 )
 from .errors import InputError
 from .limits import Overloaded
@@ -628,6 +631,38 @@ class WatchRow:
 
 
 @dataclass
+class PredRow:
+    """One next-character guess, ready to show: the character, its probability, a bar length."""
+
+    ch: str
+    pct: str  # "31.2%"
+    bar: str  # the probability in percent, for the bar's --p
+    cls: str = ""  # " actual" when it is the character that really comes next
+
+
+@dataclass
+class ChangeRow:
+    ch: str
+    before: str
+    after: str
+    change: str  # in percentage points
+    cls: str  # "up", "down" or "same"
+
+
+@dataclass
+class PredSummary:
+    """The predictions after one position, unit free and clamped, and the largest changes."""
+
+    t: int
+    heading: str
+    note: str
+    bits: str
+    before: list[PredRow]
+    after: list[PredRow]
+    changes: list[ChangeRow]
+
+
+@dataclass
 class IntervenePage(Base):
     picker: Picker | None = None
     text: str = ""
@@ -651,6 +686,12 @@ class IntervenePage(Base):
     cf_stats: list[str] = field(default_factory=list)
     clamp_error: str = ""
     cf_error: str = ""
+    topk: int = DEFAULT_INTERVENE_TOPK
+    max_topk: int = MAX_INTERVENE_TOPK
+    at: int | None = None  # the position the predictions summary compares (None: start)
+    at_label: str = ""  # what the "at" field shows ("" = the default)
+    pred_data: dict | None = None  # per position before/after guesses as display strings, for static/dynamics.js
+    summary: PredSummary | None = None
 
 
 def default_edit(text: str) -> str:
@@ -680,20 +721,27 @@ def build_intervene(service: DynamicsService, query: Mapping[str, str], compute:
     page.edited = r.text("edited", default_edit(page.text))
     page.what = f"{state}[{layer}][{unit}]"
     page.value_label = f"{page.value:g}"
-    r.check(lambda: service.check_text(page.text))
+    page.topk = r.int("topk", DEFAULT_INTERVENE_TOPK, "topk")  # type: ignore[assignment]
+    page.at = r.int("at", None, "the position to compare")
+    page.at_label = "" if page.at is None else str(page.at)
+    if r.check(lambda: service.check_text(page.text)) and page.at is not None and "at" not in r.errors:
+        r.check(lambda: check_at(page.at, page.text))
+    if "topk" not in r.errors:
+        r.check(lambda: service.check_topk(page.topk))
     page.errors = dict(r.errors)
     if page.errors:
         return page
     watch = page.watch or None
     if not compute:
         clamp_ok = r.check(lambda: service.check_intervention(entry, page.text, layer, state, unit, page.value,
-                                                             page.start, watch))
+                                                             page.start, watch, page.topk))
         cf_ok = r.check(lambda: service.check_counterfactual(entry, page.text, page.edited, layer, state, unit))
         page.errors = dict(r.errors)
         page.pending = clamp_ok or cf_ok  # one section can still show while the other says what to fix
         return page
     try:
-        _clamp_section(page, service.intervention(entry, page.text, layer, state, unit, page.value, page.start, watch))
+        _clamp_section(page, service.intervention(entry, page.text, layer, state, unit, page.value, page.start, watch,
+                                                  page.topk))
     except (InputError, Overloaded) as e:
         page.refuse(e)
         page.clamp_error = e.message
@@ -705,7 +753,12 @@ def build_intervene(service: DynamicsService, query: Mapping[str, str], compute:
     return page
 
 
-def _clamp_section(page: IntervenePage, res) -> None:
+def check_at(at: int, text: str) -> None:
+    if not 0 <= at < len(text):
+        raise InputError(f"position {at} is out of range: the text has positions 0..{len(text) - 1}", field="at")
+
+
+def _clamp_section(page: IntervenePage, res: InterventionResult) -> None:
     iv, text = res.result, res.text
     delta = (iv.surprisal_after - iv.surprisal_before).astype(np.float32)  # (T,) change predicting text[t+1]
     arrived = np.concatenate([[np.nan], delta[:-1]]).astype(np.float32)  # colour text[t] by how it arrived
@@ -718,9 +771,12 @@ def _clamp_section(page: IntervenePage, res) -> None:
             titles.append(f"{_show(ch)} at 0: the first character has no prediction")
         else:
             titles.append(f"{_show(ch)} at {t}: {s0[t]:.2f} → {s1[t]:.2f} bits ({s1[t] - s0[t]:+.2f})")
+    at = res.start if page.at is None else page.at
+    extra = {t: "clamped" for t in range(res.start, len(text))}
+    if iv.topk:
+        extra[at] = (extra.get(at, "") + " at-t").strip()
     page.clamp_cells = cells(text, scale.positions(arrived), titles, ~np.isfinite(arrived),
-                             set(res.entry.checkpoint.vocab.unknown_positions(text)),
-                             extra={t: "clamped" for t in range(res.start, len(text))})
+                             set(res.entry.checkpoint.vocab.unknown_positions(text)), extra=extra)
     page.clamp_legend, page.clamp_note = legend(scale), f"change in bits on arrival; {scale.label}"
     mb, ma = res.mean_before, res.mean_after
     stats = []
@@ -728,8 +784,12 @@ def _clamp_section(page: IntervenePage, res) -> None:
         stats.append(f"{mb:.3f} → {ma:.3f} bits/char ({ma - mb:+.3f})")
     stats.append(f"{page.what} was {float(iv.value_before[res.start]):+.4f} at position {res.start}, "
                  f"clamped to {res.value:g} from there on")
-    stats.append(f"clamped run in {res.seconds:.1f} s")
+    stats.append("both runs from the cache" if res.cached else f"clamped run in {res.seconds:.1f} s")
     page.clamp_stats = stats
+    if iv.topk:
+        chars = res.entry.checkpoint.vocab.chars
+        page.pred_data = _pred_data(iv, chars, text, res.start)
+        page.summary = _pred_summary(iv, chars, text, res.start, at, page.what, res.value)
     if res.watch is not None:
         n = len(text) - 1
         if n >= 1:
@@ -775,3 +835,67 @@ def _counterfactual_section(page: IntervenePage, res) -> None:
     if res.original == cf.edited:
         stats.append("the edited text equals the original: edit it to see what changes")
     page.cf_stats = stats
+
+
+def _pct(p: float) -> str:
+    return f"{100 * p:.1f}"
+
+
+def _points(d: float) -> str:
+    """A change in probability, in percentage points."""
+    x = 100 * d
+    if x == 0:
+        return "0 pp"
+    return f"{x:+.1f} pp" if abs(x) >= 0.05 else f"{x:+.2g} pp"
+
+
+def _guesses(ids: np.ndarray, probs: np.ndarray, chars: list[str], actual: str | None) -> list[list]:
+    """[shown char, percent] per guess; a third element 1 marks the character that really comes next."""
+    out: list[list] = []
+    for i, p in zip(ids.tolist(), probs.tolist()):
+        ch = chars[i]
+        out.append([_show(ch), _pct(p), 1] if ch == actual else [_show(ch), _pct(p)])
+    return out
+
+
+def _pred_data(iv, chars: list[str], text: str, start: int) -> dict:
+    """What static/dynamics.js shows on hover or focus, per position, every value formatted here.
+    `after` is null before `start`: there the two runs are the same run."""
+    nxt = [text[t + 1] if t + 1 < len(text) else None for t in range(len(text))]
+    return {
+        "start": start,
+        "before": [_guesses(iv.topk_ids_before[t], iv.topk_probs_before[t], chars, nxt[t]) for t in range(len(text))],
+        "after": [None if t < start else _guesses(iv.topk_ids_after[t], iv.topk_probs_after[t], chars, nxt[t])
+                  for t in range(len(text))],
+        "same": f"the same: the clamp starts at position {start}",
+    }
+
+
+def _rows(ids: np.ndarray, probs: np.ndarray, chars: list[str], actual: str | None) -> list[PredRow]:
+    return [PredRow(_show(chars[i]), _pct(p) + "%", _pct(p), " actual" if chars[i] == actual else "")
+            for i, p in zip(ids.tolist(), probs.tolist())]
+
+
+def _pred_summary(iv, chars: list[str], text: str, start: int, t: int, what: str, value: float) -> PredSummary:
+    actual = text[t + 1] if t + 1 < len(text) else None
+    heading = f"Next-character predictions after {_show(text[t])!r} at position {t}"
+    if t < start:
+        note = (f"position {t} comes before the clamp starts (position {start}): both runs are the same run here, "
+                "so nothing changes")
+    elif t == start:
+        note = f"the first prediction made with {what} clamped to {value:g}"
+    else:
+        note = f"{t - start} step{'s' if t - start != 1 else ''} after the clamp starts (position {start})"
+    if actual is None:
+        bits = "the text ends here: there is no actual next character to score"
+    else:
+        b, a = float(iv.surprisal_before[t]), float(iv.surprisal_after[t])
+        bits = f"the actual next character {_show(actual)!r}: {b:.2f} → {a:.2f} bits ({a - b:+.2f})"
+    changes = []
+    for i, b, a in zip(iv.change_ids[t].tolist(), iv.change_before[t].tolist(), iv.change_after[t].tolist()):
+        d = a - b
+        changes.append(ChangeRow(_show(chars[i]), _pct(b) + "%", _pct(a) + "%", _points(d),
+                                 "up" if d > 0 else "down" if d < 0 else "same"))
+    return PredSummary(t, heading, note, bits,
+                       _rows(iv.topk_ids_before[t], iv.topk_probs_before[t], chars, actual),
+                       _rows(iv.topk_ids_after[t], iv.topk_probs_after[t], chars, actual), changes)

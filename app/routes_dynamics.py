@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from . import dynamics_views as dv
@@ -186,20 +186,50 @@ def saturation(model: str, request: Request, text: str | None = Query(
 
 @api.post("/intervene", response_model=InterveneResponse, responses=ERRORS,
           summary="Clamp one unit of h (or c) from a position and compare the predictions")
-def intervene(body: InterveneRequest, request: Request) -> InterveneResponse:
-    """Per-character surprisal and p(watch next) with the unit free (before) and clamped (after)."""
+def intervene(body: InterveneRequest, request: Request) -> JSONResponse:
+    """Per-character surprisal, p(watch next) and the `topk` likeliest next characters with the unit free
+    (before) and clamped (after), and per position the `topk` largest changes in next-character probability.
+    All from the same two runs; the result is cached per model version."""
     svc = _service(request)
     entry = svc.model(body.model)
     res = svc.intervention(entry, body.text, body.layer, body.state, body.unit, body.value, body.start,
-                           body.watch or None)
+                           body.watch or None, body.topk)
     iv = res.result
-    return InterveneResponse(
-        model=entry.name, length=len(body.text), layer=body.layer, state=body.state, unit=body.unit,
-        value=body.value, start=body.start, watch=res.watch,
-        surprisal_before=_floats(iv.surprisal_before), surprisal_after=_floats(iv.surprisal_after),
-        prob_before=_floats(iv.prob_before), prob_after=_floats(iv.prob_after),
-        value_before=_floats(iv.value_before, False), value_after=_floats(iv.value_after, False),
-        mean_bits_before=res.mean_before, mean_bits_after=res.mean_after)
+    chars = entry.checkpoint.vocab.chars
+    # Built as plain JSON (as the trace API does): per-position top-k lists are too many for pydantic to
+    # re-validate quickly; the shape is InterveneResponse's, which the OpenAPI schema documents.
+    return JSONResponse({
+        "model": entry.name, "length": len(body.text), "layer": body.layer, "state": body.state, "unit": body.unit,
+        "value": float(body.value), "start": body.start, "watch": res.watch,
+        "surprisal_before": _floats(iv.surprisal_before), "surprisal_after": _floats(iv.surprisal_after),
+        "prob_before": _floats(iv.prob_before), "prob_after": _floats(iv.prob_after),
+        "value_before": _floats(iv.value_before, False), "value_after": _floats(iv.value_after, False),
+        "mean_bits_before": res.mean_before, "mean_bits_after": res.mean_after, "topk": iv.topk,
+        "topk_before": _predictions(chars, iv.topk_ids_before, iv.topk_probs_before),
+        "topk_after": _predictions(chars, iv.topk_ids_after, iv.topk_probs_after),
+        "top_changes": _changes(chars, iv.change_ids, iv.change_before, iv.change_after),
+    })
+
+
+def _round(a: np.ndarray | None) -> list:
+    return np.round(np.asarray(a, dtype=np.float64), 6).tolist()
+
+
+def _predictions(chars: list[str], ids: np.ndarray | None, probs: np.ndarray | None) -> list[list[dict]] | None:
+    """Per position [{char, p}], likeliest first (the trace API's shape)."""
+    if ids is None or probs is None:
+        return None
+    return [[{"char": chars[i], "p": p} for i, p in zip(ri, rp)] for ri, rp in zip(ids.tolist(), _round(probs))]
+
+
+def _changes(chars: list[str], ids: np.ndarray | None, before: np.ndarray | None,
+             after: np.ndarray | None) -> list[list[dict]] | None:
+    """Per position [{char, before, after, change}], largest |change| first."""
+    if ids is None or before is None or after is None:
+        return None
+    change = _round(np.asarray(after, np.float64) - np.asarray(before, np.float64))
+    return [[{"char": chars[i], "before": b, "after": a, "change": d} for i, b, a, d in zip(ri, rb, ra, rd)]
+            for ri, rb, ra, rd in zip(ids.tolist(), _round(before), _round(after), change)]
 
 
 @api.post("/counterfactual", response_model=CounterfactualResponse, responses=ERRORS,

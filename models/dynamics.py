@@ -21,6 +21,7 @@ from .vocab import CharVocab
 
 LN2 = math.log(2)
 MAX_LOOKBACK = 400
+MAX_TOPK = 20  # next-character predictions per position an intervention reports, before and after
 EXACT_JACOBIAN_MAX_HIDDEN = 128  # above this, ||J||_F is estimated from random probes
 JACOBIAN_PROBES = 32
 
@@ -179,15 +180,36 @@ class Intervention:
     prob_after: np.ndarray
     value_before: np.ndarray  # (T,) the unit's value
     value_after: np.ndarray
+    # The k likeliest next characters after each position, likeliest first: (T, k) ids into the
+    # vocabulary and their probabilities, with the unit free (before) and clamped (after). k = 0: None.
+    topk_ids_before: np.ndarray | None = None
+    topk_probs_before: np.ndarray | None = None
+    topk_ids_after: np.ndarray | None = None
+    topk_probs_after: np.ndarray | None = None
+    # The k characters whose next-character probability the clamp moved most at each position,
+    # largest |after - before| first: (T, k) ids and their probabilities before and after.
+    change_ids: np.ndarray | None = None
+    change_before: np.ndarray | None = None
+    change_after: np.ndarray | None = None
+
+    @property
+    def topk(self) -> int:
+        return 0 if self.topk_ids_before is None else int(self.topk_ids_before.shape[1])
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in vars(self).values() if isinstance(a, np.ndarray))
 
 
 @torch.no_grad()
 def intervene(model: CharLM, vocab: CharVocab, text: str, layer: int, state: str, unit: int, value: float = 0.0,
-              start: int = 0, watch: str | None = None) -> Intervention:
+              start: int = 0, watch: str | None = None, topk: int = 5) -> Intervention:
     """Clamp one unit of h (or an LSTM's c) to `value` from position `start` on; compare predictions.
 
     Before `start` both runs are the fused forward; from `start` the clamped run steps one
     character at a time so the clamped value feeds every later step (a causal test).
+    The `topk` likeliest next characters per position (at most the vocabulary), before and after,
+    and the `topk` largest probability changes come from the same two runs' logits.
     """
     if state not in ("h", "c") or (state == "c" and model.config.cell != "lstm"):
         allowed = "h or c" if model.config.cell == "lstm" else "h"
@@ -201,6 +223,9 @@ def intervene(model: CharLM, vocab: CharVocab, text: str, layer: int, state: str
         raise RnnscopeError("the clamp value must be a finite number")
     if watch is not None and (len(watch) != 1 or watch not in vocab):
         raise RnnscopeError(f"watch must be one character the model knows, got {watch!r}")
+    if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or not 0 <= topk <= MAX_TOPK:
+        raise RnnscopeError(f"topk must be a whole number from 0 to {MAX_TOPK}, got {topk!r}")
+    k_top = min(int(topk), model.config.vocab_size)
     model.eval()
     ids = vocab.encode_tensor(text)
     base = run_trace(model, vocab, text, layers=[layer], states=[state], units=[unit], topk=0)
@@ -209,8 +234,8 @@ def intervene(model: CharLM, vocab: CharVocab, text: str, layer: int, state: str
 
     pieces, values = [], list(value_before[:start])
     if start > 0:
-        head_logits, _, st = model(ids[None, :start])
-        pieces.append(head_logits[0])
+        _, _, st = model(ids[None, :start])  # the state entering the clamp
+        pieces.append(logits_before[0, :start])  # before the clamp both runs are the same run
     else:
         st = None
     for t in range(start, len(ids)):
@@ -249,7 +274,22 @@ def intervene(model: CharLM, vocab: CharVocab, text: str, layer: int, state: str
 
     s0, p0 = summarise(logits_before[0])
     s1, p1 = summarise(logits_after)
-    return Intervention(s0, s1, p0, p1, value_before.astype(np.float32), np.array(values, dtype=np.float32))
+    res = Intervention(s0, s1, p0, p1, value_before.astype(np.float32), np.array(values, dtype=np.float32))
+    if k_top:
+        _top_predictions(res, F.softmax(logits_before[0].float(), -1), F.softmax(logits_after.float(), -1), k_top)
+    return res
+
+
+def _top_predictions(res: Intervention, before: torch.Tensor, after: torch.Tensor, k: int) -> None:
+    """Fill the top-k fields from the two runs' next-character distributions (T, V)."""
+    pb, ib = before.topk(k, dim=-1)
+    pa, ia = after.topk(k, dim=-1)
+    _, ic = (after - before).abs().topk(k, dim=-1)  # the largest moves, up or down
+    res.topk_ids_before, res.topk_probs_before = ib.numpy().astype(np.int32), pb.numpy().astype(np.float32)
+    res.topk_ids_after, res.topk_probs_after = ia.numpy().astype(np.int32), pa.numpy().astype(np.float32)
+    res.change_ids = ic.numpy().astype(np.int32)
+    res.change_before = before.gather(-1, ic).numpy().astype(np.float32)
+    res.change_after = after.gather(-1, ic).numpy().astype(np.float32)
 
 
 def _output_gate(mod, x, s0):

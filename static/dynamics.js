@@ -1,5 +1,6 @@
-// The dynamics views: stream generated characters (EventSource), sync the w_hh slider and pick a
-// position by clicking a character (static/app.js carries the shared URL state across the nav).
+// The dynamics views: stream generated characters (EventSource), sync the w_hh slider, pick a
+// position by clicking a character, and show an intervention's next-character guesses before and
+// after the clamp (static/app.js carries the shared URL state across the nav).
 // No inline script (CSP); every listener is delegated from document.
 (function () {
   "use strict";
@@ -133,6 +134,139 @@
       if (!done) finish("the connection to the server was lost after " + count + " characters", true);
     });
   }
+
+  // ---- interventions: the next-character guesses before and after the clamp, on hover or focus ----
+  // Every number shown comes formatted from app/dynamics_views.py (data-preds); this only places it.
+  // The text is one tab stop; arrows walk it; a click or Enter compares that position in the summary.
+  const predCache = new WeakMap();
+  function predsOf(box) {
+    if (!predCache.has(box)) {
+      let data = null;
+      try { data = JSON.parse(box.dataset.preds || "null"); } catch (err) { data = null; }
+      predCache.set(box, data);
+    }
+    return predCache.get(box);
+  }
+  function node(tag, cls, text) {
+    const el = document.createElement(tag);
+    if (cls) el.className = cls;
+    if (text !== undefined) el.textContent = text;
+    return el;
+  }
+  function guessColumn(title, guesses, note) {
+    const col = node("div", "tip-col");
+    col.append(node("div", "tip-col-head", title));
+    if (!guesses) {
+      col.append(node("div", "tip-same", note));
+      return col;
+    }
+    guesses.forEach((g) => {
+      const line = node("div", "pred" + (g[2] ? " actual" : ""));
+      const bar = node("span", "bar");
+      bar.style.setProperty("--p", g[1]);
+      line.append(node("code", "", g[0]), bar, node("span", "", g[1] + "%"));
+      col.append(line);
+    });
+    return col;
+  }
+  function placeTip(tip, span) {
+    const view = tip.offsetParent || document.body;
+    const vr = view.getBoundingClientRect();
+    const r = span.getBoundingClientRect();
+    const left = Math.max(8, Math.min(r.left - vr.left, view.clientWidth - tip.offsetWidth - 8));
+    let top = r.bottom - vr.top + 6;
+    if (r.bottom + tip.offsetHeight + 12 > window.innerHeight && r.top - vr.top - tip.offsetHeight - 6 > 0) {
+      top = r.top - vr.top - tip.offsetHeight - 6;
+    }
+    tip.style.left = left + "px";
+    tip.style.top = top + "px";
+  }
+  function showPreds(span) {
+    const box = span.parentElement;
+    const tip = $("iv-tip");
+    const data = box ? predsOf(box) : null;
+    const t = Number(span.dataset.t);
+    if (!tip || !data || !data.before || !data.before[t]) return;
+    if (span.title) { // the tooltip replaces the browser's own (kept for pages without JavaScript)
+      span.dataset.head = span.title;
+      span.removeAttribute("title");
+    }
+    box.querySelectorAll(".ch.active").forEach((s) => s.classList.remove("active"));
+    span.classList.add("active");
+    const cols = node("div", "tip-cols");
+    cols.append(guessColumn("unit free", data.before[t]), guessColumn("clamped", data.after[t], data.same));
+    tip.replaceChildren(node("div", "tip-head", span.dataset.head || show(span.textContent)),
+      node("div", "tip-sub", "the model's guesses for the next character"), cols,
+      node("div", "tip-hint", "click or Enter: compare this position below"));
+    tip.hidden = false;
+    placeTip(tip, span);
+  }
+  function hidePreds() {
+    const tip = $("iv-tip");
+    if (tip) tip.hidden = true;
+  }
+  function pickPosition(span) {
+    const form = $("dyn-form");
+    if (!form || !$("at")) return;
+    $("at").value = span.dataset.t;
+    form.requestSubmit();
+  }
+  function focusChar(span) {
+    span.tabIndex = -1;
+    span.focus();
+  }
+  const PREDS = ".dyn-chars.preds";
+  let pressing = false;
+  document.addEventListener("mouseover", (e) => {
+    const span = e.target.closest ? e.target.closest(PREDS + " > .ch[data-t]") : null;
+    if (span) showPreds(span);
+  });
+  document.addEventListener("mouseout", (e) => {
+    const from = e.target.closest ? e.target.closest(PREDS) : null;
+    const to = e.relatedTarget && e.relatedTarget.closest ? e.relatedTarget.closest(PREDS) : null;
+    const focused = document.activeElement && document.activeElement.closest && document.activeElement.closest(PREDS);
+    if (from && !to && !focused) hidePreds();
+  });
+  document.addEventListener("mousedown", (e) => {
+    pressing = Boolean(e.target.closest && e.target.closest(PREDS));
+  }, true);
+  document.addEventListener("click", (e) => {
+    const span = e.target.closest ? e.target.closest(PREDS + " > .ch[data-t]") : null;
+    pressing = false;
+    const sel = window.getSelection();
+    if (span && (!sel || sel.isCollapsed)) pickPosition(span);
+  });
+  document.addEventListener("focusin", (e) => {
+    const t = e.target;
+    if (t.matches && t.matches(PREDS)) {
+      const fromInside = e.relatedTarget && e.relatedTarget.closest && e.relatedTarget.closest(PREDS) === t;
+      if (pressing || fromInside) return;
+      const first = t.querySelector(".ch.active") || t.querySelector(".ch.at-t") || t.firstElementChild;
+      if (first) focusChar(first);
+    } else if (t.matches && t.matches(PREDS + " > .ch[data-t]")) {
+      showPreds(t);
+    }
+  });
+  document.addEventListener("focusout", (e) => {
+    const inside = e.target.closest ? e.target.closest(PREDS) : null;
+    const to = e.relatedTarget && e.relatedTarget.closest ? e.relatedTarget.closest(PREDS) : null;
+    if (inside && !to) hidePreds();
+  });
+  document.addEventListener("keydown", (e) => {
+    const span = e.target.closest ? e.target.closest(PREDS + " > .ch[data-t]") : null;
+    if (!span) return;
+    let to = null;
+    if (e.key === "ArrowRight") to = span.nextElementSibling;
+    else if (e.key === "ArrowLeft") to = span.previousElementSibling;
+    else if (e.key === "Home") to = span.parentElement.firstElementChild;
+    else if (e.key === "End") to = span.parentElement.lastElementChild;
+    else if (e.key === "Enter" || e.key === " ") { e.preventDefault(); pickPosition(span); return; }
+    else if (e.key === "Escape") { hidePreds(); return; }
+    if (to) {
+      e.preventDefault();
+      focusChar(to);
+    }
+  });
 
   function boot() {
     const box = $("gen-out");

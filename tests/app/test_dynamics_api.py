@@ -13,7 +13,7 @@ import torch
 
 from app.dynamics_service import MAX_GENERATE, MAX_INTERVENE_STEPS, DynamicsService
 from models.checkpoint import load_checkpoint
-from models.dynamics import MAX_LOOKBACK, counterfactual, gate_saturation, gradient_flow, intervene
+from models.dynamics import MAX_LOOKBACK, MAX_TOPK, counterfactual, gate_saturation, gradient_flow, intervene
 from models.sample import generate
 from models.trace import run_trace
 from tests.conftest import write_tiny_model
@@ -307,6 +307,84 @@ def test_intervene_without_watch_has_null_probabilities(client):
     out = client.post("/api/v1/intervene", json={"model": "tiny-gru", "text": "abc", "layer": 0, "state": "h",
                                                  "unit": 0, "watch": None}).json()
     assert out["prob_before"] == [None, None, None] and out["watch"] is None
+
+
+def test_intervene_reports_the_top_k_guesses_before_and_after_and_the_largest_changes(client, tiny_models_dir):
+    body = {"model": "tiny-lstm", "text": QUOTE_TEXT, "layer": 1, "state": "c", "unit": 3, "value": 2.0, "start": 11}
+    out = client.post("/api/v1/intervene", json=body).json()  # topk omitted: 5
+    n, k = len(QUOTE_TEXT), 5
+    assert out["topk"] == k
+    for name in ("topk_before", "topk_after", "top_changes"):
+        assert len(out[name]) == n and all(len(row) == k for row in out[name]), name
+    assert set(out["topk_before"][0][0]) == {"char", "p"}
+    assert set(out["top_changes"][0][0]) == {"char", "before", "after", "change"}
+    # before = a plain trace's top-k (the trace API rounds to 4 places)
+    trace = client.post("/api/v1/trace", json={"model": "tiny-lstm", "text": QUOTE_TEXT, "layer": 1, "state": "c",
+                                               "units": [3], "topk": k}).json()
+    assert [[g["char"] for g in row] for row in out["topk_before"]] == [[g["char"] for g in row]
+                                                                        for row in trace["topk"]]
+    np.testing.assert_allclose([[g["p"] for g in row] for row in out["topk_before"]],
+                               [[g["p"] for g in row] for row in trace["topk"]], atol=6e-5)
+    # after = models/dynamics on the same checkpoint
+    ck = ckpt(tiny_models_dir, "tiny-lstm")
+    ref = intervene(ck.model, ck.vocab, QUOTE_TEXT, 1, "c", 3, 2.0, 11, '"', topk=k)
+    assert [[g["char"] for g in row] for row in out["topk_after"]] == [[ck.vocab.chars[i] for i in row]
+                                                                       for row in ref.topk_ids_after.tolist()]
+    np.testing.assert_allclose([[g["p"] for g in row] for row in out["topk_after"]], ref.topk_probs_after, atol=1e-6)
+    # before the clamp nothing changes; after it, the largest moves come first
+    assert out["topk_after"][:11] == out["topk_before"][:11]
+    assert all(c["change"] == 0 for row in out["top_changes"][:11] for c in row)
+    for row in out["top_changes"][11:]:
+        moves = [abs(c["change"]) for c in row]
+        assert moves == sorted(moves, reverse=True) and moves[0] > 0
+        for c in row:
+            assert c["change"] == pytest.approx(c["after"] - c["before"], abs=2e-6)
+
+
+def test_intervene_topk_zero_and_the_cap(client):
+    body = {"model": "tiny-gru", "text": "abc", "layer": 0, "state": "h", "unit": 0}
+    none = client.post("/api/v1/intervene", json={**body, "topk": 0}).json()
+    assert none["topk"] == 0 and none["topk_before"] is None and none["topk_after"] is None
+    assert none["top_changes"] is None and len(none["surprisal_before"]) == 3  # the rest is unchanged
+    most = client.post("/api/v1/intervene", json={**body, "topk": MAX_TOPK}).json()
+    assert most["topk"] == MAX_TOPK and all(len(row) == MAX_TOPK for row in most["topk_after"])
+
+
+@pytest.mark.parametrize("topk,fragment", [
+    (MAX_TOPK + 1, f"topk: Input should be less than or equal to {MAX_TOPK}"),
+    (1000, f"topk: Input should be less than or equal to {MAX_TOPK}"),
+    (-1, "topk: Input should be greater than or equal to 0"),
+    ("5", "topk: Input should be a valid integer"),
+    (2.5, "topk: Input should be a valid integer"),
+])
+def test_intervene_topk_over_the_cap_is_a_422_that_says_so(client, topk, fragment):
+    body = {"model": "tiny-lstm", "text": QUOTE_TEXT, "layer": 1, "state": "c", "unit": 3, "topk": topk}
+    r = client.post("/api/v1/intervene", json=body)
+    assert r.status_code == 422, r.text
+    assert fragment in r.json()["detail"]
+
+
+def test_intervene_is_cached_so_a_repeat_runs_no_model(client):
+    body = {"model": "tiny-lstm", "text": QUOTE_TEXT, "layer": 1, "state": "h", "unit": 2, "start": 4, "topk": 3}
+    first = client.post("/api/v1/intervene", json=body).json()
+    svc = client.app.state.dynamics
+    misses = svc._interventions.misses
+    again = client.post("/api/v1/intervene", json=body).json()
+    assert again == first and svc._interventions.misses == misses and svc._interventions.hits >= 1
+    other = client.post("/api/v1/intervene", json={**body, "topk": 4}).json()  # topk is part of the key
+    assert other["topk"] == 4 and svc._interventions.misses == misses + 1
+
+
+def test_openapi_documents_the_top_k_fields(client):
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    req = schemas["InterveneRequest"]["properties"]["topk"]
+    assert req["default"] == 5 and req["maximum"] == MAX_TOPK and req["minimum"] == 0 and req["description"]
+    props = schemas["InterveneResponse"]["properties"]
+    for name in ("topk", "topk_before", "topk_after", "top_changes"):
+        assert props[name]["description"], name
+    for name in ("surprisal_before", "prob_before", "value_after", "mean_bits_after"):  # the old fields stay
+        assert name in props
+    assert set(schemas["ProbabilityChange"]["properties"]) == {"char", "before", "after", "change"}
 
 
 @pytest.mark.parametrize("patch,status,fragment", [

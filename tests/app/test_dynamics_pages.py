@@ -3,6 +3,8 @@ nav links that carry the shared URL state."""
 
 from __future__ import annotations
 
+import html
+import json
 import re
 from urllib.parse import parse_qs, urlsplit
 
@@ -281,6 +283,116 @@ def test_intervene_escapes_text_everywhere(client):
                                          "watch": '"'}, headers=HX)
     assert r.status_code == 200
     assert "<img" not in r.text and "&lt;" in r.text
+
+
+def preds_of(html: str) -> dict:
+    m = re.search(r"id=\"clamp-chars\"[^>]*data-preds='([^']*)'", html)
+    assert m, "no hover data on the clamped text"
+    return json.loads(m.group(1))  # tojson escapes < > & ' so the attribute holds plain JSON
+
+
+def summary_of(html: str) -> str:
+    m = re.search(r'<div id="pred-summary".*?</table>', html, re.S)
+    assert m, "no predictions summary"
+    return m.group(0)
+
+
+def guesses(block: str, title: str) -> list[tuple[str, str]]:
+    part = block.split(f"<h4>{title}</h4>", 1)[1].split("</ol>", 1)[0]
+    return re.findall(r'<code>([^<]*)</code><span class="bar" style="--p:[0-9.]+"></span>'
+                      r'<span class="pct">([^<]*)</span>', part)
+
+
+def test_intervene_shows_the_guesses_before_and_after_on_hover_and_a_summary_after_the_clamp(client):
+    params = {"model": "tiny-lstm", "text": TEXT, "layer": "1", "state": "c", "unit": "3", "value": "2",
+              "start": "5", "watch": '"'}
+    r = client.get("/intervene", params=params, headers=HX)
+    assert r.status_code == 200, r.text
+    api = client.post("/api/v1/intervene", json={"model": "tiny-lstm", "text": TEXT, "layer": 1, "state": "c",
+                                                 "unit": 3, "value": 2.0, "start": 5}).json()
+    shown = {" ": "␣", "\n": "↵"}
+    # Hover data: every position's before list, the after list from the clamp on, all formatted in Python.
+    data = preds_of(r.text)
+    assert data["start"] == 5 and len(data["before"]) == len(data["after"]) == len(TEXT)
+    assert data["after"][:5] == [None] * 5 and "clamp starts at position 5" in data["same"]
+    for t in (0, 5, 20):
+        assert [g[0] for g in data["before"][t]] == [shown.get(g["char"], g["char"]) for g in api["topk_before"][t]]
+        assert [g[1] for g in data["before"][t]] == [f"{100 * g['p']:.1f}" for g in api["topk_before"][t]]
+    assert [g[1] for g in data["after"][20]] == [f"{100 * g['p']:.1f}" for g in api["topk_after"][20]]
+    actual = [t for t, row in enumerate(data["before"]) for g in row if len(g) == 3]  # the true next character
+    assert all(row[[g[0] for g in row].index(shown.get(TEXT[t + 1], TEXT[t + 1]))][2] == 1
+               for t, row in enumerate(data["before"]) if t in actual)
+    assert 'id="iv-tip"' in r.text and re.search(r'id="clamp-chars"[^>]*tabindex="0"', r.text)
+    # The summary: the first prediction the clamp can change (position start), side by side, and the biggest moves.
+    block = summary_of(r.text)
+    assert 'data-t="5"' in block and "at position 5" in block and "the first prediction made with c[1][3]" in block
+    before, after = guesses(block, "unit free (before)"), guesses(block, "clamped (after)")
+    assert len(before) == len(after) == 5
+    assert [g[1] for g in after] == [f"{100 * g['p']:.1f}%" for g in api["topk_after"][5]]
+    rows = re.findall(r'<tr class="(up|down|same)"><td><code>([^<]*)</code></td><td>([^<]*)</td><td>([^<]*)</td>'
+                      r'<td>([^<]*)</td></tr>', block)
+    assert len(rows) == 5
+    assert [html.unescape(c) for _, c, *_ in rows] == [shown.get(c["char"], c["char"]) for c in api["top_changes"][5]]
+    assert all(cls == ("up" if ch.startswith("+") else "down") for cls, _, _, _, ch in rows)
+    assert re.search(r'<span class="ch[^"]*\bat-t\b[^"]*"[^>]*data-t="5"', r.text)
+
+
+def test_intervene_summary_at_a_picked_position_reuses_the_cached_runs(client):
+    params = {"model": "tiny-lstm", "text": TEXT, "layer": "1", "state": "h", "unit": "2", "start": "8"}
+    first = client.get("/intervene", params=params, headers=HX)
+    assert "both runs from the cache" not in first.text
+    later = client.get("/intervene", params={**params, "at": "20"}, headers=HX)
+    assert later.status_code == 200 and "both runs from the cache" in later.text
+    block = summary_of(later.text)
+    assert 'data-t="20"' in block and "12 steps after the clamp starts (position 8)" in block
+    assert f"the actual next character {TEXT[21]!r}" in html.unescape(block)
+    early = summary_of(client.get("/intervene", params={**params, "at": "2"}, headers=HX).text)
+    assert "comes before the clamp starts" in early
+    assert guesses(early, "unit free (before)") == guesses(early, "clamped (after)")
+    last = summary_of(client.get("/intervene", params={**params, "at": str(len(TEXT) - 1)}, headers=HX).text)
+    assert "there is no actual next character" in last
+
+
+def test_intervene_topk_sets_the_list_lengths_and_zero_shows_none(client):
+    params = {"model": "tiny-lstm", "text": TEXT, "layer": "0", "state": "h", "unit": "1", "start": "3"}
+    three = client.get("/intervene", params={**params, "topk": "3"}, headers=HX)
+    assert all(len(row) == 3 for row in preds_of(three.text)["before"])
+    assert len(guesses(summary_of(three.text), "clamped (after)")) == 3
+    none = client.get("/intervene", params={**params, "topk": "0"}, headers=HX)
+    assert none.status_code == 200 and 'id="clamp-chars"' in none.text
+    assert "data-preds" not in none.text and 'id="pred-summary"' not in none.text
+    full = client.get("/intervene", params=params)
+    assert re.search(r'<input id="topk" name="topk" type="number"[^>]*max="20"[^>]*value="5"', full.text)
+    assert re.search(r'<input id="at" name="at" type="number"[^>]*value=""', full.text)
+
+
+@pytest.mark.parametrize("params,field,fragment", [
+    ({"topk": "21"}, "topk", "topk must be a whole number from 0 to 20"),
+    ({"topk": "-1"}, "topk", "topk must be a whole number from 0 to 20"),
+    ({"topk": "many"}, "topk", "topk must be a whole number, got &#39;many&#39;"),
+    ({"at": "999"}, "at", "position 999 is out of range: the text has positions 0..31"),
+    ({"at": "x"}, "at", "the position to compare must be a whole number"),
+])
+def test_intervene_topk_and_position_errors_show_inline(client, params, field, fragment):
+    r = client.get("/intervene", params={"model": "tiny-lstm", "text": TEXT, "state": "h", **params})
+    assert r.status_code == 422
+    assert fragment in err(r.text, field)
+    block = client.get("/intervene", params={"model": "tiny-lstm", "text": TEXT, "state": "h", **params}, headers=HX)
+    assert block.status_code == 422 and fragment in block.text and "data-preds" not in block.text
+
+
+def test_intervene_predictions_escape_text_and_predicted_characters(client):
+    evil = "<img src=x onerror=alert(1)>'&\""
+    r = client.get("/intervene", params={"model": "tiny-lstm", "text": evil, "state": "h", "layer": "0", "unit": "0",
+                                         "topk": "20", "at": "0"}, headers=HX)
+    assert r.status_code == 200
+    assert "<img" not in r.text
+    raw = re.search(r"data-preds='([^']*)'", r.text).group(1)
+    assert not set("<>&'") & set(raw)  # the vocabulary has < > & ' and they are predicted: escaped as \u00XX
+    chars = {g[0] for row in json.loads(raw)["before"] for g in row}
+    assert chars & {"<", ">", "&", "'"}  # a near-uniform tiny model guesses some of them (and they are escaped)
+    block = summary_of(r.text)
+    assert "after &#39;&lt;&#39; at position 0" in block and "<code><</code>" not in block
 
 
 # ------------------------------------------------------------------ no models

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.dynamics import counterfactual, gate_saturation, gradient_flow, intervene, scalar_rnn
+from models.dynamics import MAX_TOPK, counterfactual, gate_saturation, gradient_flow, intervene, scalar_rnn
 from models.errors import RnnscopeError
 from models.trace import run_trace
 
@@ -116,6 +116,103 @@ def test_intervention_bad_requests():
         intervene(model, vocab, TEXT, 0, "h", 99)
     with pytest.raises(RnnscopeError, match="watch"):
         intervene(model, vocab, TEXT, 0, "h", 0, watch="€")
+
+
+def hand_clamped_probs(model, vocab, text, layer, state, unit, value, start):
+    """p(next char) at every position, from the cell equations written out by hand, with one unit of
+    h (or c) set to `value` after every step from `start` on. (T, V)."""
+    cell, H = model.config.cell, model.config.hidden
+    L = len(model.layers)
+    h = [torch.zeros(H) for _ in range(L)]
+    c = [torch.zeros(H) for _ in range(L)]
+    out = []
+    with torch.no_grad():
+        for t, i in enumerate(vocab.encode(text)):
+            x = model.embed.weight[i]
+            for k, mod in enumerate(model.layers):
+                w_ih, w_hh, b_ih, b_hh = mod.weight_ih_l0, mod.weight_hh_l0, mod.bias_ih_l0, mod.bias_hh_l0
+                clamp = k == layer and t >= start
+                if cell == "lstm":
+                    i_g, f_g, g_g, o_g = (w_ih @ x + b_ih + w_hh @ h[k] + b_hh).chunk(4)
+                    c_new = torch.sigmoid(f_g) * c[k] + torch.sigmoid(i_g) * torch.tanh(g_g)
+                    if clamp and state == "c":
+                        c_new[unit] = value
+                    h_new = torch.sigmoid(o_g) * torch.tanh(c_new)
+                    c[k] = c_new
+                elif cell == "gru":
+                    gi, gh = w_ih @ x + b_ih, w_hh @ h[k] + b_hh
+                    r = torch.sigmoid(gi[:H] + gh[:H])
+                    z = torch.sigmoid(gi[H : 2 * H] + gh[H : 2 * H])
+                    n = torch.tanh(gi[2 * H :] + r * gh[2 * H :])
+                    h_new = (1 - z) * n + z * h[k]
+                else:
+                    h_new = torch.tanh(w_ih @ x + b_ih + w_hh @ h[k] + b_hh)
+                if clamp and state == "h":
+                    h_new[unit] = value
+                h[k] = h_new
+                x = h_new
+            out.append(torch.softmax(model.head(x), -1))
+    return torch.stack(out).numpy()
+
+
+@pytest.mark.parametrize("cell,state,value", [("rnn", "h", 0.0), ("gru", "h", 0.0), ("lstm", "h", 0.0),
+                                              ("lstm", "c", 0.0), ("lstm", "c", 3.0)])
+def test_intervention_topk_after_equals_a_recomputation_with_the_unit_set_by_hand(cell, state, value):
+    model, vocab = tiny_model(cell, layers=2)
+    start, unit, k = 12, 5, 5
+    res = intervene(model, vocab, TEXT, layer=0, state=state, unit=unit, value=value, start=start, topk=k)
+    T = len(TEXT)
+    assert res.topk == k
+    for a in (res.topk_ids_before, res.topk_probs_before, res.topk_ids_after, res.topk_probs_after, res.change_ids,
+              res.change_before, res.change_after):
+        assert a.shape == (T, k)
+    after = hand_clamped_probs(model, vocab, TEXT, 0, state, unit, value, start)
+    before = hand_clamped_probs(model, vocab, TEXT, 0, state, unit, value, start=T)  # never clamped
+    ref_ids = np.argsort(-after, axis=1)[:, :k]
+    assert np.array_equal(res.topk_ids_after, ref_ids)
+    np.testing.assert_allclose(res.topk_probs_after, np.take_along_axis(after, ref_ids, 1), rtol=1e-4, atol=1e-6)
+    assert np.all(np.diff(res.topk_probs_after, axis=1) <= 0)  # likeliest first
+    # The largest changes are the largest |after - before| of the hand-computed distributions.
+    delta = after - before
+    big = np.sort(np.abs(delta), axis=1)[:, ::-1][:, :k]
+    moved = np.abs(res.change_after - res.change_before)
+    np.testing.assert_allclose(moved[start:], big[start:], atol=1e-5)
+    np.testing.assert_allclose(res.change_after - res.change_before,
+                               np.take_along_axis(delta, res.change_ids, 1), atol=1e-5)
+    assert moved[start:].max() > 1e-4  # the clamp really moved something
+    # Before the clamp both runs are one run: the same guesses, no change.
+    assert np.array_equal(res.topk_ids_after[:start], res.topk_ids_before[:start])
+    assert np.array_equal(res.topk_probs_after[:start], res.topk_probs_before[:start])
+    assert np.all(res.change_after[:start] == res.change_before[:start])
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_intervention_topk_before_is_the_plain_traces_topk(cell):
+    model, vocab = tiny_model(cell)
+    res = intervene(model, vocab, TEXT, layer=1, state="h", unit=2, start=3, watch='"', topk=7)
+    tr = run_trace(model, vocab, TEXT, layers=[1], states=["h"], units=[2], topk=7)
+    assert np.array_equal(res.topk_ids_before, tr.topk_ids)
+    np.testing.assert_allclose(res.topk_probs_before, tr.topk_probs, rtol=1e-5, atol=1e-7)
+    # The watched character's probability agrees with the full distribution behind the top-k.
+    q = vocab.chars.index('"')
+    hit = res.topk_ids_after == q
+    rows = hit.any(axis=1)
+    np.testing.assert_allclose(res.topk_probs_after[hit], res.prob_after[rows], rtol=1e-5)
+
+
+def test_intervention_topk_bounds():
+    model, vocab = tiny_model("gru", layers=1)
+    none = intervene(model, vocab, TEXT, 0, "h", 0, topk=0)
+    assert none.topk == 0 and none.topk_ids_before is None and none.change_ids is None
+    assert none.nbytes > 0
+    assert intervene(model, vocab, TEXT, 0, "h", 0, topk=MAX_TOPK).topk == MAX_TOPK < len(vocab)
+    tiny, small = tiny_model("gru", layers=1, text="abcab")  # 4 characters with the unknown one
+    every = intervene(tiny, small, "abcab", 0, "h", 0, start=1, topk=MAX_TOPK)
+    assert every.topk == len(small) == 4  # at most the vocabulary
+    np.testing.assert_allclose(every.topk_probs_after.sum(axis=1), 1.0, rtol=1e-5)
+    for bad in (-1, MAX_TOPK + 1, 2.5, True):
+        with pytest.raises(RnnscopeError, match=f"topk must be a whole number from 0 to {MAX_TOPK}"):
+            intervene(model, vocab, TEXT, 0, "h", 0, topk=bad)
 
 
 def test_counterfactual_aligns_edited_text():
