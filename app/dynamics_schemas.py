@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from models.dynamics import MAX_LOOKBACK, MAX_TOPK
+from models.dynamics import MAX_CLAMP, MAX_LOOKBACK, MAX_TOPK
 
 from .schemas import Prediction
 
@@ -91,7 +91,7 @@ class InterveneRequest(BaseModel):
     layer: int
     state: str = Field(description="h, or c for an LSTM")
     unit: int
-    value: float = Field(0.0, description="the clamp value (0 zeroes the unit)")
+    value: float = Field(0.0, ge=-MAX_CLAMP, le=MAX_CLAMP, description="the clamp value (0 zeroes the unit)")
     start: int = Field(0, description="first position the clamp holds at")
     watch: str | None = Field('"', description="one character whose next-character probability is reported")
     topk: int = Field(5, ge=0, le=MAX_TOPK,

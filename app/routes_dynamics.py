@@ -133,6 +133,10 @@ def intervene_page(request: Request):
 # ------------------------------------------------------------------ JSON API
 
 
+def _finite(x: float | None) -> float | None:
+    return x if x is not None and math.isfinite(x) else None
+
+
 def _floats(a, nullable: bool = True) -> list:
     """JSON-ready floats: NaN / inf become null (JSON has neither)."""
     vals = np.asarray(a, dtype=np.float64).tolist()
@@ -204,7 +208,7 @@ def intervene(body: InterveneRequest, request: Request) -> JSONResponse:
         "surprisal_before": _floats(iv.surprisal_before), "surprisal_after": _floats(iv.surprisal_after),
         "prob_before": _floats(iv.prob_before), "prob_after": _floats(iv.prob_after),
         "value_before": _floats(iv.value_before, False), "value_after": _floats(iv.value_after, False),
-        "mean_bits_before": res.mean_before, "mean_bits_after": res.mean_after, "topk": iv.topk,
+        "mean_bits_before": _finite(res.mean_before), "mean_bits_after": _finite(res.mean_after), "topk": iv.topk,
         "topk_before": _predictions(chars, iv.topk_ids_before, iv.topk_probs_before),
         "topk_after": _predictions(chars, iv.topk_ids_after, iv.topk_probs_after),
         "top_changes": _changes(chars, iv.change_ids, iv.change_before, iv.change_after),

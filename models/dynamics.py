@@ -21,6 +21,7 @@ from .vocab import CharVocab
 
 LN2 = math.log(2)
 MAX_LOOKBACK = 400
+MAX_CLAMP = 1e4  # |value| a unit may be clamped to: far past any activation, well inside float32
 MAX_TOPK = 20  # next-character predictions per position an intervention reports, before and after
 EXACT_JACOBIAN_MAX_HIDDEN = 128  # above this, ||J||_F is estimated from random probes
 JACOBIAN_PROBES = 32
@@ -219,8 +220,8 @@ def intervene(model: CharLM, vocab: CharVocab, text: str, layer: int, state: str
         raise RnnscopeError("the text is empty: give at least one character")
     if not 0 <= start < len(text):
         raise RnnscopeError(f"start {start} is out of range: the text has positions 0..{len(text) - 1}")
-    if not math.isfinite(value):
-        raise RnnscopeError("the clamp value must be a finite number")
+    if not math.isfinite(value) or abs(value) > MAX_CLAMP:
+        raise RnnscopeError(f"the clamp value must be a number from {-MAX_CLAMP:,g} to {MAX_CLAMP:,g}, got {value!r}")
     if watch is not None and (len(watch) != 1 or watch not in vocab):
         raise RnnscopeError(f"watch must be one character the model knows, got {watch!r}")
     if isinstance(topk, bool) or not isinstance(topk, (int, np.integer)) or not 0 <= topk <= MAX_TOPK:

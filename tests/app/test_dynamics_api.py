@@ -491,3 +491,19 @@ def test_a_run_slower_than_the_limit_is_a_503_and_its_result_is_kept_for_the_ret
                 break
             time.sleep(0.1)
         assert again.status_code == 200 and again.json()["flows"][0]["cached"] is True
+
+
+@pytest.mark.parametrize("value", [1e39, -3.4e38, 10_000.5])
+def test_a_clamp_value_beyond_the_bound_is_a_422_not_a_500(client, value):
+    r = client.post("/api/v1/intervene", json={"model": "tiny-lstm", "text": "a \"quoted\" text", "layer": 0,
+                                               "state": "h", "unit": 1, "value": value})
+    assert r.status_code == 422, r.text
+    assert "less than or equal to 10000" in r.text or "greater than or equal to -10000" in r.text
+
+
+def test_the_clamp_bound_itself_is_served(client):
+    r = client.post("/api/v1/intervene", json={"model": "tiny-lstm", "text": "a \"quoted\" text", "layer": 0,
+                                               "state": "h", "unit": 1, "value": 10_000})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["mean_bits_after"] is None or math.isfinite(body["mean_bits_after"])
