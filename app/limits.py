@@ -104,6 +104,7 @@ class ModelSlots:
         """work() on a slot; raises Overloaded when no slot frees up in time or the run takes too long."""
         started = time.monotonic()
         arrived = min(ARRIVED.get() or started, started)
+        ARRIVED.set(None)  # only a request's first run had to wait for a thread; its later runs queue afresh
         future = self._joinable(key)
         if future is None:
             with self._lock:
@@ -116,7 +117,7 @@ class ModelSlots:
                     self.waiting -= 1
             if not got:
                 raise Overloaded(
-                    f"the server is busy: every model slot stayed taken for {self.queue_timeout:g} s. "
+                    f"the server is busy: every model slot stayed taken for {round(time.monotonic() - arrived, 1):g} s. "
                     f"Try again in {BUSY_RETRY_S} s.", BUSY_RETRY_S)
             with self._lock:
                 future = self._inflight.get(key) if key is not None else None
