@@ -143,16 +143,41 @@ def _seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _rng_state() -> dict:
-    return {
+def _rng_state(device: str = "cpu") -> dict:
+    state = {
         "torch": torch.get_rng_state(),
         "numpy": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
         "python": torch.tensor(random.getstate()[1], dtype=torch.int64),
     }
+    if device.startswith("cuda"):
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _gather_ranks(mine: dict, world: int, device: str) -> list[dict]:
+    """Every process's {carry, rng}, on every process: tensor collectives only (nothing pickled).
+
+    All ranks walk their streams in lock step, so the shapes agree (and carry is None on all or none).
+    """
+    flat = [t for layer in (mine["carry"] or []) for t in layer] + [mine["rng"][k] for k in sorted(mine["rng"])]
+    gathered = []
+    for t in flat:
+        t = t.to(device)
+        bufs = [torch.empty_like(t) for _ in range(world)]
+        dist.all_gather(bufs, t)
+        gathered.append([b.cpu() for b in bufs])
+    out = []
+    for r in range(world):
+        it = iter(g[r] for g in gathered)
+        carry = None if mine["carry"] is None else [[next(it) for _ in layer] for layer in mine["carry"]]
+        out.append({"carry": carry, "rng": {k: next(it) for k in sorted(mine["rng"])}})
+    return out
 
 
 def _set_rng_state(s: dict) -> None:
     torch.set_rng_state(s["torch"])
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state(s["cuda"])
     np_state = np.random.get_state()
     np.random.set_state((np_state[0], s["numpy"].numpy().astype(np.uint32), 624, 0, 0.0))
     random.setstate((3, tuple(int(v) for v in s["python"].tolist()), None))
@@ -187,6 +212,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         dist.init_process_group(backend="nccl" if cfg.device.startswith("cuda") else "gloo")
         if cfg.device.startswith("cuda"):
             cfg.device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+            torch.cuda.set_device(cfg.device)  # collectives (and their buffers) go to this process's own GPU
     is_main = rank == 0
 
     train_text, val_text, corpus_meta = load_corpus_files(cfg.data)
@@ -253,6 +279,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         mine = per_rank[rank] if per_rank else {"carry": resume_state.get("carry"), "rng": resume_state["rng"]}
         state = _state_from(mine["carry"], cfg.device)
         _set_rng_state(mine["rng"])
+        if cfg.stop_at is not None and cfg.stop_at <= step:
+            raise RnnscopeError(f"--stop-at {cfg.stop_at} is not after step {step}, where the resumed run stands")
         history = list(resume_state.get("history", []))
     else:
         _seed_all(cfg.seed + rank)
@@ -285,12 +313,8 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     def save_resume() -> None:
         """Every process calls this: each one's carried state and RNG go to rank 0, which writes."""
-        mine = {"carry": _state_to_cpu(state), "rng": _rng_state()}
-        ranks = [None] * world
-        if world > 1:
-            dist.all_gather_object(ranks, mine)
-        else:
-            ranks = [mine]
+        mine = {"carry": _state_to_cpu(state), "rng": _rng_state(cfg.device)}
+        ranks = _gather_ranks(mine, world, cfg.device) if world > 1 else [mine]
         if not is_main:
             return
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -319,6 +343,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     t0 = time.time()
     deadline = None if cfg.time_budget_min is None else t0 + cfg.time_budget_min * 60
     stopped_by = "steps"
+    validated_at = None
     last_bpc = None
     bar = tqdm(total=cfg.steps, initial=step, disable=not (is_main and cfg.progress), unit="step", dynamic_ncols=True)
     while step < cfg.steps:
@@ -345,13 +370,14 @@ def train(cfg: TrainConfig) -> TrainResult:
         if step % cfg.eval_every == 0 or step == cfg.steps:
             last_bpc, best_bpc = _validate(cfg, model, val_ids, vocab, card, best_bpc, history, step, is_main, out)
             save_resume()
+            validated_at = step
             if world > 1:
                 dist.barrier()
         if cfg.stop_at is not None and step >= cfg.stop_at:
             stopped_by = f"--stop-at {cfg.stop_at}"
             break
     bar.close()
-    if stopped_by != "steps" and step % cfg.eval_every != 0:
+    if stopped_by != "steps" and validated_at != step:
         last_bpc, best_bpc = _validate(cfg, model, val_ids, vocab, card, best_bpc, history, step, is_main, out)
         save_resume()
     if world > 1:

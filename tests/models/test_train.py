@@ -234,3 +234,14 @@ def test_a_corrupt_corpus_card_is_one_clear_error(tmp_path, data_file):
     with pytest.raises(RnnscopeError, match="is not a JSON object"):
         train(_cfg(tmp_path, train_file))
     assert not (tmp_path / "out").exists()
+
+
+def test_stop_at_ends_on_the_schedule_and_refuses_a_step_already_passed(tmp_path, data_file):
+    first = train(_cfg(tmp_path, data_file, steps=12, eval_every=5, stop_at=7))
+    assert first.steps == 7 and first.stopped_by == "--stop-at 7"
+    assert [h["step"] for h in first.history] == [5, 7]
+    with pytest.raises(RnnscopeError, match="--stop-at 7 is not after step 7"):
+        train(_cfg(tmp_path, data_file, steps=12, eval_every=5, stop_at=7, resume=True))
+    rest = train(_cfg(tmp_path, data_file, steps=12, eval_every=5, stop_at=12, resume=True))
+    assert rest.steps == 12
+    assert [h["step"] for h in rest.history] == [5, 7, 10, 12]  # validated once at the end, not twice
