@@ -49,6 +49,7 @@ def main() -> None:
         if args.write_card:
             path = MODELS_DIR / name / CONFIG
             cfg = json.loads(path.read_text(encoding="utf-8"))
+            cfg["card"].pop("quote_unit", None)  # re-measured: named again only if it still qualifies
             cfg["card"].update(card_entries(units))
             cfg["card"]["val_bpc_full"] = round(bpc, 4)
             path.write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

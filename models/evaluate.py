@@ -62,11 +62,14 @@ def validation_bpc(ck: Checkpoint, val_text: str) -> float:
     return evaluate_bpc(ck.model, ids, "cpu")
 
 
+QUOTE_UNIT_MIN_AUC = 0.9  # below this the best unit is recorded, but not named the quote unit
+
+
 def card_entries(units: list[BestUnit]) -> dict:
-    """The model-card fields naming the best units; `quote_unit` is what the app opens on."""
+    """The model-card fields naming the best units; `quote_unit` (what the app opens on) only for a real one."""
     out = {"probe_units": {u.probe: {k: v for k, v in asdict(u).items() if k != "probe"} for u in units}}
     for u in units:
-        if u.probe == "quotes":
+        if u.probe == "quotes" and u.score >= QUOTE_UNIT_MIN_AUC:
             out["quote_unit"] = {"layer": u.layer, "state": u.state, "unit": u.unit, "auc": u.score, "sign": u.sign}
     return out
 
