@@ -25,6 +25,7 @@ ATLAS_FILE = "atlas.json"
 ATLAS_VERSION = 1
 TEXT_PROBES = ("quotes", "brackets", "bracket_depth", "line_position", "indent", "comment", "string", "word_start", "vowel")
 QUANTILES = (0.1, 0.3, 0.5, 0.7, 0.9)
+PEAK_GAP = 24  # top/bottom contexts start at least this many characters apart: distinct places, not one run
 
 
 def build_atlas(ck: Checkpoint, text: str, max_chars: int = 30_000, top: int = 8, bins: int = 24) -> dict:
@@ -76,11 +77,32 @@ def _state_block(x: np.ndarray, labels: dict, top: int, bins: int) -> dict:
         "max": np.round(hi, 5).tolist(),
         "mean": np.round(x.mean(axis=0), 5).tolist(),
         "hist": hist,
-        "top": order[::-1][:top].T.tolist(),  # (U, top) most positive first
-        "bottom": order[:top].T.tolist(),  # (U, top) most negative first
+        "top": _distinct_peaks(order[::-1], top),  # (U, top) most positive first
+        "bottom": _distinct_peaks(order, top),  # (U, top) most negative first
         "quantiles": np.stack(q_rows, axis=1).tolist(),  # (U, Q)
         "probe_scores": scores,
     }
+
+
+def _distinct_peaks(ranked: np.ndarray, top: int, gap: int = PEAK_GAP) -> list[list[int]]:
+    """Per unit, the best `top` positions of `ranked` (T, U) (best first) that lie `gap` apart.
+
+    A unit stays high for a stretch (a quote cell for a whole quotation), so the raw top
+    positions are one run of neighbours; greedily skipping neighbours of kept ones shows
+    different places. Where the text has too few such places, the rest is filled in rank order.
+    """
+    out = []
+    for u in range(ranked.shape[1]):
+        kept: list[int] = []
+        for pos in ranked[:, u].tolist():
+            if all(abs(pos - k) >= gap for k in kept):
+                kept.append(pos)
+                if len(kept) == top:
+                    break
+        if len(kept) < top:
+            kept += [p for p in ranked[:, u].tolist() if p not in kept][: top - len(kept)]
+        out.append(kept)
+    return out
 
 
 def _pushes(head_w: np.ndarray, chars: list[str], k: int = 8) -> dict:

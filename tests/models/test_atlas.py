@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from models.atlas import build_atlas, load_atlas, neuron_view, save_atlas
+from models.atlas import PEAK_GAP, _distinct_peaks, build_atlas, load_atlas, neuron_view, save_atlas
 from models.checkpoint import Checkpoint
 from models.errors import RnnscopeError
 from models.trace import run_trace
@@ -40,3 +40,26 @@ def test_missing_and_corrupt_atlas(tmp_path):
     (tmp_path / "atlas.json").write_text("{broken")
     with pytest.raises(RnnscopeError, match="rebuild it"):
         load_atlas(tmp_path)
+
+
+def test_top_contexts_are_distinct_places_not_one_run_of_neighbours():
+    model, vocab = tiny_model("lstm")
+    ck = Checkpoint(model=model, vocab=vocab, card={"corpus": "test"})
+    text = TEXT * 20
+    atlas = build_atlas(ck, text, top=5, bins=10)
+    values = run_trace(model, vocab, text, layers=[0], states=["h"]).states[0]["h"]
+    for u in range(values.shape[1]):
+        view = neuron_view(atlas, 0, "h", u)
+        for key in ("top", "bottom"):
+            pos = [c["position"] for c in view[key]]
+            assert len(pos) == 5
+            assert all(abs(a - b) >= PEAK_GAP for i, a in enumerate(pos) for b in pos[i + 1:]), (u, key, pos)
+        tops = [c["position"] for c in view["top"]]
+        assert values[tops[0], u] == values[:, u].max()  # the very best place still comes first
+        assert list(values[tops, u]) == sorted(values[tops, u], reverse=True)
+
+
+def test_distinct_peaks_fill_in_rank_order_when_the_text_is_too_short():
+    ranked = np.array([[5], [4], [6], [0], [3]])  # one unit; positions best first, all within a few chars
+    assert _distinct_peaks(ranked, 3, gap=24) == [[5, 4, 6]]
+    assert _distinct_peaks(ranked, 2, gap=5) == [[5, 0]]
