@@ -25,7 +25,7 @@ ATLAS_FILE = "atlas.json"
 ATLAS_VERSION = 1
 TEXT_PROBES = ("quotes", "brackets", "bracket_depth", "line_position", "indent", "comment", "string", "word_start", "vowel")
 QUANTILES = (0.1, 0.3, 0.5, 0.7, 0.9)
-PEAK_GAP = 24  # top/bottom contexts start at least this many characters apart: distinct places, not one run
+PEAK_GAP = 50  # top/bottom contexts lie at least this far apart: the 40+10-character windows never overlap
 
 
 def build_atlas(ck: Checkpoint, text: str, max_chars: int = 30_000, top: int = 8, bins: int = 24) -> dict:
