@@ -97,6 +97,19 @@ class View:
     compare_url: str = ""
     legend2: list[Swatch] = field(default_factory=list)
     legend2_note: str = ""
+    known: list[KnownUnit] = field(default_factory=list)  # the model card's measured units, one click away
+
+
+@dataclass
+class KnownUnit:
+    """A unit the model card measured to track a probe on held-out text (bench/zoo_eval.py)."""
+
+    label: str  # "inside quotes"
+    layer: int
+    state: str
+    unit: int
+    score: str  # "AUC 0.998" / "|r| 0.91"
+    current: bool
 
 
 @dataclass
@@ -271,7 +284,32 @@ def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest) -> Vi
         compare_url=compare_url,
         legend2=legend2,
         legend2_note=legend2_note,
+        known=known_units(entry, (req.layer, req.state, req.unit)),
     )
+
+
+KNOWN_LABELS = {"quotes": "inside quotes", "string": "inside a string", "comment": "inside a comment",
+                "indent": "indentation", "bracket_depth": "bracket depth", "brackets": "inside brackets",
+                "line_position": "position in the line"}
+KNOWN_MIN = {"auc": 0.9, "pearson": 0.8}  # below these the card's best unit is not worth a shortcut
+
+
+def known_units(entry: ModelEntry, current: tuple[int, str, int]) -> list[KnownUnit]:
+    """The card's probe units that really track their probe (and exist in this model), in the card's order."""
+    found = entry.card.get("probe_units")
+    out = []
+    for probe, u in (found.items() if isinstance(found, dict) else []):
+        try:
+            layer, state, unit, score, metric = int(u["layer"]), str(u["state"]), int(u["unit"]), float(u["score"]), str(u["metric"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if probe not in KNOWN_LABELS or score < KNOWN_MIN.get(metric, 1.1):
+            continue
+        if not (0 <= layer < entry.layers and state in entry.states and 0 <= unit < entry.hidden):
+            continue
+        shown = f"{'AUC' if metric == 'auc' else '|r|'} {score:.3f}"
+        out.append(KnownUnit(KNOWN_LABELS[probe], layer, state, unit, shown, (layer, state, unit) == current))
+    return out
 
 
 def _cells(text: str, positions: np.ndarray, missing: np.ndarray, unknown: set[int]) -> list[CharCell]:

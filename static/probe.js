@@ -45,7 +45,7 @@
   document.addEventListener("click", function (e) {
     if (!e.target.closest) return;
     if (e.target.id === "span-clear") { setSpan(null); return; }
-    const row = e.target.closest("#probe-results tr.pick-row");
+    const row = e.target.closest("#probe-results tr.pick-row, #view .known-unit");
     if (row && !e.target.closest("a")) pick(row);
   });
 

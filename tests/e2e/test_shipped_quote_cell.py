@@ -54,6 +54,14 @@ def test_the_quote_cell_colours_quoted_and_unquoted_text_apart(tmp_path):
             bg = pg.eval_on_selector_all("#chars .ch", "els => els.map(e => getComputedStyle(e).backgroundColor)")
             ARTIFACTS.mkdir(exist_ok=True)
             pg.screenshot(path=str(ARTIFACTS / "e2e-quote-cell.png"), full_page=True)
+            # another unit, then the card's "inside quotes" shortcut brings the quote cell back, text kept
+            pg.fill("#unit", "7")
+            pg.press("#unit", "Enter")
+            pg.wait_for_function("h => document.querySelector('#view h2').textContent !== h", arg=heading)
+            pg.click("#view .known-unit >> text=inside quotes")
+            pg.wait_for_function("h => document.querySelector('#view h2').textContent === h", arg=heading)
+            assert pg.input_value("#text") == TEXT
+            assert pg.locator("#view .known-unit.current").count() == 1
             browser.close()
     labels = inside_quotes(TEXT)
     assert len(values) == len(TEXT)

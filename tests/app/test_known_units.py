@@ -1,0 +1,43 @@
+"""The view lists the units the model card measured, one click from the main view."""
+
+from __future__ import annotations
+
+import re
+
+from tests.conftest import write_tiny_model
+
+from .conftest import make_client
+
+HX = {"HX-Request": "true"}
+CARD = {"corpus": "tiny", "val_bpc": 6.0, "probe_units": {
+    "quotes": {"layer": 1, "state": "c", "unit": 3, "score": 0.9991, "sign": 1, "metric": "auc", "chars": 1000},
+    "indent": {"layer": 0, "state": "h", "unit": 5, "score": 0.91, "sign": -1, "metric": "pearson", "chars": 1000},
+    "comment": {"layer": 0, "state": "i", "unit": 2, "score": 0.62, "sign": 1, "metric": "auc", "chars": 1000},
+    "string": {"layer": 7, "state": "h", "unit": 1, "score": 0.99, "sign": 1, "metric": "auc", "chars": 1000},
+    "vowel": {"layer": 0, "state": "h", "unit": 1, "score": 0.99, "sign": 1, "metric": "auc", "chars": 1000},
+}}
+
+
+def buttons(html: str) -> list[tuple[str, str, str, str]]:
+    return re.findall(r'<button type="button" class="known-unit[^"]*" data-layer="(\d+)" data-state="(\w+)" '
+                      r'data-unit="(\d+)"[^>]*>([^<]*)</button>', html)
+
+
+def test_measured_units_are_offered_and_weak_or_impossible_ones_are_not(tmp_path):
+    write_tiny_model(tmp_path / "m" / "carded", "lstm", card=CARD)
+    with make_client(tmp_path / "m", default_model="carded") as c:
+        page = c.get("/", params={"model": "carded", "layer": 0, "state": "h", "unit": 5, "text": "a b"})
+        assert page.status_code == 200
+        found = buttons(page.text)
+        assert found == [("1", "c", "3", "inside quotes · layer 1 c[3] · AUC 0.999"),
+                         ("0", "h", "5", "indentation · layer 0 h[5] · |r| 0.910")]
+        assert 'class="known-unit current" data-layer="0" data-state="h" data-unit="5"' in page.text
+        # the htmx view swap carries them too
+        part = c.get("/", params={"model": "carded", "layer": 1, "state": "c", "unit": 3, "text": "a b"}, headers=HX)
+        assert 'class="known-unit current" data-layer="1" data-state="c" data-unit="3"' in part.text
+
+
+def test_a_model_without_measured_units_shows_no_strip(tiny_models_dir):
+    with make_client(tiny_models_dir) as c:
+        page = c.get("/", params={"model": "tiny-gru", "text": "a b"})
+        assert page.status_code == 200 and 'class="known"' not in page.text
