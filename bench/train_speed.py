@@ -52,8 +52,9 @@ def cli_loop(data_file: Path, args, workdir: Path) -> float:
     t0 = time.perf_counter()
     result = train(cfg)
     seconds = time.perf_counter() - t0
-    del seconds  # setup (reading and encoding the corpus) is not the loop; result.seconds is
-    return result.chars_seen / result.seconds
+    del seconds  # setup (reading and encoding the corpus) is not the loop; result.seconds is,
+    # less the one validation and checkpoint save at the end (TrainResult.eval_seconds)
+    return result.chars_seen / (result.seconds - result.eval_seconds)
 
 
 def main() -> None:

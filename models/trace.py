@@ -93,11 +93,17 @@ def run_trace(
     warmup: str = "",
     half: bool = False,
     chunk: int = 2048,
-    overlap: bool = True,
+    overlap: bool | None = None,
 ) -> Trace:
     """Trace `text`; with `overlap`, gates and predictions of one chunk are worked out on a second
-    thread while the fused forward reads the next chunk (that forward is sequential in time and
-    cannot use a second core itself)."""
+    thread while the fused forward reads the next chunk.
+
+    None (the default) overlaps only when torch runs one intra-op thread, as the server's model
+    slots do: measured by bench/trace_speed.py, overlap makes a 1-thread trace about 1.3x faster,
+    but with 2 threads each the two threads' OpenMP teams oversubscribe the cores and it is slower.
+    """
+    if overlap is None:
+        overlap = torch.get_num_threads() == 1
     if not text:
         raise RnnscopeError("the text is empty: give at least one character")
     layer_ids, state_ids, unit_ids = check_request(model, layers, states, units)

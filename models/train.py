@@ -73,6 +73,7 @@ class TrainResult:
     seconds: float
     stopped_by: str
     history: list = field(default_factory=list)
+    eval_seconds: float = 0.0  # of `seconds`, spent validating and saving in this run (not training steps)
 
 
 def lr_at(cfg: TrainConfig, step: int) -> float:
@@ -344,6 +345,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     deadline = None if cfg.time_budget_min is None else t0 + cfg.time_budget_min * 60
     stopped_by = "steps"
     validated_at = None
+    eval_seconds = 0.0
     last_bpc = None
     bar = tqdm(total=cfg.steps, initial=step, disable=not (is_main and cfg.progress), unit="step", dynamic_ncols=True)
     while step < cfg.steps:
@@ -368,9 +370,11 @@ def train(cfg: TrainConfig) -> TrainResult:
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}", bpc=f"{loss.item() / LN2:.3f}", val=f"{last_bpc:.3f}" if last_bpc else "-")
         if step % cfg.eval_every == 0 or step == cfg.steps:
+            t_eval = time.time()
             last_bpc, best_bpc = _validate(cfg, model, val_ids, vocab, card, best_bpc, history, step, is_main, out)
             save_resume()
             validated_at = step
+            eval_seconds += time.time() - t_eval
             if world > 1:
                 dist.barrier()
         if cfg.stop_at is not None and step >= cfg.stop_at:
@@ -378,12 +382,15 @@ def train(cfg: TrainConfig) -> TrainResult:
             break
     bar.close()
     if stopped_by != "steps" and validated_at != step:
+        t_eval = time.time()
         last_bpc, best_bpc = _validate(cfg, model, val_ids, vocab, card, best_bpc, history, step, is_main, out)
         save_resume()
+        eval_seconds += time.time() - t_eval
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
-    return TrainResult(step, chars_seen, best_bpc, last_bpc, elapsed_before + time.time() - t0, stopped_by, history)
+    return TrainResult(step, chars_seen, best_bpc, last_bpc, elapsed_before + time.time() - t0, stopped_by, history,
+                       eval_seconds)
 
 
 def _validate(cfg, model, val_ids, vocab, card, best_bpc, history, step, is_main, out):

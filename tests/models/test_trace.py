@@ -99,12 +99,14 @@ def test_hidden_and_final_cell_match_pytorch_multilayer_module(cell):
             assert np.abs(tr.states[k]["c"][-1] - c_final[k]).max() <= TOL
 
 
+@pytest.mark.parametrize("overlap", [True, False])
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
-def test_chunked_trace_equals_single_pass(cell):
+def test_chunked_trace_equals_single_pass(cell, overlap):
     model, vocab = tiny_model(cell)
     text = TEXT * 7
     whole = run_trace(model, vocab, text, chunk=100_000)
-    chunked = run_trace(model, vocab, text, chunk=37)
+    chunked = run_trace(model, vocab, text, chunk=37, overlap=overlap)
+    assert np.array_equal(whole.topk_ids[: len(text) - 1], chunked.topk_ids[: len(text) - 1])
     for k in whole.states:
         for s in whole.states[k]:
             assert np.abs(whole.states[k][s] - chunked.states[k][s]).max() <= TOL
@@ -135,7 +137,7 @@ def test_every_state_and_gate_over_50k_chars_matches_the_explicit_loop_and_pytor
     model, vocab = tiny_model(cell, layers=2, seed=7)
     rng = random.Random(1)
     text = "".join(rng.choice(TEXT) for _ in range(50_000))
-    tr = run_trace(model, vocab, text, chunk=8192)
+    tr = run_trace(model, vocab, text, chunk=8192, overlap=True)  # the helper-thread route, at full length
     ref = reference_loop(model, vocab, text)
     for k in range(2):
         assert set(tr.states[k]) == set(ref[k])
@@ -233,3 +235,28 @@ def test_unit_subset_of_every_gate_equals_the_full_trace(cell):
     for k in range(2):
         for name, block in full.states[k].items():
             assert np.abs(part.states[k][name] - block[:, units]).max() <= TOL, (k, name)
+
+
+def test_overlap_is_chosen_by_the_thread_count_and_a_helper_error_reaches_the_caller(monkeypatch):
+    import models.trace as mt
+
+    model, vocab = tiny_model("lstm")
+    made = []
+    real = mt._Later
+    monkeypatch.setattr(mt, "_Later", lambda overlap: made.append(overlap) or real(overlap))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        run_trace(model, vocab, TEXT * 3, chunk=16)
+        torch.set_num_threads(2)
+        run_trace(model, vocab, TEXT * 3, chunk=16)
+    finally:
+        torch.set_num_threads(threads)
+    assert made == [True, False]
+
+    def broken(*args):
+        raise ValueError("helper failed")
+
+    monkeypatch.setattr(mt, "_predict", broken)
+    with pytest.raises(ValueError, match="helper failed"):
+        run_trace(model, vocab, TEXT * 3, chunk=16, overlap=True)
