@@ -61,8 +61,7 @@ DEFAULT_LOOKBACK = 50
 MAX_COMPARE = 3
 # The clamped run steps the model one character at a time (a few ms per step for a 2x512 LSTM).
 MAX_INTERVENE_STEPS = 4_000
-MAX_INTERVENE_TOPK = MAX_TOPK  # next-character predictions per position, before and after a clamp
-DEFAULT_INTERVENE_TOPK = 5
+DEFAULT_INTERVENE_TOPK = 5  # next-character predictions per position, before and after a clamp
 # difflib's alignment is quadratic in the worst case; both texts of a counterfactual stay below this.
 MAX_COUNTERFACTUAL_CHARS = 5_000
 MAX_TOY_STEPS = 500
@@ -406,8 +405,8 @@ class DynamicsService:
 
     @staticmethod
     def check_topk(topk: int) -> None:
-        if isinstance(topk, bool) or not isinstance(topk, int) or not 0 <= topk <= MAX_INTERVENE_TOPK:
-            raise InputError(f"topk must be a whole number from 0 to {MAX_INTERVENE_TOPK} (next-character "
+        if isinstance(topk, bool) or not isinstance(topk, int) or not 0 <= topk <= MAX_TOPK:
+            raise InputError(f"topk must be a whole number from 0 to {MAX_TOPK} (next-character "
                              f"predictions per position), got {topk!r}", field="topk")
 
     def check_intervention(self, entry: ModelEntry, text: str, layer: int, state: str, unit: int, value: float,

@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 import numpy as np
 from markupsafe import Markup
 
-from models.dynamics import MAX_LOOKBACK
+from models.dynamics import MAX_LOOKBACK, MAX_TOPK
 
 from . import svg
 from .dynamics_service import (
@@ -23,7 +23,6 @@ from .dynamics_service import (
     DEFAULT_LOOKBACK,
     MAX_COMPARE,
     MAX_GENERATE,
-    MAX_INTERVENE_TOPK,
     SATURATION_CHARS,
     SATURATION_HIGH,
     SATURATION_LOW,
@@ -687,7 +686,7 @@ class IntervenePage(Base):
     clamp_error: str = ""
     cf_error: str = ""
     topk: int = DEFAULT_INTERVENE_TOPK
-    max_topk: int = MAX_INTERVENE_TOPK
+    max_topk: int = MAX_TOPK
     at: int | None = None  # the position the predictions summary compares (None: start)
     at_label: str = ""  # what the "at" field shows ("" = the default)
     pred_data: dict | None = None  # per position before/after guesses as display strings, for static/dynamics.js

@@ -78,6 +78,10 @@ class ModelEntry:
         v = self.card.get("corpus")
         return str(v) if v is not None else None
 
+    def has_unit(self, layer: int, state: str, unit: int) -> bool:
+        """Whether (layer, state, unit) names a unit of this model (card entries may be stale or wrong)."""
+        return 0 <= layer < self.layers and state in self.states and 0 <= unit < self.hidden
+
     @property
     def quote_unit(self) -> QuoteUnit | None:
         """The card's named quote-detector unit, if it names one that exists in this model."""
@@ -88,7 +92,7 @@ class ModelEntry:
             layer, state, unit = int(q["layer"]), str(q["state"]), int(q["unit"])
         except (KeyError, TypeError, ValueError):
             return None
-        if not (0 <= layer < self.layers and state in self.states and 0 <= unit < self.hidden):
+        if not self.has_unit(layer, state, unit):
             return None
         auc = q.get("auc")
         return QuoteUnit(layer, state, unit, float(auc) if isinstance(auc, (int, float)) else None)

@@ -8,6 +8,8 @@ from urllib.parse import quote
 
 import numpy as np
 
+from models.evaluate import QUOTE_UNIT_MIN_AUC
+
 from .errors import InputError
 from .registry import ModelEntry
 from .scale import STATE_INFO, Scale, neuron_scale, surprisal_scale
@@ -291,7 +293,8 @@ def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest) -> Vi
 KNOWN_LABELS = {"quotes": "inside quotes", "string": "inside a string", "comment": "inside a comment",
                 "indent": "indentation", "bracket_depth": "bracket depth", "brackets": "inside brackets",
                 "line_position": "position in the line"}
-KNOWN_MIN = {"auc": 0.9, "pearson": 0.8}  # below these the card's best unit is not worth a shortcut
+# Below these the card's best unit is not worth a shortcut (AUC: the bar for naming a quote unit).
+KNOWN_MIN = {"auc": QUOTE_UNIT_MIN_AUC, "pearson": 0.8}
 
 
 def known_units(entry: ModelEntry, current: tuple[int, str, int]) -> list[KnownUnit]:
@@ -305,7 +308,7 @@ def known_units(entry: ModelEntry, current: tuple[int, str, int]) -> list[KnownU
             continue
         if probe not in KNOWN_LABELS or score < KNOWN_MIN.get(metric, 1.1):
             continue
-        if not (0 <= layer < entry.layers and state in entry.states and 0 <= unit < entry.hidden):
+        if not entry.has_unit(layer, state, unit):
             continue
         shown = f"{'AUC' if metric == 'auc' else '|r|'} {score:.3f}"
         out.append(KnownUnit(KNOWN_LABELS[probe], layer, state, unit, shown, (layer, state, unit) == current))

@@ -312,6 +312,15 @@ def train(cfg: TrainConfig) -> TrainResult:
         )
         return c
 
+    def checkpoint_now() -> None:
+        """Validate (saving the best serving checkpoint), save resume state, and count the time it took."""
+        nonlocal last_bpc, best_bpc, validated_at, eval_seconds
+        t_eval = time.time()
+        last_bpc, best_bpc = _validate(cfg, model, val_ids, vocab, card, best_bpc, history, step, is_main, out)
+        save_resume()
+        validated_at = step
+        eval_seconds += time.time() - t_eval
+
     def save_resume() -> None:
         """Every process calls this: each one's carried state and RNG go to rank 0, which writes."""
         mine = {"carry": _state_to_cpu(state), "rng": _rng_state(cfg.device)}
@@ -370,11 +379,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}", bpc=f"{loss.item() / LN2:.3f}", val=f"{last_bpc:.3f}" if last_bpc else "-")
         if step % cfg.eval_every == 0 or step == cfg.steps:
-            t_eval = time.time()
-            last_bpc, best_bpc = _validate(cfg, model, val_ids, vocab, card, best_bpc, history, step, is_main, out)
-            save_resume()
-            validated_at = step
-            eval_seconds += time.time() - t_eval
+            checkpoint_now()
             if world > 1:
                 dist.barrier()
         if cfg.stop_at is not None and step >= cfg.stop_at:
@@ -382,10 +387,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             break
     bar.close()
     if stopped_by != "steps" and validated_at != step:
-        t_eval = time.time()
-        last_bpc, best_bpc = _validate(cfg, model, val_ids, vocab, card, best_bpc, history, step, is_main, out)
-        save_resume()
-        eval_seconds += time.time() - t_eval
+        checkpoint_now()
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
