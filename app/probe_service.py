@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from models import probes
 from models.atlas import ATLAS_FILE, load_atlas, neuron_view
@@ -105,7 +106,8 @@ class ProbeService:
         label_seconds = time.perf_counter() - t0
         marked = int(values.sum()) if kind == probes.BINARY else None
         return self._rank(entry, text, top, marked, label_seconds,
-                          lambda blocks: probes.rank_units(blocks, values, kind, top))
+                          lambda blocks: probes.rank_units(blocks, values, kind, top,
+                                                                 workers=torch.get_num_threads()))
 
     def rank_span(self, entry: ModelEntry, text: str, start: int, end: int, threshold: float, top: int) -> Ranking:
         self.traces.check_text(text)

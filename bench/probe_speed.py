@@ -56,13 +56,13 @@ def main() -> None:
     vocab = CharVocab.from_text(text)
     torch.manual_seed(0)
     model = CharLM(ModelConfig(cell="lstm", n_layers=2, hidden=512, emb=64, vocab_size=len(vocab))).eval()
-    trace_ms = median_ms(lambda: run_trace(model, vocab, text), args.repeats)
-    tr = run_trace(model, vocab, text)
+    trace_ms = median_ms(lambda: run_trace(model, vocab, text, half=True), args.repeats)
+    tr = run_trace(model, vocab, text, half=True)  # float16 blocks, as the server's trace cache holds them
     blocks = {(k, s): a for k, per in tr.states.items() for s, a in per.items()}
     units = sum(a.shape[1] for a in blocks.values())
     quotes = probes.labels("quotes", text)
     line = probes.labels("line_position", text)
-    auc_ms = median_ms(lambda: probes.rank_units(blocks, quotes, probes.BINARY), args.repeats)
+    auc_ms = median_ms(lambda: probes.rank_units(blocks, quotes, probes.BINARY, workers=args.threads), args.repeats)
     r_ms = median_ms(lambda: probes.rank_units(blocks, line, probes.NUMERIC), args.repeats)
     print(f"{units:,} units x {len(text):,} chars, {torch.get_num_threads()} threads, median of {args.repeats}")
     print(f"trace {trace_ms:.0f} ms | rank by AUC {auc_ms:.0f} ms ({auc_ms / trace_ms:.2f} of trace) | "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import tokenize
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -204,69 +205,70 @@ def labels(probe: str, text: str, pattern: str | None = None) -> np.ndarray:
 def auc_all(x: np.ndarray, y: np.ndarray, block: int = 256, tile: int = 128) -> np.ndarray:
     """ROC AUC of every column of x (T, N) against binary y (T,): P(x_pos > x_neg) + ties/2.
 
-    One SIMD float sort per column and no argsort: the label rides in the lowest mantissa bit
-    (a 1-ulp nudge at most), set so that inside a run of equal values the negatives sort first.
-    Ordinal ranks then over-count each tied (positive, negative) pair by one half, which is
-    subtracted per run. Columns pass through a reused cache-sized buffer (tiled transpose).
+    One integer sort per column, no argsort, no gathers. Each value becomes an order-preserving
+    int32 key with the label in its lowest bit, so in a run of equal values the negatives sort
+    first. A positive at sorted index j then has j - (positives before it) negatives below or
+    equal to it, and the same count taken at its run's start (a running maximum, since the
+    count never decreases) is the negatives strictly below; their mean is its share of the AUC.
+    float16 input (what the trace cache holds) is exact; float32 gives up its last mantissa bit
+    to the label (values 1 ulp apart count as tied). Columns pass through reused cache-sized
+    buffers (tiled transpose).
     """
     y = np.asarray(y, dtype=bool)
     P = int(y.sum())
     T, N = x.shape
     if P == 0 or P == T:
         raise RnnscopeError("the probe marks every character the same way in this text; pick a text with both")
-    label = y.astype(np.int32)[None, :]
-    fdt = np.float32 if T * T < 2**24 else np.float64  # rank sums stay exact in float32 when small
-    ranks = np.arange(1, T + 1, dtype=fdt)
-    rank_sum = np.empty(N, dtype=np.float64)
-    buf = np.empty((min(block, N), T), dtype=np.float32)
-    keys_all = buf.view(np.int32)
-    scratch_all = np.empty_like(keys_all)
-    pos_all = np.empty(buf.shape, dtype=fdt)
+    if x.dtype != np.float16:
+        x = np.asarray(x, dtype=np.float32)
+    return _pairs_below(x, y.astype(np.int32)[None, :], block, tile) / (2.0 * P * (T - P))
+
+
+def _pairs_below(x: np.ndarray, label: np.ndarray, block: int, tile: int) -> np.ndarray:
+    """Per column: twice the Mann-Whitney U, 2 * #(neg < pos) + #(neg == pos), as int64."""
+    T, N = x.shape
+    half = x.dtype == np.float16
+    bits = x.view(np.int16) if half else x
+    out = np.empty(N, dtype=np.int64)
+    shape = (min(block, N), T)
+    keys_all, lab_all, a_all, scratch_all = (np.empty(shape, dtype=np.int32) for _ in range(4))
+    b_all = np.empty(shape, dtype=np.int64)  # numpy's running maximum is several times faster on int64
+    run_all = np.empty(shape, dtype=bool)
+    index = np.arange(T, dtype=np.int32)[None, :]
+    magnitude = np.int32(0x7FFF if half else 0x7FFFFFFF)
     for a in range(0, N, block):
         n = min(block, N - a)
-        cols, keys, scratch, is_pos = buf[:n], keys_all[:n], scratch_all[:n], pos_all[:n]
-        for r in range(0, T, tile):  # tiled transpose; adding 0.0 turns -0.0 into +0.0 on the way
-            np.add(x[r : r + tile, a : a + n].T, np.float32(0.0), out=cols[:, r : r + tile], casting="unsafe")
-        # Low bit = label for values >= 0, (1 - label) for negatives (where a larger bit is a smaller
-        # value): either way a positive sorts after an equal negative.
+        keys, lab, neg_le, neg_lt, run_start = keys_all[:n], lab_all[:n], a_all[:n], b_all[:n], run_all[:n]
+        scratch = scratch_all[:n]
+        for r in range(0, T, tile):  # tiled transpose; float16 bits sign-extend, float32 bits as they are
+            if half:
+                np.copyto(keys[:, r : r + tile], bits[r : r + tile, a : a + n].T)
+            else:
+                np.copyto(keys[:, r : r + tile].view(np.float32), bits[r : r + tile, a : a + n].T)
+        # Sign-magnitude bits -> a signed int in the values' order (-0 and +0 both become 0).
         np.right_shift(keys, 31, out=scratch)  # -1 for negative values, 0 otherwise
-        scratch &= 1
-        scratch ^= label
-        keys &= np.int32(~1)
-        keys |= scratch
-        cols.sort(axis=1)
-        np.right_shift(keys, 31, out=scratch)  # recover the label: low bit xor sign
-        scratch &= 1
-        scratch ^= keys
-        scratch &= 1
-        np.copyto(is_pos, scratch, casting="unsafe")
-        rank_sum[a : a + n] = is_pos @ ranks  # ordinal ranks of the positives
-        rank_sum[a : a + n] -= 0.5 * _tied_pairs(keys, scratch)
-    return (rank_sum - P * (P + 1) / 2) / (P * (T - P))
-
-
-def _tied_pairs(keys: np.ndarray, is_pos: np.ndarray) -> np.ndarray:
-    """Per row of sorted keys: the number of (positive, negative) pairs with equal values.
-
-    Only entries that sit in a run of equal values are looked at, so the cost follows the number
-    of ties, not the size of the block.
-    """
-    n, T = keys.shape
-    flat = keys.reshape(-1)
-    same = ((flat[1:] ^ flat[:-1]).view(np.uint32) < 2)  # equal up to the label bit
-    same[T - 1 :: T] = False  # a row's last entry and the next row's first are not a run
-    if not same.any():
-        return np.zeros(n)
-    in_run = np.zeros(n * T, dtype=bool)
-    in_run[1:] |= same
-    in_run[:-1] |= same
-    idx = np.flatnonzero(in_run)
-    starts = np.ones(len(idx), dtype=bool)
-    starts[1:] = ~same[idx[1:] - 1] | (idx[1:] != idx[:-1] + 1)
-    first = np.flatnonzero(starts)
-    pos = np.add.reduceat(is_pos.reshape(-1)[idx], first)
-    size = np.diff(np.append(first, len(idx)))
-    return np.bincount(idx[first] // T, weights=pos * (size - pos), minlength=n)
+        keys &= magnitude
+        keys ^= scratch
+        keys -= scratch
+        if half:
+            keys <<= 1  # room for the label: exact
+        else:
+            keys &= np.int32(~1)  # the last bit goes to the label
+        keys |= label
+        keys.sort(axis=1)
+        np.bitwise_and(keys, 1, out=lab)
+        np.cumsum(lab, axis=1, out=neg_le)
+        neg_le -= lab  # positives before each index
+        np.subtract(index, neg_le, out=neg_le)  # negatives before it: for a positive, those <= it
+        run_start[:, 0] = True
+        np.bitwise_xor(keys[:, 1:], keys[:, :-1], out=scratch[:, 1:])
+        np.greater_equal(scratch[:, 1:].view(np.uint32), 2, out=run_start[:, 1:])  # a new value begins
+        np.multiply(neg_le, run_start, out=neg_lt)
+        np.maximum.accumulate(neg_lt, axis=1, out=neg_lt)  # negatives before the run: those < it
+        neg_lt += neg_le
+        neg_lt *= lab
+        neg_lt.sum(axis=1, dtype=np.int64, out=out[a : a + n])
+    return out
 
 
 def pearson_all(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -297,11 +299,21 @@ class UnitScore:
     metric: str  # "auc" or "pearson"
 
 
-def rank_units(blocks: dict[tuple[int, str], np.ndarray], values: np.ndarray, kind: str, top: int = 20) -> list[UnitScore]:
-    """Score every unit of every (layer, state) block (each (T, U)) and return the best `top`."""
+def rank_units(blocks: dict[tuple[int, str], np.ndarray], values: np.ndarray, kind: str, top: int = 20,
+               workers: int = 1) -> list[UnitScore]:
+    """Score every unit of every (layer, state) block (each (T, U)) and return the best `top`.
+
+    `workers` threads take whole blocks each (the caller's share of the cores): numpy releases the
+    GIL while it sorts, and a block's buffers stay in one core's cache.
+    """
     keys = list(blocks)
     score_fn = auc_all if kind == BINARY else pearson_all
-    raw = np.concatenate([score_fn(blocks[k], values) for k in keys])  # each block as it is stored
+    if workers > 1 and len(keys) > 1:
+        with ThreadPoolExecutor(min(workers, len(keys))) as pool:
+            scores = list(pool.map(lambda k: score_fn(blocks[k], values), keys))
+    else:
+        scores = [score_fn(blocks[k], values) for k in keys]
+    raw = np.concatenate(scores)  # each block as it is stored
     if kind == BINARY:
         score, sign, metric = np.maximum(raw, 1 - raw), np.where(raw >= 0.5, 1, -1), "auc"
     else:

@@ -116,3 +116,29 @@ def test_auc_all_exact_on_float16_style_ties_of_both_signs():
     want = np.array([reference_auc(x[:, j], y) for j in range(x.shape[1])])
     assert np.abs(got - want).max() < 1e-9
     assert got[10] == 0.5 and got[11] == 1.0
+
+
+def test_auc_all_exact_on_float16_input_with_signed_zeros_and_saturation():
+    rng = np.random.default_rng(7)
+    T = 700
+    y = rng.random(T) < 0.35
+    x = np.tanh(3 * rng.normal(size=(T, 24))).astype(np.float16)  # saturates: long runs of +-1.0
+    x[:, 0] = np.where(rng.random(T) < 0.5, np.float16(-0.0), np.float16(0.0))  # -0 and +0 are one value
+    x[:, 1] = np.where(y, np.float16(1.0), np.float16(0.9995))  # adjacent float16 values: no tie
+    x[:, 2] = np.float16(-2.5)
+    got = probes.auc_all(x, y, block=8, tile=100)
+    want = np.array([reference_auc(x[:, j].astype(np.float64), y) for j in range(x.shape[1])])
+    assert np.abs(got - want).max() < 1e-12
+    assert got[0] == 0.5 and got[1] == 1.0 and got[2] == 0.5
+
+
+def test_rank_units_on_worker_threads_matches_one_thread():
+    rng = np.random.default_rng(8)
+    T = 400
+    y = rng.random(T) < 0.4
+    blocks = {(k, s): rng.normal(size=(T, 50)).astype(np.float16) for k in range(2) for s in "hcf"}
+    blocks[(1, "c")][:, 17] += 3 * y  # one clear winner, in the middle of the blocks
+    one = probes.rank_units(blocks, y, probes.BINARY, top=10)
+    two = probes.rank_units(blocks, y, probes.BINARY, top=10, workers=2)
+    assert one == two
+    assert (one[0].layer, one[0].state, one[0].unit) == (1, "c", 17)
