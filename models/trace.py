@@ -114,7 +114,10 @@ def run_trace(
     ids = vocab.encode_tensor(text)  # (T,)
     T = len(ids)
     carry = warmup_state(model, vocab, warmup)
-    recorded = {k: {s: [] for s in state_ids} for k in layer_ids}
+    width = cfg.hidden if unit_ids is None else len(unit_ids)
+    # Each chunk writes its rows straight into the final arrays: no per-chunk lists to stitch,
+    # which at 50,000 characters would copy (and fault in) every output a second time.
+    recorded = {k: {s: np.empty((T, width), dtype=out_dtype) for s in state_ids} for k in layer_ids}
     heads: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = []  # per chunk
     k_top = max(0, min(int(topk), cfg.vocab_size))
     later = _Later(overlap and T > chunk)
@@ -130,7 +133,7 @@ def run_trace(
                 new_carry.append(s1)
                 if k in recorded:
                     later(_record_layer, cfg.cell, layer, x[0], h_seq[0], s0, state_ids, keep_units, recorded[k],
-                          out_dtype)
+                          start)
                 x = h_seq
             carry = new_carry
             later(_predict, model, x[0], ids[start + 1 : start + 1 + len(piece)], k_top, heads)
@@ -142,7 +145,7 @@ def run_trace(
         text=text,
         cell=cfg.cell,
         layer_ids=layer_ids,
-        states={k: {s: _join(v) for s, v in per.items()} for k, per in recorded.items()},
+        states=recorded,
         units=unit_ids,
         topk_ids=_join([h[1] for h in heads]) if k_top else None,
         topk_probs=_join([h[2] for h in heads]) if k_top else None,
@@ -194,19 +197,19 @@ def _join(parts: list[np.ndarray]) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def _record_layer(cell, layer, x, h, s0, want, keep_units, into, out_dtype) -> None:
-    """Append this chunk's requested states for one layer. x (t, In), h (t, H) from the fused run.
+def _record_layer(cell, layer, x, h, s0, want, keep_units, into, start) -> None:
+    """Write this chunk's requested states for one layer into rows start.. of `into`'s arrays.
 
-    Gates are elementwise per unit, so with a unit subset only those units' weight rows are
+    x (t, In), h (t, H) come from the fused run. Gates are elementwise per unit, so with a unit subset only those units' weight rows are
     multiplied: the rest of the layer's gates are never materialised.
     """
     H = h.shape[1]
     units = torch.arange(H) if keep_units is None else keep_units
     U = len(units)
 
-    def put(name, value):  # value (t, U) -> numpy, in the caller's dtype
+    def put(name, value):  # value (t, U), cast to the output's dtype on the way
         if name in into:
-            into[name].append(value.numpy().astype(out_dtype, copy=False))
+            np.copyto(into[name][start : start + value.shape[0]], value.numpy(), casting="same_kind")
 
     put("h", h if keep_units is None else h[:, keep_units])
     if not (set(want) - {"h"}):
