@@ -511,9 +511,9 @@ class UnitStepper:
             mod, s0 = self.model.layers[k], self.carry[k]
             h_seq, s1 = mod(x, s0)  # (1, 1, H)
             if k == self.layer:
-                into: dict[str, list] = {self.state: []}
-                _record_layer(self.cell, mod, x[0], h_seq[0], s0, [self.state], self.keep, into, np.float32)
-                value = float(into[self.state][0][0, 0])
+                into = {self.state: np.empty((1, 1), dtype=np.float32)}  # one step, one unit
+                _record_layer(self.cell, mod, x[0], h_seq[0], s0, [self.state], self.keep, into, 0)
+                value = float(into[self.state][0, 0])
             self.carry[k] = s1
             x = h_seq
         return value

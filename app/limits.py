@@ -19,7 +19,7 @@ import math
 import os
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar
@@ -86,6 +86,44 @@ def default_torch_threads(slots: int, cpus: int | None = None) -> int:
     return max(1, cpus // max(1, slots))
 
 
+class FifoSlots:
+    """n slots handed out strictly in arrival order.
+
+    threading.Semaphore lets a newly arrived thread take a slot that was freed for a thread
+    already waiting (barging), so under load a few requests starve past the queue timeout while
+    newcomers are served. Here release() gives the slot straight to the longest waiter.
+    """
+
+    def __init__(self, n: int):
+        self._free = n
+        self._lock = threading.Lock()
+        self._waiters: deque[threading.Event] = deque()
+
+    def acquire(self, timeout: float) -> bool:
+        with self._lock:
+            if self._free and not self._waiters:
+                self._free -= 1
+                return True
+            if timeout <= 0:
+                return False
+            turn = threading.Event()
+            self._waiters.append(turn)
+        if turn.wait(timeout):
+            return True
+        with self._lock:
+            if turn.is_set():  # handed over just as the wait ran out: the slot is ours
+                return True
+            self._waiters.remove(turn)
+            return False
+
+    def release(self) -> None:
+        with self._lock:
+            if self._waiters:
+                self._waiters.popleft().set()
+            else:
+                self._free += 1
+
+
 class ModelSlots:
     """A bounded set of model-run slots with a queue timeout, a run timeout and single flight."""
 
@@ -93,7 +131,7 @@ class ModelSlots:
         self.slots = slots
         self.queue_timeout = queue_timeout
         self.run_timeout = run_timeout
-        self._free = threading.BoundedSemaphore(slots)
+        self._free = FifoSlots(slots)
         self._pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="model-run")
         self._lock = threading.Lock()
         self._inflight: dict[Hashable, Future] = {}
@@ -111,7 +149,7 @@ class ModelSlots:
                 self.waiting += 1
             try:
                 budget = self.queue_timeout - (started - arrived)  # what is left after waiting for a thread
-                got = self._free.acquire(timeout=budget) if budget > 0 else self._free.acquire(blocking=False)
+                got = self._free.acquire(timeout=budget)
             finally:
                 with self._lock:
                     self.waiting -= 1

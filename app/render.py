@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup, escape
 from starlette.requests import Request
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -17,6 +18,8 @@ env = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
+# |tojson without the spaces after , and : (per-character data: about a tenth of a view's bytes).
+env.policies["json.dumps_kwargs"] = {"sort_keys": True, "separators": (",", ":")}
 
 
 def render_page(name: str, context: dict) -> str:
@@ -31,3 +34,22 @@ def render_block(name: str, block: str, context: dict) -> str:
 def wants_partial(request: Request) -> bool:
     """An htmx swap gets a block; a history restore or a fresh load gets the whole page."""
     return request.headers.get("HX-Request") == "true" and request.headers.get("HX-History-Restore-Request") != "true"
+
+
+def char_spans(text: str, v: list[str], w: list[str] | None, cls: dict[int, str], title: dict[int, str]) -> Markup:
+    """The coloured text: one <span> per character, --v (and --w) its place on the colour scale.
+
+    Built here rather than in a Jinja loop because a neuron change re-renders every character
+    and the loop cost several times the rest of the request. `cls` holds extra CSS classes
+    (" nl", " unk", " na") and `title` hover text, for the few positions that have them. Every
+    character and title is escaped; each distinct character once.
+    """
+    esc = {ch: str(escape(ch)) for ch in set(text)}
+    if w is None and not cls:
+        return Markup("".join([f'<span class="ch" style="--v:{x}">{esc[ch]}</span>' for ch, x in zip(text, v)]))
+    out = []
+    for t, ch in enumerate(text):
+        style = f"--v:{v[t]};--w:{w[t]}" if w is not None and w[t] else f"--v:{v[t]}"
+        tip = f' title="{escape(title[t])}"' if title.get(t) else ""
+        out.append(f'<span class="ch{cls.get(t, "")}" style="{style}"{tip}>{esc[ch]}</span>')
+    return Markup("".join(out))

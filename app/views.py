@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 from urllib.parse import quote
 
 import numpy as np
+from markupsafe import Markup
 
 from models.evaluate import QUOTE_UNIT_MIN_AUC
 
 from .errors import InputError
 from .registry import ModelEntry
+from .render import char_spans
 from .scale import STATE_INFO, Scale, neuron_scale, surprisal_scale
 from .service import TraceService, unit_values
 
@@ -75,21 +77,12 @@ class Swatch:
 
 
 @dataclass
-class CharCell:
-    ch: str
-    v: str  # position on the colour scale in [-1, 1], formatted for --v
-    cls: str  # extra CSS classes: nl (newline), unk (not in vocabulary), na (no value)
-    title: str = ""
-    w: str = ""  # the second unit's position in [-1, 1], for --w (underline/overline); "" = off
-
-
-@dataclass
 class View:
     title: str
     heading: str
     description: str
     mode: str
-    chars: list[CharCell]
+    chars_html: Markup  # one escaped, coloured <span> per character (app.render.char_spans)
     legend: list[Swatch]
     legend_note: str
     stats: list[str]
@@ -232,15 +225,15 @@ def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest) -> Vi
     arrived = np.concatenate([[np.nan], surprisal[:-1]]).astype(np.float32)
     shown = arrived if req.mode == "surprisal" else values
     unknown = set(trace.unknown)
-    chars = _cells(req.text, scale.positions(shown), ~np.isfinite(shown), unknown)
-    compare_heading, compare_url, legend2, legend2_note, values2 = "", "", [], "", None
+    positions = [f"{x:.3f}" for x in scale.positions(shown).tolist()]
+    cls, titles = _marks(req.text, ~np.isfinite(shown), unknown)
+    compare_heading, compare_url, legend2, legend2_note, values2, positions2 = "", "", [], "", None, None
     if req.compare is not None:
         layer2, state2, unit2 = req.compare
         trace2 = service.view_trace(entry, req.text, layer2, state2).trace  # the same trace when it holds both
         values2 = unit_values(trace2, layer2, state2, unit2)  # (T,)
         scale2 = neuron_scale(state2, values2)
-        for cell, w in zip(chars, [f"{x:.3f}" for x in scale2.positions(values2).tolist()]):
-            cell.w = w
+        positions2 = [f"{x:.3f}" for x in scale2.positions(values2).tolist()]
         compare_heading = f"layer {layer2} · {state2} · unit {unit2}"
         compare_url = neuron_url(entry.name, layer2, state2, unit2)
         legend2, legend2_note = _legend(scale2), scale2.label
@@ -276,7 +269,7 @@ def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest) -> Vi
         heading=heading,
         description=description,
         mode=req.mode,
-        chars=chars,
+        chars_html=char_spans(req.text, positions, positions2, cls, titles),
         legend=_legend(scale),
         legend_note=scale.label,
         stats=stats,
@@ -315,16 +308,13 @@ def known_units(entry: ModelEntry, current: tuple[int, str, int]) -> list[KnownU
     return out
 
 
-def _cells(text: str, positions: np.ndarray, missing: np.ndarray, unknown: set[int]) -> list[CharCell]:
-    """One cell per character; vectorised formatting, since texts run to tens of thousands of chars."""
-    values = [f"{x:.3f}" for x in positions.tolist()]
-    cells = [CharCell(ch, v, "") for ch, v in zip(text, values)]
+def _marks(text: str, missing: np.ndarray, unknown: set[int]) -> tuple[dict[int, str], dict[int, str]]:
+    """Extra CSS classes and hover titles for the few characters that need them: newlines,
+    characters the model never saw, positions without a value."""
     special = {t for t, ch in enumerate(text) if ch == "\n"} | unknown | set(np.flatnonzero(missing).tolist())
-    for t in special:
-        cell = cells[t]
-        cell.cls = (" nl" if cell.ch == "\n" else "") + (" unk" if t in unknown else "") + (" na" if missing[t] else "")
-        cell.title = UNKNOWN_TITLE if t in unknown else ""
-    return cells
+    cls = {t: (" nl" if text[t] == "\n" else "") + (" unk" if t in unknown else "") + (" na" if missing[t] else "")
+           for t in special}
+    return cls, {t: UNKNOWN_TITLE for t in unknown}
 
 
 def _top_strings(chars_table: list[str], ids: np.ndarray) -> list[str]:

@@ -6,6 +6,8 @@ against the default model, or --model NAME|FOLDER, on a 2,000-character text:
   neuron change the same text, another unit (cache hit: no model pass)
   bare trace    models.trace.run_trace with the same arguments the service uses
 and prints medians, response sizes and the ratio first-trace / bare trace from this one run.
+Server time is the app's own Server-Timing header (routing, handler, rendering, gzip: the
+response's first byte); client time adds the test client's side (URL encoding, decompression).
 
     .venv/bin/python bench/serve_speed.py [--model austen-lstm] [--chars 2000] [--reps 7]
 """
@@ -42,6 +44,12 @@ def sample_text(chars: int, offset: int) -> str:
     return source[start : start + chars]
 
 
+def server_seconds(response) -> float:
+    """The app's own time for this response, from its Server-Timing header (app;dur=MS)."""
+    timing = response.headers["server-timing"]
+    return float(timing.split("dur=")[1].split(",")[0]) / 1000
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="model name in RNNSCOPE_MODELS_DIR, or a checkpoint folder")
@@ -68,7 +76,7 @@ def main() -> None:
         model, vocab = entry.checkpoint.model, entry.checkpoint.vocab
         print(f"model {name}: {entry.cell} {entry.layers}x{entry.hidden}, text {args.chars} chars, {args.reps} reps")
 
-        first, change, bare, sizes, gz_sizes = [], [], [], [], []
+        first, change, change_server, first_server, bare, sizes, gz_sizes = [], [], [], [], [], [], []
         run_trace(model, vocab, sample_text(args.chars, 999))  # warm-up: allocator, kernels
         for rep in range(args.reps):
             text = sample_text(args.chars, rep)
@@ -82,21 +90,25 @@ def main() -> None:
             r = client.get("/", params=params, headers=HX)
             first.append(time.perf_counter() - t0)
             assert r.status_code == 200 and "traced in" in r.text, r.text[:300]
+            first_server.append(server_seconds(r))
 
             t0 = time.perf_counter()
             r = client.get("/", params={**params, "unit": str(1 + rep % (entry.hidden - 1))}, headers=HX)
             change.append(time.perf_counter() - t0)
             assert r.status_code == 200 and "re-coloured from cache" in r.text, r.text[:300]
+            change_server.append(server_seconds(r))
             sizes.append(len(r.content))
             gz_sizes.append(len(gzip.compress(r.content, 6)))
 
     med = statistics.median
     print(f"{'bare run_trace (all layers/states/units)':44s} {med(bare) * 1000:8.1f} ms")
-    print(f"{'first trace through the app (cache miss)':44s} {med(first) * 1000:8.1f} ms")
-    print(f"{'neuron change (cache hit)':44s} {med(change) * 1000:8.1f} ms")
+    print(f"{'first trace, server (cache miss)':44s} {med(first_server) * 1000:8.1f} ms   "
+          f"(client {med(first) * 1000:.1f} ms)")
+    print(f"{'neuron change, server (cache hit)':44s} {med(change_server) * 1000:8.1f} ms   "
+          f"(client {med(change) * 1000:.1f} ms)")
     print(f"{'response size (htmx partial)':44s} {med(sizes) / 1024:8.1f} KiB  ({med(gz_sizes) / 1024:.1f} KiB gzip)")
-    print(f"ratio first trace / bare run_trace: {med(first) / med(bare):.2f}x")
-    print(f"ratio neuron change / first trace:  {med(change) / med(first):.3f}x")
+    print(f"ratio first trace (server) / bare run_trace: {med(first_server) / med(bare):.2f}x")
+    print(f"ratio neuron change / first trace (server):  {med(change_server) / med(first_server):.3f}x")
 
 
 if __name__ == "__main__":

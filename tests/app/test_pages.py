@@ -89,6 +89,18 @@ def test_neuron_layer_and_state_changes_recolour_from_the_cache(client, service)
     assert colours[0] != colours[1] != colours[2]
 
 
+def test_every_response_says_how_long_the_server_took(client):
+    """Server-Timing: the server's own time, so a slow page can be told from a slow network."""
+    seen = []
+    for r in (client.get("/", params={"model": "tiny-lstm", "text": 'He said "no".'}, headers=HX),
+              client.get("/", params={"model": "tiny-lstm", "text": 'He said "no".', "unit": "4"}, headers=HX),
+              client.get("/api/v1/models"), client.get("/no-such-page")):
+        m = re.fullmatch(r"app;dur=([0-9]+\.[0-9])", r.headers.get("server-timing", ""))
+        assert m, (r.request.url, r.headers.get("server-timing"))
+        seen.append(float(m.group(1)))
+    assert seen[0] > 0  # a first trace runs the model: it cannot take no time
+
+
 def test_long_texts_cache_one_layer_and_state_so_neuron_steps_stay_free(tiny_models_dir):
     # a tiny cache: the whole trace of this text does not fit, one (layer, state) does
     with make_client(tiny_models_dir, cache_bytes=200_000, full_trace_share=0.5) as c:

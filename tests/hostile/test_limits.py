@@ -231,3 +231,46 @@ def test_requests_queued_for_a_model_slot_do_not_hold_up_cache_hits(tiny_models_
         for t in threads:
             t.join(60)
         assert queued == [200] * 48  # and once the slot is free, every queued request is served
+
+
+def test_model_slots_go_to_waiting_requests_in_arrival_order():
+    """A freed slot goes to the longest waiter, never to a request that just arrived (no barging)."""
+    from app.limits import FifoSlots, ModelSlots
+
+    slots = ModelSlots(1, queue_timeout=10.0, run_timeout=10.0)
+    release = threading.Event()
+    holder = threading.Thread(target=slots.run, args=(None, lambda: release.wait(10)), daemon=True)
+    holder.start()
+    time.sleep(0.1)
+    order: list[str] = []
+    waiters = []
+    for name in "ABCD":
+        t = threading.Thread(target=slots.run, args=(None, lambda name=name: order.append(name)), daemon=True)
+        t.start()
+        waiters.append(t)
+        deadline = time.monotonic() + 2
+        while slots.waiting < len(waiters) and time.monotonic() < deadline:  # queued before the next one comes
+            time.sleep(0.01)
+    assert slots.waiting == 4
+    release.set()
+    for t in waiters:
+        t.join(5)
+    assert order == list("ABCD")
+
+    fifo = FifoSlots(1)
+    assert fifo.acquire(0) and not fifo.acquire(0)  # taken: no wait asked, no slot
+    t0 = time.monotonic()
+    assert not fifo.acquire(0.2) and time.monotonic() - t0 >= 0.19  # timed out, and left the queue
+    fifo.release()
+    assert fifo.acquire(0)  # the timed-out waiter did not keep the freed slot
+
+    handed = FifoSlots(1)
+    assert handed.acquire(0)
+    got: list[bool] = []
+    waiter = threading.Thread(target=lambda: got.append(handed.acquire(5)), daemon=True)
+    waiter.start()
+    time.sleep(0.2)  # the waiter is queued
+    handed.release()
+    assert not handed.acquire(0)  # a newcomer right at the release does not take the waiter's slot
+    waiter.join(5)
+    assert got == [True]
