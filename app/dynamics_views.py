@@ -35,14 +35,13 @@ from .errors import InputError
 from .limits import Overloaded
 from .registry import ModelEntry
 from .scale import STATE_INFO, Scale, neuron_scale
-from .views import DEFAULT_TEXT
+from .views import DEFAULT_TEXT, UNKNOWN_TITLE
 
 SHARED = ("model", "layer", "state", "unit", "text")
 NAV_TEXT_LIMIT = 2_000  # server-rendered links carry the text up to this length (static/dynamics.js carries any)
 PRIME_SHOWN = 400
 DOT_LIMIT = 201  # hoverable dots on a line plot up to this many points per series
 WATCH_ROWS = 15
-UNKNOWN_TITLE = "the model never saw this character: it reads it as the unknown character"
 SALIENCY_DECADES = 3.0
 BUSY = "busy"  # the errors key for "no model slot free / the run took too long" (503, not the user's input)
 
