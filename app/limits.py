@@ -3,6 +3,7 @@
 - ModelSlots: at most N model runs at once (a 2-core box does not get faster with 10 runs in
   parallel, only slower for everyone); a request that cannot get a slot within the queue timeout,
   or whose run outlives the run timeout, gets a clean 503 with Retry-After instead of hanging.
+  Slots go to waiting requests in arrival order (FifoSlots), so none starves behind newcomers.
   A run that outlives its request still finishes on its slot and fills the cache, so the retry is
   cheap. Identical runs in flight are shared (single flight), so a burst of the same view costs one run.
 - RateLimit: a token bucket per client address (OFF unless RNNSCOPE_RATE_LIMIT is set).
