@@ -7,7 +7,9 @@ texts of 5,000 and 50,000 characters, prints the median time of
   (c) the full trace: every layer, every state and gate, top-k and surprisal, with gates and
       predictions on a helper thread (overlap=True),
   (c1) the same trace without overlap (all on the calling thread; run_trace's choice above 1 thread),
-and the ratios c/a (target <= 1.3), c1/a and b/a, all measured side by side in this one run.
+  (g) the gate pre-activation GEMMs alone ([x_t ; h_t-1] times every layer's weights for all steps):
+      work this route adds to (a) whatever else it does, so (a+g)/a is its floor at this thread count,
+and the ratios c/a (target <= 1.3), c1/a, (a+g)/a and b/a, all measured side by side in this one run.
 
     python bench/trace_speed.py [--repeats 3] [--lengths 5000 50000] [--threads 2]
 """
@@ -73,7 +75,7 @@ def main() -> None:
     vocab = CharVocab.from_text(ALPHABET)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeats} (loop: {args.loop_repeats})")
     print(f"{'cell':5} {'chars':>7} {'(a) fused s':>12} {'(b) loop s':>11} {'(c) trace s':>12} {'(c1) s':>8} "
-          f"{'c/a':>6} {'c1/a':>6} {'b/a':>6}")
+          f"{'(g) s':>7} {'c/a':>6} {'c1/a':>6} {'(a+g)/a':>8} {'b/a':>6}")
     for cell in ("lstm", "gru"):
         torch.manual_seed(0)
         model = CharLM(ModelConfig(cell=cell, n_layers=2, hidden=512, emb=64, vocab_size=len(vocab))).eval()
@@ -88,9 +90,27 @@ def main() -> None:
             a = median_time(lambda: torch.no_grad()(fused)(model.embed(idx)), args.repeats)
             c = median_time(lambda: run_trace(model, vocab, text, topk=5, overlap=True), args.repeats)
             c1 = median_time(lambda: run_trace(model, vocab, text, topk=5, overlap=False), args.repeats)
+            g = median_time(gate_gemms(model, idx), args.repeats)
             b = median_time(lambda: cell_loop(model, idx), args.loop_repeats)
-            print(f"{cell:5} {n:7d} {a:12.3f} {b:11.3f} {c:12.3f} {c1:8.3f} {c / a:6.2f} {c1 / a:6.2f} {b / a:6.2f}",
-                  flush=True)
+            print(f"{cell:5} {n:7d} {a:12.3f} {b:11.3f} {c:12.3f} {c1:8.3f} {g:7.3f} {c / a:6.2f} {c1 / a:6.2f} "
+                  f"{(a + g) / a:8.2f} {b / a:6.2f}", flush=True)
+
+
+@torch.no_grad()
+def gate_gemms(model: CharLM, idx: torch.Tensor):
+    """A timed callable: every layer's gate pre-activations for all steps, from its input and h."""
+    xs, x = [], model.embed(idx)
+    for layer in model.layers:  # inputs and outputs of each layer, computed once, outside the timing
+        h, _ = layer(x)
+        xs.append((x[0], h[0], layer))
+        x = h
+
+    def run() -> None:
+        for x, h, layer in xs:
+            pre = torch.addmm(layer.bias_ih_l0 + layer.bias_hh_l0, x, layer.weight_ih_l0.T)
+            pre[1:].addmm_(h[:-1], layer.weight_hh_l0.T)
+
+    return run
 
 
 def fused_module(model: CharLM) -> torch.nn.Module:
