@@ -120,6 +120,7 @@ def save_atlas(ckpt_dir: str | Path, atlas: dict) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".atlas.")
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(atlas, f, ensure_ascii=False, separators=(",", ":"))
+    os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a server running as another user must read it
     os.replace(tmp, path)
     return path
 

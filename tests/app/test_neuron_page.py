@@ -80,6 +80,12 @@ def test_without_an_atlas_the_api_says_how_to_build_one_and_still_gives_pushes(a
     assert [p["char"] for p in body["pushes_down"]] == [ck.vocab.chars[i] for i in np.argsort(w, kind="stable")[:8]]
 
 
+def test_a_saved_atlas_is_readable_by_other_users(atlas_models):
+    """A server running as another user (the Docker image's) must be able to read it."""
+    mode = (atlas_models[0] / "with-atlas" / ATLAS_FILE).stat().st_mode & 0o777
+    assert mode == 0o644
+
+
 def test_neuron_page_with_an_atlas(aclient, atlas_models):
     r = aclient.get("/neuron/with-atlas/1/h/6")
     assert r.status_code == 200 and r.text.startswith("<!doctype html>")
