@@ -200,8 +200,9 @@ def _join(parts: list[np.ndarray]) -> np.ndarray:
 def _record_layer(cell, layer, x, h, s0, want, keep_units, into, start) -> None:
     """Write this chunk's requested states for one layer into rows start.. of `into`'s arrays.
 
-    x (t, In), h (t, H) come from the fused run. Gates are elementwise per unit, so with a unit subset only those units' weight rows are
-    multiplied: the rest of the layer's gates are never materialised.
+    x (t, In), h (t, H) come from the fused run. Gates are elementwise per unit, so with a unit
+    subset only those units' weight rows are multiplied: the rest of the layer's gates are never
+    materialised.
     """
     H = h.shape[1]
     units = torch.arange(H) if keep_units is None else keep_units
