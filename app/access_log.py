@@ -1,10 +1,14 @@
-"""A short access log line per request: path and query size, never the query (it holds the user's text)."""
+"""Request timing: a short access log line per request (path and query size, never the query: it
+holds the user's text), and a Server-Timing header telling the client the server's own time to
+the response's first byte (browsers show it in their network panel; bench/serve_speed.py reads it).
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 
+from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("rnnscope.access")
@@ -25,6 +29,8 @@ class AccessLog:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                ms = (time.perf_counter() - t0) * 1000  # outermost: routing, handler, rendering, gzip
+                MutableHeaders(scope=message).append("Server-Timing", f"app;dur={ms:.1f}")
             await send(message)
 
         try:

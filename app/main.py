@@ -25,12 +25,17 @@ from .registry import Registry
 from .render import STATIC_DIR, render_page
 from .security import HEADERS as SECURITY_HEADERS
 from .security import SecurityHeaders
-from .server_timing import ServerTiming
 from .service import TraceService
 from .share_service import ShareService
 
 log = logging.getLogger("rnnscope")
 HTMX = STATIC_DIR / "vendor" / "htmx.min.js"
+
+
+# Level 1, not Starlette's 9: compression runs on the event loop and stalls every other request.
+# Measured on a 2,000-character view (185 KB): level 1 takes 2.4 ms for 46.7 KB, level 5 5.3 ms for
+# 40.3 KB, level 9 several times that. bench/serve_speed.py reports sizes at this level.
+GZIP_LEVEL = 1
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -81,15 +86,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.registry = registry
     app.state.service = service
 
-    # Level 1, not Starlette's 9: compression runs on the event loop and stalls every other request.
-    # Measured on a 2,000-character view (185 KB): level 1 takes 2.4 ms for 46.7 KB, level 5 5.3 ms for
-    # 40.3 KB, level 9 several times that.
-    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=1)
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=GZIP_LEVEL)
     app.add_middleware(BodyGuard, max_bytes=settings.body_limit)  # bounded, clean bodies before any parsing
     app.add_middleware(RateLimit, per_minute=settings.rate_limit, burst=settings.rate_burst)  # off when 0
     app.add_middleware(SecurityHeaders)
-    app.add_middleware(AccessLog)
-    app.add_middleware(ServerTiming)  # outermost: its time covers everything inside
+    app.add_middleware(AccessLog)  # outermost: its time (log line, Server-Timing) covers everything inside
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(pages.router)
     app.include_router(api.router)

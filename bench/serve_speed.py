@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 from fastapi.testclient import TestClient  # noqa: E402
 
 from app.config import Settings  # noqa: E402
-from app.main import create_app  # noqa: E402
+from app.main import GZIP_LEVEL, create_app  # noqa: E402
 from app.service import VIEW_TOPK  # noqa: E402
 from models.trace import run_trace  # noqa: E402
 
@@ -98,7 +98,7 @@ def main() -> None:
             assert r.status_code == 200 and "re-coloured from cache" in r.text, r.text[:300]
             change_server.append(server_seconds(r))
             sizes.append(len(r.content))
-            gz_sizes.append(len(gzip.compress(r.content, 6)))
+            gz_sizes.append(len(gzip.compress(r.content, GZIP_LEVEL)))  # what the server sends
 
     med = statistics.median
     print(f"{'bare run_trace (all layers/states/units)':44s} {med(bare) * 1000:8.1f} ms")
