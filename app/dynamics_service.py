@@ -39,7 +39,7 @@ from models.dynamics import (
 )
 from models.errors import RnnscopeError
 from models.sample import generate
-from models.trace import _record_layer  # the trace's own per-layer maths, so a stepped value equals a traced one
+from models.trace import _record_layer, gate_weights  # the trace's own per-layer maths: a stepped value equals a traced one
 
 from .errors import InputError
 from .registry import ModelEntry
@@ -497,6 +497,7 @@ class UnitStepper:
         self.layer, self.state = layer, state
         self.keep = torch.tensor([unit])
         with torch.no_grad():
+            self.weights = gate_weights(self.cell, self.model.layers[layer], self.keep)
             x = self.model.embed(self.vocab.encode_tensor(prime)[None])  # (1, T, E)
             self.carry = []
             for k in range(layer + 1):
@@ -512,7 +513,7 @@ class UnitStepper:
             h_seq, s1 = mod(x, s0)  # (1, 1, H)
             if k == self.layer:
                 into = {self.state: np.empty((1, 1), dtype=np.float32)}  # one step, one unit
-                _record_layer(self.cell, mod, x[0], h_seq[0], s0, [self.state], self.keep, into, 0)
+                _record_layer(self.cell, mod, x[0], h_seq[0], s0, [self.state], self.keep, into, 0, self.weights)
                 value = float(into[self.state][0, 0])
             self.carry[k] = s1
             x = h_seq

@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.gzip import GZipMiddleware
 
 from models import __version__
+from models.buffers import POOL
 from models.errors import RnnscopeError
 
 from . import api, pages, routes_dynamics, routes_probe, routes_share
@@ -53,6 +54,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         threads_before = torch.get_num_threads()
         threads = settings.torch_threads or default_torch_threads(settings.max_concurrent_traces)
         torch.set_num_threads(threads)
+        pool_before = POOL.limit_bytes
+        POOL.resize(settings.buffer_pool_bytes)
         log.info("model runs: at most %d at once, %d torch thread(s) each; queue timeout %g s, run timeout %g s; "
                  "%d worker threads%s", settings.max_concurrent_traces, threads, settings.queue_timeout,
                  settings.trace_timeout, settings.worker_threads,
@@ -73,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.shares.close()
         service.slots.close()
         torch.set_num_threads(threads_before)  # several apps may live in one process (tests)
+        POOL.resize(pool_before)
 
     app = FastAPI(
         title="rnnscope",

@@ -4,12 +4,14 @@ For a 2-layer, 512-unit LSTM and GRU (random weights: speed does not depend on t
 texts of 5,000 and 50,000 characters, prints the median time of
   (a) PyTorch's fused 2-layer nn.LSTM / nn.GRU (num_layers=2) returning only the top h,
   (b) a per-step loop of LSTMCell/GRUCell calls,
-  (c) the full trace: every layer, every state and gate, top-k and surprisal, with gates and
-      predictions on a helper thread (overlap=True),
-  (c1) the same trace without overlap (all on the calling thread; run_trace's choice above 1 thread),
+  (c) the full trace: every layer, every state and gate, top-k and surprisal, float32, as
+      run_trace does it by default (a task graph on max(2, threads) workers of one torch thread),
+  (c1) the same trace with overlap=False: everything in order on the calling thread,
   (g) the gate pre-activation GEMMs alone ([x_t ; h_t-1] times every layer's weights for all steps):
       work this route adds to (a) whatever else it does, so (a+g)/a is its floor at this thread count,
 and the ratios c/a (target <= 1.3), c1/a, (a+g)/a and b/a, all measured side by side in this one run.
+The engine's buffer pool is sized to hold one full trace, as a server reusing memory would have it
+(models/buffers.py); the first of the repeats maps fresh memory, the median is the steady state.
 
     python bench/trace_speed.py [--repeats 3] [--lengths 5000 50000] [--threads 2]
 """
@@ -23,6 +25,7 @@ import time
 
 import torch
 
+from models.buffers import POOL
 from models.charlm import CharLM, ModelConfig
 from models.trace import run_trace
 from models.vocab import CharVocab
@@ -73,7 +76,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rng = random.Random(0)
     vocab = CharVocab.from_text(ALPHABET)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeats} (loop: {args.loop_repeats})")
+    full_trace_bytes = 2 * 8 * max(args.lengths) * 512 * 4  # layers x states x chars x units x float32
+    POOL.resize(full_trace_bytes + (64 << 20))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeats} (loop: "
+          f"{args.loop_repeats}); buffer pool {POOL.limit_bytes / 2**20:.0f} MiB")
     print(f"{'cell':5} {'chars':>7} {'(a) fused s':>12} {'(b) loop s':>11} {'(c) trace s':>12} {'(c1) s':>8} "
           f"{'(g) s':>7} {'c/a':>6} {'c1/a':>6} {'(a+g)/a':>8} {'b/a':>6}")
     for cell in ("lstm", "gru"):
@@ -88,7 +94,7 @@ def main() -> None:
                 assert torch.allclose(same, model.top_hidden(idx[:, :500]), atol=1e-5)
                 run_trace(model, vocab, text[:3000])
             a = median_time(lambda: torch.no_grad()(fused)(model.embed(idx)), args.repeats)
-            c = median_time(lambda: run_trace(model, vocab, text, topk=5, overlap=True), args.repeats)
+            c = median_time(lambda: run_trace(model, vocab, text, topk=5), args.repeats)
             c1 = median_time(lambda: run_trace(model, vocab, text, topk=5, overlap=False), args.repeats)
             g = median_time(gate_gemms(model, idx), args.repeats)
             b = median_time(lambda: cell_loop(model, idx), args.loop_repeats)

@@ -13,15 +13,18 @@ Position t in every output means "after reading character t".
 from __future__ import annotations
 
 import math
-from concurrent.futures import Future, ThreadPoolExecutor
+import threading
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .charlm import CELL_STATES, CharLM
+from .buffers import POOL
 from .errors import RnnscopeError
+from .taskgraph import TaskGraph
 from .vocab import CharVocab
 
 LN2 = math.log(2)
@@ -92,55 +95,38 @@ def run_trace(
     topk: int = 5,
     warmup: str = "",
     half: bool = False,
-    chunk: int = 2048,
+    chunk: int = 512,
     overlap: bool | None = None,
 ) -> Trace:
-    """Trace `text`; with `overlap`, gates and predictions of one chunk are worked out on a second
-    thread while the fused forward reads the next chunk.
+    """Trace `text`, in chunks of `chunk` characters with the state carried across.
 
-    None (the default) overlaps only when torch runs one intra-op thread, as the server's model
-    slots do: measured by bench/trace_speed.py, overlap makes a 1-thread trace about 1.3x faster,
-    but with 2 threads each the two threads' OpenMP teams oversubscribe the cores and it is slower.
+    With `overlap` (the default), the work runs as a task graph on max(2, torch threads) worker
+    threads of one torch thread each: layer k+1 reads chunk j while layer k reads chunk j+1,
+    and gates and predictions fill the gaps (bench/trace_speed.py measures both routes). Without
+    it, everything runs in order on the calling thread with its own torch thread count.
     """
-    if overlap is None:
-        overlap = torch.get_num_threads() == 1
     if not text:
         raise RnnscopeError("the text is empty: give at least one character")
     layer_ids, state_ids, unit_ids = check_request(model, layers, states, units)
     model.eval()
     cfg = model.config
     out_dtype = np.float16 if half else np.float32
-    keep_units = None if unit_ids is None else torch.tensor(unit_ids)
     ids = vocab.encode_tensor(text)  # (T,)
     T = len(ids)
-    carry = warmup_state(model, vocab, warmup)
     width = cfg.hidden if unit_ids is None else len(unit_ids)
-    # Each chunk writes its rows straight into the final arrays: no per-chunk lists to stitch,
-    # which at 50,000 characters would copy (and fault in) every output a second time.
-    recorded = {k: {s: np.empty((T, width), dtype=out_dtype) for s in state_ids} for k in layer_ids}
-    heads: list[tuple[np.ndarray, np.ndarray | None, np.ndarray | None]] = []  # per chunk
+    # Each chunk writes its rows straight into the final arrays (no per-chunk lists to stitch),
+    # allocated by the first tasks of the graph from the buffer pool (models/buffers.py).
+    recorded: dict[int, dict[str, np.ndarray]] = {k: {} for k in layer_ids}
     k_top = max(0, min(int(topk), cfg.vocab_size))
-    later = _Later(overlap and T > chunk)
-
+    run = _TraceRun(model, ids, chunk, warmup_state(model, vocab, warmup), recorded, state_ids,
+                    None if unit_ids is None else torch.tensor(unit_ids), k_top, (T, width), out_dtype)
+    workers = max(2, torch.get_num_threads()) if overlap is None or overlap else 1
     try:
-        for start in range(0, T, chunk):
-            piece = ids[start : start + chunk]
-            x = model.embed(piece[None, :])  # (1, t, E)
-            new_carry = []
-            for k, layer in enumerate(model.layers):
-                s0 = None if carry is None else carry[k]
-                h_seq, s1 = layer(x, s0)  # (1, t, H)
-                new_carry.append(s1)
-                if k in recorded:
-                    later(_record_layer, cfg.cell, layer, x[0], h_seq[0], s0, state_ids, keep_units, recorded[k],
-                          start)
-                x = h_seq
-            carry = new_carry
-            later(_predict, model, x[0], ids[start + 1 : start + 1 + len(piece)], k_top, heads)
-        later.wait()
+        run.graph.run(workers)
     finally:
-        later.close()
-
+        run.graph = None  # its tasks are bound methods of run: without this cycle the outputs are
+        # freed (and their buffers pooled) as soon as the caller drops the trace, not at the next GC
+    heads = [run.heads[j] for j in range(run.n_chunks)]
     return Trace(
         text=text,
         cell=cfg.cell,
@@ -154,42 +140,94 @@ def run_trace(
     )
 
 
-class _Later:
-    """Runs work in submission order: on one background thread, or at once when not overlapping.
+class _TraceRun:
+    """One trace as a task graph: ("fwd", k, j) runs layer k's fused module over chunk j,
+    ("rec", k, j) records its states and gates, ("pred", j) the top layer's predictions.
 
-    One worker keeps every list appended in time order. Each task runs under no_grad (a
-    thread-local mode in PyTorch). The first error is raised by wait().
+    Sequence tensors are held only until their last reader has run.
     """
 
-    def __init__(self, overlap: bool):
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="rnnscope-trace") if overlap else None
-        self.pending: list[Future] = []
+    def __init__(self, model: CharLM, ids, chunk, carry, recorded, state_ids, keep_units, k_top, shape, dtype):
+        self.model, self.ids, self.chunk = model, ids, max(1, int(chunk))
+        self.recorded, self.state_ids, self.keep_units, self.k_top = recorded, state_ids, keep_units, k_top
+        L = model.config.n_layers
+        self.n_chunks = math.ceil(len(ids) / self.chunk)
+        self.state_in = {(k, 0): None if carry is None else carry[k] for k in range(L)}  # before chunk j
+        self.seq: dict[tuple[int, int], list] = {}  # (layer, chunk) -> [tensor, readers left]; layer -1 = embedding
+        self.seq_lock = threading.Lock()
+        self.heads: dict[int, tuple] = {}
+        gates = set(state_ids) - {"h"}
+        self.weights = {k: gate_weights(model.config.cell, model.layers[k], keep_units) if gates else None
+                        for k in recorded}
+        self.graph = g = TaskGraph()
+        for k in recorded:
+            g.add(("alloc", k), partial(self.allocate, k, shape, dtype), priority=(0, -1, k))
+        for j in range(self.n_chunks):
+            for k in range(L):
+                g.add(("fwd", k, j), partial(self.forward, k, j),
+                      after=[key for key in (("fwd", k - 1, j), ("fwd", k, j - 1)) if min(key[1:]) >= 0],
+                      priority=(0, j + k, k))
+                if k in recorded:
+                    g.add(("rec", k, j), partial(self.record, k, j), after=[("fwd", k, j), ("alloc", k)],
+                          priority=(1, j, k))
+            g.add(("pred", j), partial(self.predict, j), after=[("fwd", L - 1, j)], priority=(1, j, L))
 
-    def __call__(self, fn, *args) -> None:
-        if self.pool is None:
-            fn(*args)
+    def allocate(self, k: int, shape, dtype) -> None:
+        for s in self.state_ids:
+            self.recorded[k][s] = POOL.empty(shape, dtype)
+
+    def _readers(self, k: int) -> int:
+        """How many tasks read layer k's output sequence of a chunk (k = -1: the embedding)."""
+        L = self.model.config.n_layers
+        return (0 <= k < L - 1) + (k >= 0 and k in self.recorded) + (k + 1 in self.recorded) + (k == L - 1)
+
+    def _put(self, k: int, j: int, value: torch.Tensor) -> None:
+        if n := self._readers(k):
+            with self.seq_lock:
+                self.seq[(k, j)] = [value, n]
+
+    def _take(self, k: int, j: int) -> torch.Tensor:
+        with self.seq_lock:
+            held = self.seq[(k, j)]
+            held[1] -= 1
+            if held[1] == 0:
+                del self.seq[(k, j)]
+            return held[0]
+
+    def forward(self, k: int, j: int) -> None:
+        if k == 0:
+            piece = self.ids[j * self.chunk : (j + 1) * self.chunk]
+            x = self.model.embed(piece)  # (t, E)
+            self._put(-1, j, x)
         else:
-            self.pending.append(self.pool.submit(torch.no_grad()(fn), *args))
+            x = self._take(k - 1, j)
+        h_seq, s1 = self.model.layers[k](x[None], self.state_in[(k, j)])  # (1, t, H)
+        self.state_in[(k, j + 1)] = s1
+        self._put(k, j, h_seq[0])
 
-    def wait(self) -> None:
-        for f in self.pending:
-            f.result()
+    def record(self, k: int, j: int) -> None:
+        x, h = self._take(k - 1, j), self._take(k, j)
+        cell = self.model.config.cell
+        _record_layer(cell, self.model.layers[k], x, h, self.state_in[(k, j)], self.state_ids, self.keep_units,
+                      self.recorded[k], j * self.chunk, self.weights[k])
 
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+    def predict(self, j: int) -> None:
+        L = self.model.config.n_layers
+        top_h = self._take(L - 1, j)
+        start = j * self.chunk
+        nxt = self.ids[start + 1 : start + 1 + top_h.shape[0]]
+        self.heads[j] = _predict(self.model, top_h, nxt, self.k_top)
 
 
-def _predict(model: CharLM, top_h: torch.Tensor, nxt: torch.Tensor, k_top: int, into: list) -> None:
+def _predict(model: CharLM, top_h: torch.Tensor, nxt: torch.Tensor, k_top: int) -> tuple:
     """Surprisal of the actual next character (bits; NaN at the end) and the top-k guesses."""
     logp = F.log_softmax(model.head(top_h).float(), dim=-1)  # (t, V)
     s = torch.full((top_h.shape[0],), float("nan"))
     s[: len(nxt)] = -logp[torch.arange(len(nxt)), nxt] / LN2
     if k_top:
         p, i = logp.exp().topk(k_top, dim=-1)
-        into.append((s.numpy(), i.numpy().astype(np.int32), p.numpy()))
-    else:
-        into.append((s.numpy(), None, None))
+        return s.numpy(), i.numpy().astype(np.int32), p.numpy()
+    return s.numpy(), None, None
 
 
 def _join(parts: list[np.ndarray]) -> np.ndarray:
@@ -197,29 +235,28 @@ def _join(parts: list[np.ndarray]) -> np.ndarray:
     return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
-def _record_layer(cell, layer, x, h, s0, want, keep_units, into, start) -> None:
-    """Write this chunk's requested states for one layer into rows start.. of `into`'s arrays.
+@dataclass(frozen=True)
+class GateWeights:
+    """One layer's gate weights for the units kept, prepared once per trace, not per chunk.
 
-    x (t, In), h (t, H) come from the fused run. Gates are elementwise per unit, so with a unit
-    subset only those units' weight rows are multiplied: the rest of the layer's gates are never
-    materialised.
+    The LSTM's are joined as [W_ih | W_hh] with the two biases summed: one GEMM over
+    [x_t ; h_t-1] is about a sixth cheaper than two over the same rows. The GRU's stay apart:
+    its candidate needs h_t-1 W_hn on its own (it is scaled by r).
     """
-    H = h.shape[1]
+
+    units: torch.Tensor  # (U,) unit ids
+    w: torch.Tensor  # lstm (4U, In+H); gru W_ih rows (3U, In)
+    b: torch.Tensor  # lstm (4U,) b_ih + b_hh; gru b_ih rows (3U,)
+    w_hh: torch.Tensor | None = None  # gru only (3U, H)
+    b_hh: torch.Tensor | None = None
+
+
+def gate_weights(cell: str, layer, keep_units: torch.Tensor | None) -> GateWeights | None:
+    """None for a vanilla RNN: it has no gates, only h."""
+    if cell not in ("lstm", "gru"):
+        return None
+    H = layer.hidden_size
     units = torch.arange(H) if keep_units is None else keep_units
-    U = len(units)
-
-    def put(name, value):  # value (t, U), cast to the output's dtype on the way
-        if name in into:
-            np.copyto(into[name][start : start + value.shape[0]], value.numpy(), casting="same_kind")
-
-    put("h", h if keep_units is None else h[:, keep_units])
-    if not (set(want) - {"h"}):
-        return
-    if cell == "lstm":
-        h0, c0 = (torch.zeros(1, 1, H), torch.zeros(1, 1, H)) if s0 is None else s0
-        c0 = c0[0, 0, units]  # (U,)
-    else:
-        h0 = torch.zeros(1, 1, H) if s0 is None else s0
     n_gates = 4 if cell == "lstm" else 3
     rows = (torch.arange(n_gates)[:, None] * H + units[None, :]).reshape(-1)  # each gate's rows for our units
     whole = keep_units is None
@@ -228,11 +265,38 @@ def _record_layer(cell, layer, x, h, s0, want, keep_units, into, start) -> None:
     b_ih = layer.bias_ih_l0 if whole else layer.bias_ih_l0[rows]
     b_hh = layer.bias_hh_l0 if whole else layer.bias_hh_l0[rows]
     if cell == "lstm":
-        # Pre-activations of all gates for all steps: x_t W_ih^T + h_{t-1} W_hh^T + b, as two
-        # in-place GEMMs over the whole chunk (row 0 reads the incoming state h0).
-        pre = torch.addmm(b_ih + b_hh, x, w_ih.T)  # (t, 4U)
-        pre[1:].addmm_(h[:-1], w_hh.T)
-        pre[:1].addmm_(h0[0], w_hh.T)
+        return GateWeights(units, torch.cat([w_ih, w_hh], dim=1), b_ih + b_hh)
+    return GateWeights(units, w_ih, b_ih, w_hh, b_hh)
+
+
+def _record_layer(cell, layer, x, h, s0, want, keep_units, into, start, weights: GateWeights | None = None) -> None:
+    """Write this chunk's requested states for one layer into rows start.. of `into`'s arrays.
+
+    x (t, In), h (t, H) come from the fused run. Gates are elementwise per unit, so with a unit
+    subset only those units' weight rows are multiplied: the rest of the layer's gates are never
+    materialised.
+    """
+    H = h.shape[1]
+
+    def put(name, value):  # value (t, U); torch's cast to float16 is ~25x numpy's here
+        if name in into:
+            torch.from_numpy(into[name][start : start + value.shape[0]]).copy_(value)
+
+    put("h", h if keep_units is None else h[:, keep_units])
+    if not (set(want) - {"h"}):
+        return
+    gw = weights if weights is not None else gate_weights(cell, layer, keep_units)
+    U = len(gw.units)
+    h0 = (torch.zeros(1, 1, H) if s0 is None else (s0[0] if cell == "lstm" else s0))[0]  # (1, H)
+    if cell == "lstm":
+        c0 = torch.zeros(U) if s0 is None else s0[1][0, 0, gw.units]  # (U,)
+        # Pre-activations of all gates for all steps from [x_t ; h_t-1] (row 0 reads the incoming h0).
+        t, n_in = x.shape
+        xh = torch.empty(t, n_in + H)
+        xh[:, :n_in] = x
+        xh[:1, n_in:] = h0
+        xh[1:, n_in:] = h[:-1]
+        pre = F.linear(xh, gw.w, gw.b)  # (t, 4U)
         i, f, g, o = pre.split(U, dim=1)
         i, f, o, g = i.sigmoid_(), f.sigmoid_(), o.sigmoid_(), g.tanh_()
         written = i * g  # (t, U)
@@ -246,10 +310,10 @@ def _record_layer(cell, layer, x, h, s0, want, keep_units, into, start) -> None:
                 put("kept", kept)
         put("i", i), put("f", f), put("g", g), put("o", o), put("written", written)
     elif cell == "gru":
-        gi = torch.addmm(b_ih, x, w_ih.T)  # (t, 3U)
+        gi = torch.addmm(gw.b, x, gw.w.T)  # (t, 3U)
         gh = torch.empty_like(gi)
-        torch.addmm(b_hh, h[:-1], w_hh.T, out=gh[1:])  # (t-1, 3U): h_{t-1} for t >= 1
-        torch.addmm(b_hh, h0[0], w_hh.T, out=gh[:1])
+        torch.addmm(gw.b_hh, h[:-1], gw.w_hh.T, out=gh[1:])  # (t-1, 3U): h_{t-1} for t >= 1
+        torch.addmm(gw.b_hh, h0, gw.w_hh.T, out=gh[:1])
         i_r, i_z, i_n = gi.split(U, dim=1)
         h_r, h_z, h_n = gh.split(U, dim=1)
         r = (i_r + h_r).sigmoid_()
@@ -267,3 +331,4 @@ def _cell_recurrence(f: torch.Tensor, u: torch.Tensor, c0: torch.Tensor) -> torc
         np.add(c, out[t], out=c)
         out[t] = c
     return torch.from_numpy(out)
+

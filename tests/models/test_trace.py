@@ -237,26 +237,65 @@ def test_unit_subset_of_every_gate_equals_the_full_trace(cell):
             assert np.abs(part.states[k][name] - block[:, units]).max() <= TOL, (k, name)
 
 
-def test_overlap_is_chosen_by_the_thread_count_and_a_helper_error_reaches_the_caller(monkeypatch):
-    import models.trace as mt
+def test_the_task_graph_runs_on_max_2_threads_of_one_torch_thread_and_leaves_the_callers_count(monkeypatch):
+    import models.taskgraph as tg
 
     model, vocab = tiny_model("lstm")
-    made = []
-    real = mt._Later
-    monkeypatch.setattr(mt, "_Later", lambda overlap: made.append(overlap) or real(overlap))
+    seen = []
+    real_run = tg.TaskGraph.run
+
+    def spy(self, workers):
+        seen.append(workers)
+        return real_run(self, workers)
+
+    monkeypatch.setattr(tg.TaskGraph, "run", spy)
     threads = torch.get_num_threads()
+    inside = []
+    real_add = tg.TaskGraph.add
+    monkeypatch.setattr(tg.TaskGraph, "add", lambda self, key, fn, **kw: real_add(
+        self, key, lambda: (inside.append(torch.get_num_threads()), fn()), **kw))
     try:
         torch.set_num_threads(1)
         run_trace(model, vocab, TEXT * 3, chunk=16)
         torch.set_num_threads(2)
         run_trace(model, vocab, TEXT * 3, chunk=16)
+        assert torch.get_num_threads() == 2
+        run_trace(model, vocab, TEXT * 3, chunk=16, overlap=False)
     finally:
         torch.set_num_threads(threads)
-    assert made == [True, False]
+    assert seen == [2, 2, 1]
+    n = len(inside) // 3
+    assert set(inside[: 2 * n]) == {1} and set(inside[2 * n :]) == {2}  # workers use one; in order, the caller's
+
+
+
+def test_an_error_in_a_worker_task_reaches_the_caller(monkeypatch):
+    import models.trace as mt
+
+    model, vocab = tiny_model("lstm")
 
     def broken(*args):
-        raise ValueError("helper failed")
+        raise ValueError("worker failed")
 
     monkeypatch.setattr(mt, "_predict", broken)
-    with pytest.raises(ValueError, match="helper failed"):
+    with pytest.raises(ValueError, match="worker failed"):
         run_trace(model, vocab, TEXT * 3, chunk=16, overlap=True)
+
+
+def test_a_dropped_trace_hands_its_output_buffers_back_to_the_pool(monkeypatch):
+    import models.trace as mt
+    from models.buffers import BufferPool
+
+    POOL = BufferPool(64 << 20)
+    monkeypatch.setattr(mt, "POOL", POOL)
+    model, vocab = tiny_model("lstm", hidden=32)
+    text = (TEXT * 120)[:8192]  # 8,192 steps x 32 units x float32 = 1 MiB per state: pooled
+    free_before, reused_before = 0, 0
+    tr = run_trace(model, vocab, text, layers=[1], states=["c", "f"], topk=0)
+    expected = run_trace(model, vocab, text, layers=[1], states=["c", "f"], topk=0, overlap=False)
+    c = tr.states[1]["c"].copy()
+    del tr
+    assert POOL.free_bytes >= free_before + 2 * (1 << 20)  # no garbage collection needed: freed on drop
+    again = run_trace(model, vocab, text, layers=[1], states=["c", "f"], topk=0)
+    assert POOL.reused >= reused_before + 2
+    assert np.array_equal(again.states[1]["c"], c) and np.array_equal(again.states[1]["c"], expected.states[1]["c"])
