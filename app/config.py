@@ -19,7 +19,7 @@ class Settings(BaseSettings):
     models_dir: Path = Field(SHIPPED_MODELS_DIR, description="folder whose sub-folders holding config.json are models")
     max_chars: int = Field(20_000, ge=1, description="longest text one request may trace")
     cache_bytes: int = Field(256 * 1024 * 1024, ge=0, description="byte budget of the trace cache")
-    buffer_pool_bytes: int = Field(256 * 1024 * 1024, ge=0, description="memory of dropped traces kept mapped for "
+    buffer_pool_bytes: int = Field(128 * 1024 * 1024, ge=0, description="memory of dropped traces kept mapped for "
                                    "the next ones (models/buffers.py): fresh pages cost ~2-4 s/GB to fault in on a VM")
     # A whole-model trace may take at most this share of the cache; longer texts cache one (layer, state).
     full_trace_share: float = Field(0.25, gt=0.0, le=1.0)

@@ -4,8 +4,9 @@ PyTorch's fused nn.LSTM / nn.GRU return only h. The route here:
 1. run each layer with its own fused module to get its h sequence (the speed floor);
 2. recompute every gate for every step at once from [x_t ; h_{t-1}] with one batched matmul;
 3. for the LSTM, recover c with the elementwise recurrence c_t = f_t * c_{t-1} + i_t * g_t.
-Long texts run in chunks with the state carried over; only the requested layers, states and
-units are kept, optionally as float16.
+Long texts run in chunks with the state carried over, as a task graph on worker threads
+(models/taskgraph.py); only the requested layers, states and units are kept, optionally as
+float16, in buffers that dropped traces hand back (models/buffers.py).
 
 Position t in every output means "after reading character t".
 """
@@ -96,7 +97,7 @@ def run_trace(
     warmup: str = "",
     half: bool = False,
     chunk: int = 512,
-    overlap: bool | None = None,
+    overlap: bool = True,
 ) -> Trace:
     """Trace `text`, in chunks of `chunk` characters with the state carried across.
 
@@ -120,7 +121,7 @@ def run_trace(
     k_top = max(0, min(int(topk), cfg.vocab_size))
     run = _TraceRun(model, ids, chunk, warmup_state(model, vocab, warmup), recorded, state_ids,
                     None if unit_ids is None else torch.tensor(unit_ids), k_top, (T, width), out_dtype)
-    workers = max(2, torch.get_num_threads()) if overlap is None or overlap else 1
+    workers = max(2, torch.get_num_threads()) if overlap else 1
     try:
         run.graph.run(workers)
     finally:
