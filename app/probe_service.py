@@ -126,32 +126,34 @@ class ProbeService:
               score) -> Ranking:
         found: list[UnitScore] = []
         scored, cached, trace_s, rank_s = 0, True, 0.0, label_seconds
-        for blocks, hit, seconds in self._blocks(entry, text):
-            cached, trace_s = cached and hit, trace_s + seconds
-
-            def work(blocks=blocks) -> tuple[list[UnitScore], float]:
-                t0 = time.perf_counter()
-                try:
-                    return score(blocks), time.perf_counter() - t0
-                except RnnscopeError as e:
-                    raise InputError(str(e), field="probe") from None
-
-            units, seconds = self.traces.slots.run(None, work)  # Overloaded (503) when busy or too slow
+        for units, n, hit, t_s, r_s in self._scored(entry, text, score):
             found.extend(units)
-            rank_s += seconds
-            scored += sum(b.shape[1] for b in blocks.values())
+            scored, cached, trace_s, rank_s = scored + n, cached and hit, trace_s + t_s, rank_s + r_s
         found.sort(key=lambda u: -u.score)  # stable: per-layer lists merge into the one-pass order
         return Ranking(found[:top], scored, len(text), marked, cached, trace_s, rank_s)
 
-    def _blocks(self, entry: ModelEntry, text: str) -> Iterator[tuple[dict, bool, float]]:
-        """{(layer, state): (T, U)} blocks as stored (float16), with (cache hit, trace seconds)."""
+    def _scored(self, entry: ModelEntry, text: str, score) -> Iterator[tuple[list[UnitScore], int, bool, float, float]]:
+        """(best units, units scored, cache hit, trace s, scoring s) per group of (layer, state)
+        blocks, as stored (float16). A text too long to cache whole is traced and scored one
+        layer at a time, both in the same model-slot run: one wait in the queue per layer."""
+
+        def scored(blocks: dict) -> tuple[list[UnitScore], int, float]:
+            t0 = time.perf_counter()
+            try:
+                units = score(blocks)
+            except RnnscopeError as e:
+                raise InputError(str(e), field="probe") from None
+            return units, sum(b.shape[1] for b in blocks.values()), time.perf_counter() - t0
+
         if self.traces.fits_whole(entry, len(text)):
             result = self.traces.view_trace(entry, text, 0, entry.states[0])  # the page's cached whole trace
             tr = result.trace
-            yield {(k, s): a for k, per in tr.states.items() for s, a in per.items()}, result.cached, result.seconds
+            blocks = {(k, s): a for k, per in tr.states.items() for s, a in per.items()}
+            units, n, seconds = self.traces.slots.run(None, lambda: scored(blocks))  # Overloaded (503) when busy
+            yield units, n, result.cached, result.seconds, seconds
             return
         for layer in range(entry.layers):
-            def trace_layer(layer=layer) -> tuple[dict, float]:
+            def trace_and_score(layer=layer) -> tuple[list[UnitScore], int, float, float]:
                 t0 = time.perf_counter()
                 try:
                     tr = run_trace(entry.checkpoint.model, entry.checkpoint.vocab, text, layers=[layer], topk=0,
@@ -159,12 +161,12 @@ class ProbeService:
                 except RnnscopeError as e:
                     raise InputError(str(e)) from None
                 self.traces.traces_run += 1
-                return {(layer, s): a for s, a in tr.states[layer].items()}, time.perf_counter() - t0
+                trace_seconds = time.perf_counter() - t0
+                units, n, seconds = scored({(layer, s): a for s, a in tr.states[layer].items()})
+                return units, n, trace_seconds, seconds
 
-            key = ("probe-layer", entry.name, entry.version, text, layer)  # identical runs in flight are shared
-            blocks, seconds = self.traces.slots.run(key, trace_layer)
-            yield blocks, False, seconds
-            del blocks
+            units, n, t_s, r_s = self.traces.slots.run(None, trace_and_score)
+            yield units, n, False, t_s, r_s
 
     # ---- atlases and neuron pages --------------------------------------------------------
     def atlas(self, entry: ModelEntry) -> AtlasState:
