@@ -34,6 +34,7 @@ class TaskGraph:
         for d in deps:
             if d not in self._fns:
                 raise ValueError(f"task {key!r} runs after {d!r}, which has not been added")
+        for d in deps:
             self._dependents[d].append(key)
         self._fns[key] = fn
         self._priority[key] = priority
