@@ -513,7 +513,7 @@ class UnitStepper:
             h_seq, s1 = mod(x, s0)  # (1, 1, H)
             if k == self.layer:
                 into = {self.state: np.empty((1, 1), dtype=np.float32)}  # one step, one unit
-                _record_layer(self.cell, mod, x[0], h_seq[0], s0, [self.state], self.keep, into, 0, self.weights)
+                _record_layer(self.cell, x[0], h_seq[0], s0, [self.state], self.keep, into, 0, self.weights)
                 value = float(into[self.state][0, 0])
             self.carry[k] = s1
             x = h_seq

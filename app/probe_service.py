@@ -137,7 +137,7 @@ class ProbeService:
         blocks, as stored (float16). A text too long to cache whole is traced and scored one
         layer at a time, both in the same model-slot run: one wait in the queue per layer."""
 
-        def scored(blocks: dict) -> tuple[list[UnitScore], int, float]:
+        def score_blocks(blocks: dict) -> tuple[list[UnitScore], int, float]:
             t0 = time.perf_counter()
             try:
                 units = score(blocks)
@@ -149,7 +149,7 @@ class ProbeService:
             result = self.traces.view_trace(entry, text, 0, entry.states[0])  # the page's cached whole trace
             tr = result.trace
             blocks = {(k, s): a for k, per in tr.states.items() for s, a in per.items()}
-            units, n, seconds = self.traces.slots.run(None, lambda: scored(blocks))  # Overloaded (503) when busy
+            units, n, seconds = self.traces.slots.run(None, lambda: score_blocks(blocks))  # Overloaded (503) when busy
             yield units, n, result.cached, result.seconds, seconds
             return
         for layer in range(entry.layers):
@@ -162,7 +162,7 @@ class ProbeService:
                     raise InputError(str(e)) from None
                 self.traces.traces_run += 1
                 trace_seconds = time.perf_counter() - t0
-                units, n, seconds = scored({(layer, s): a for s, a in tr.states[layer].items()})
+                units, n, seconds = score_blocks({(layer, s): a for s, a in tr.states[layer].items()})
                 return units, n, trace_seconds, seconds
 
             units, n, t_s, r_s = self.traces.slots.run(None, trace_and_score)

@@ -41,9 +41,6 @@ class TaskGraph:
         self._waiting_on[key] = len(deps)
         self._dependents[key] = []
 
-    def __len__(self) -> int:
-        return len(self._fns)
-
     def run(self, workers: int) -> None:
         """Run every task; with workers <= 1, in insertion order on the calling thread (its torch
         thread count unchanged). The first error stops the rest and is raised here."""

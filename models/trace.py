@@ -22,8 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .charlm import CELL_STATES, CharLM
 from .buffers import POOL
+from .charlm import CELL_STATES, CharLM
 from .errors import RnnscopeError
 from .taskgraph import TaskGraph
 from .vocab import CharVocab
@@ -208,8 +208,7 @@ class _TraceRun:
 
     def record(self, k: int, j: int) -> None:
         x, h = self._take(k - 1, j), self._take(k, j)
-        cell = self.model.config.cell
-        _record_layer(cell, self.model.layers[k], x, h, self.state_in[(k, j)], self.state_ids, self.keep_units,
+        _record_layer(self.model.config.cell, x, h, self.state_in[(k, j)], self.state_ids, self.keep_units,
                       self.recorded[k], j * self.chunk, self.weights[k])
 
     def predict(self, j: int) -> None:
@@ -270,12 +269,12 @@ def gate_weights(cell: str, layer, keep_units: torch.Tensor | None) -> GateWeigh
     return GateWeights(units, w_ih, b_ih, w_hh, b_hh)
 
 
-def _record_layer(cell, layer, x, h, s0, want, keep_units, into, start, weights: GateWeights | None = None) -> None:
+def _record_layer(cell, x, h, s0, want, keep_units, into, start, weights: GateWeights | None) -> None:
     """Write this chunk's requested states for one layer into rows start.. of `into`'s arrays.
 
-    x (t, In), h (t, H) come from the fused run. Gates are elementwise per unit, so with a unit
-    subset only those units' weight rows are multiplied: the rest of the layer's gates are never
-    materialised.
+    x (t, In), h (t, H) come from the fused run; `weights` from gate_weights (None only when just h
+    is wanted). Gates are elementwise per unit, so with a unit subset only those units' weight rows
+    are multiplied: the rest of the layer's gates are never materialised.
     """
     H = h.shape[1]
 
@@ -286,18 +285,17 @@ def _record_layer(cell, layer, x, h, s0, want, keep_units, into, start, weights:
     put("h", h if keep_units is None else h[:, keep_units])
     if not (set(want) - {"h"}):
         return
-    gw = weights if weights is not None else gate_weights(cell, layer, keep_units)
-    U = len(gw.units)
+    U = len(weights.units)
     h0 = (torch.zeros(1, 1, H) if s0 is None else (s0[0] if cell == "lstm" else s0))[0]  # (1, H)
     if cell == "lstm":
-        c0 = torch.zeros(U) if s0 is None else s0[1][0, 0, gw.units]  # (U,)
+        c0 = torch.zeros(U) if s0 is None else s0[1][0, 0, weights.units]  # (U,)
         # Pre-activations of all gates for all steps from [x_t ; h_t-1] (row 0 reads the incoming h0).
         t, n_in = x.shape
         xh = torch.empty(t, n_in + H)
         xh[:, :n_in] = x
         xh[:1, n_in:] = h0
         xh[1:, n_in:] = h[:-1]
-        pre = F.linear(xh, gw.w, gw.b)  # (t, 4U)
+        pre = F.linear(xh, weights.w, weights.b)  # (t, 4U)
         i, f, g, o = pre.split(U, dim=1)
         i, f, o, g = i.sigmoid_(), f.sigmoid_(), o.sigmoid_(), g.tanh_()
         written = i * g  # (t, U)
@@ -311,10 +309,10 @@ def _record_layer(cell, layer, x, h, s0, want, keep_units, into, start, weights:
                 put("kept", kept)
         put("i", i), put("f", f), put("g", g), put("o", o), put("written", written)
     elif cell == "gru":
-        gi = torch.addmm(gw.b, x, gw.w.T)  # (t, 3U)
+        gi = torch.addmm(weights.b, x, weights.w.T)  # (t, 3U)
         gh = torch.empty_like(gi)
-        torch.addmm(gw.b_hh, h[:-1], gw.w_hh.T, out=gh[1:])  # (t-1, 3U): h_{t-1} for t >= 1
-        torch.addmm(gw.b_hh, h0, gw.w_hh.T, out=gh[:1])
+        torch.addmm(weights.b_hh, h[:-1], weights.w_hh.T, out=gh[1:])  # (t-1, 3U): h_{t-1} for t >= 1
+        torch.addmm(weights.b_hh, h0, weights.w_hh.T, out=gh[:1])
         i_r, i_z, i_n = gi.split(U, dim=1)
         h_r, h_z, h_n = gh.split(U, dim=1)
         r = (i_r + h_r).sigmoid_()
@@ -332,4 +330,3 @@ def _cell_recurrence(f: torch.Tensor, u: torch.Tensor, c0: torch.Tensor) -> torc
         np.add(c, out[t], out=c)
         out[t] = c
     return torch.from_numpy(out)
-
