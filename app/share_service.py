@@ -113,9 +113,9 @@ def probe_settings(params: dict[str, str]) -> dict[str, str]:
     return out
 
 
-def checked_page(traces: TraceService, params: dict[str, str]) -> Page:
+def checked_page(traces: TraceService, params: dict[str, str], with_view: bool = True) -> Page:
     """The page for these params, or an InputError saying what the page would say beside its controls."""
-    page = build_page(traces, dict(params))
+    page = build_page(traces, dict(params), with_view)
     if page.controls is None:
         raise ShareUnavailable("no models are installed on this server, so there is no view to share or export")
     if page.errors:
@@ -178,7 +178,8 @@ class ShareService:
     def create(self, raw: Mapping[str, object]) -> Shared:
         store = self._store()
         params = probe_settings(view_params(raw, self.traces.settings.max_chars))
-        view = canonical_view(checked_page(self.traces, params), params)
+        # Checked like the page would check it, but not traced: a link costs no model run, even under load.
+        view = canonical_view(checked_page(self.traces, params, with_view=False), params)
         try:
             return Shared(store.create(view), view)
         except ShareStoreError as e:  # locked, read-only, gone: the links already made are untouched

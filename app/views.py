@@ -120,8 +120,12 @@ class Page:
         return 422 if self.errors else 200
 
 
-def build_page(service: TraceService, params: dict[str, str | None]) -> Page:
-    """Parse and check every setting; trace (or reuse) and build the view when all are valid."""
+def build_page(service: TraceService, params: dict[str, str | None], with_view: bool = True) -> Page:
+    """Parse and check every setting; trace (or reuse) and build the view when all are valid.
+
+    `with_view=False` stops after the checks (no model run): enough to save a share link, whose
+    view is traced when someone opens it.
+    """
     registry = service.registry
     registry.refresh()
     if not registry.entries:
@@ -160,7 +164,7 @@ def build_page(service: TraceService, params: dict[str, str | None]) -> Page:
 
     controls = _controls(service, entry, layer, state, unit, mode, text)
     _compare_controls(controls, entry, compare, params)
-    if errors:
+    if errors or not with_view:
         return Page(controls, None, errors)
     req = ViewRequest(entry.name, layer, state, unit, mode, text, compare)
     try:

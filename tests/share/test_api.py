@@ -29,6 +29,17 @@ def test_create_returns_id_and_link_and_the_same_view_gets_the_same_id(client):
     assert other["id"] != body["id"]
 
 
+def test_making_a_link_runs_no_model_and_opening_it_traces_once(client):
+    service = client.app.state.service
+    view = {**VIEW, "text": "A text nobody has traced yet, shared straight away."}
+    r = client.post("/api/v1/share", json=view)
+    assert r.status_code == 200, r.text
+    assert service.traces_run == 0 and len(service.cache) == 0  # checked, saved, not traced
+    page = client.get(f"/s/{r.json()['id']}")
+    assert page.status_code == 200 and "shared straight away" in page.text
+    assert service.traces_run == 1
+
+
 def test_defaults_are_resolved_so_an_implicit_view_matches_the_explicit_one(client):
     implicit = client.post("/api/v1/share", json={"text": "abc"}).json()
     # tiny-lstm is the default model and its card names layer 1 / c / unit 3
