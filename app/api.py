@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from .errors import InputError
+from .json_values import predictions, rounded
 from .registry import ModelEntry
 from .schemas import ErrorDetail, Health, ModelInfo, TraceRequest, TraceResponse
 from .service import TraceResult, TraceService
@@ -86,16 +87,13 @@ def _trace_json(entry: ModelEntry, body: TraceRequest, result: TraceResult, laye
             block = trace.states[k][s]  # (T, U) as traced
             if units is not None and trace.units is None:
                 block = block[:, units]
-            per_state[s] = np.round(block.astype(np.float64), 4).tolist()
+            per_state[s] = rounded(block, 4)
         out_layers.append({"layer": k, "states": per_state})
     topk = None
     k_top = min(body.topk, entry.vocab_size)
     if k_top and trace.topk_ids is not None:
-        chars = entry.checkpoint.vocab.chars
-        ids = trace.topk_ids[:, :k_top].tolist()
-        probs = np.round(trace.topk_probs[:, :k_top].astype(np.float64), 4).tolist()
-        topk = [[{"char": chars[i], "p": p} for i, p in zip(ri, rp)] for ri, rp in zip(ids, probs)]
-    surprisal = [None if not np.isfinite(x) else x for x in np.round(trace.surprisal_bits.astype(np.float64), 4).tolist()]
+        topk = predictions(entry.checkpoint.vocab.chars, trace.topk_ids[:, :k_top], trace.topk_probs[:, :k_top], 4)
+    surprisal = [None if not np.isfinite(x) else x for x in rounded(trace.surprisal_bits, 4)]
     return {
         "model": entry.name,
         "text": body.text,

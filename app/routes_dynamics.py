@@ -32,6 +32,7 @@ from .dynamics_schemas import (
     ToyResponse,
 )
 from .dynamics_service import SATURATION_HIGH, SATURATION_LOW, DynamicsService, GenerationPlan
+from .json_values import predictions, rounded
 from .render import render_block, render_page, wants_partial
 from .schemas import ErrorDetail
 
@@ -209,21 +210,14 @@ def intervene(body: InterveneRequest, request: Request) -> JSONResponse:
         "prob_before": _floats(iv.prob_before), "prob_after": _floats(iv.prob_after),
         "value_before": _floats(iv.value_before, False), "value_after": _floats(iv.value_after, False),
         "mean_bits_before": _finite(res.mean_before), "mean_bits_after": _finite(res.mean_after), "topk": iv.topk,
-        "topk_before": _predictions(chars, iv.topk_ids_before, iv.topk_probs_before),
-        "topk_after": _predictions(chars, iv.topk_ids_after, iv.topk_probs_after),
+        "topk_before": predictions(chars, iv.topk_ids_before, iv.topk_probs_before, 6),
+        "topk_after": predictions(chars, iv.topk_ids_after, iv.topk_probs_after, 6),
         "top_changes": _changes(chars, iv.change_ids, iv.change_before, iv.change_after),
     })
 
 
 def _round(a: np.ndarray | None) -> list:
-    return np.round(np.asarray(a, dtype=np.float64), 6).tolist()
-
-
-def _predictions(chars: list[str], ids: np.ndarray | None, probs: np.ndarray | None) -> list[list[dict]] | None:
-    """Per position [{char, p}], likeliest first (the trace API's shape)."""
-    if ids is None or probs is None:
-        return None
-    return [[{"char": chars[i], "p": p} for i, p in zip(ri, rp)] for ri, rp in zip(ids.tolist(), _round(probs))]
+    return rounded(a, 6)
 
 
 def _changes(chars: list[str], ids: np.ndarray | None, before: np.ndarray | None,

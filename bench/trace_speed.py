@@ -26,7 +26,7 @@ import time
 import torch
 
 from models.buffers import POOL
-from models.charlm import CharLM, ModelConfig
+from models.charlm import CELL_STATES, CharLM, ModelConfig
 from models.trace import run_trace
 from models.vocab import CharVocab
 
@@ -76,15 +76,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     rng = random.Random(0)
     vocab = CharVocab.from_text(ALPHABET)
-    full_trace_bytes = 2 * 8 * max(args.lengths) * 512 * 4  # layers x states x chars x units x float32
+    configs = {cell: ModelConfig(cell=cell, n_layers=2, hidden=512, emb=64, vocab_size=len(vocab))
+               for cell in ("lstm", "gru")}
+    full_trace_bytes = max(cfg.n_layers * len(CELL_STATES[cell]) * max(args.lengths) * cfg.hidden * 4
+                           for cell, cfg in configs.items())  # layers x states x chars x units x float32
     POOL.resize(full_trace_bytes + (64 << 20))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; median of {args.repeats} (loop: "
           f"{args.loop_repeats}); buffer pool {POOL.limit_bytes / 2**20:.0f} MiB")
     print(f"{'cell':5} {'chars':>7} {'(a) fused s':>12} {'(b) loop s':>11} {'(c) trace s':>12} {'(c1) s':>8} "
           f"{'(g) s':>7} {'c/a':>6} {'c1/a':>6} {'(a+g)/a':>8} {'b/a':>6}")
-    for cell in ("lstm", "gru"):
+    for cell, cfg in configs.items():
         torch.manual_seed(0)
-        model = CharLM(ModelConfig(cell=cell, n_layers=2, hidden=512, emb=64, vocab_size=len(vocab))).eval()
+        model = CharLM(cfg).eval()
         fused = fused_module(model)
         for n in args.lengths:
             text = "".join(rng.choice(ALPHABET) for _ in range(n))

@@ -157,9 +157,8 @@ class _TraceRun:
         self.seq: dict[tuple[int, int], list] = {}  # (layer, chunk) -> [tensor, readers left]; layer -1 = embedding
         self.seq_lock = threading.Lock()
         self.heads: dict[int, tuple] = {}
-        gates = set(state_ids) - {"h"}
-        self.weights = {k: gate_weights(model.config.cell, model.layers[k], keep_units) if gates else None
-                        for k in recorded}
+        self.weights = {k: gate_weights(model.config.cell, model.layers[k], keep_units)
+                        if _wants_gates(state_ids) else None for k in recorded}
         self.graph = g = TaskGraph()
         for k in recorded:
             g.add(("alloc", k), partial(self.allocate, k, shape, dtype), priority=(0, -1, k))
@@ -269,6 +268,11 @@ def gate_weights(cell: str, layer, keep_units: torch.Tensor | None) -> GateWeigh
     return GateWeights(units, w_ih, b_ih, w_hh, b_hh)
 
 
+def _wants_gates(states) -> bool:
+    """Anything beyond h needs the layer's gates recomputed (c included: it is rebuilt from them)."""
+    return bool(set(states) - {"h"})
+
+
 def _record_layer(cell, x, h, s0, want, keep_units, into, start, weights: GateWeights | None) -> None:
     """Write this chunk's requested states for one layer into rows start.. of `into`'s arrays.
 
@@ -283,7 +287,7 @@ def _record_layer(cell, x, h, s0, want, keep_units, into, start, weights: GateWe
             torch.from_numpy(into[name][start : start + value.shape[0]]).copy_(value)
 
     put("h", h if keep_units is None else h[:, keep_units])
-    if not (set(want) - {"h"}):
+    if not _wants_gates(want):
         return
     U = len(weights.units)
     h0 = (torch.zeros(1, 1, H) if s0 is None else (s0[0] if cell == "lstm" else s0))[0]  # (1, H)
