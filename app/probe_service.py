@@ -45,6 +45,8 @@ NOUNS = {
     "brackets": "inside parentheses or brackets",
     "comment": "inside a # comment",
     "string": "inside a string literal",
+    "short_string": "inside a one-quote string literal",
+    "long_string": "inside a triple-quoted string literal",
     "word_start": "the first character of a word",
     "vowel": "a vowel",
     "regex": "inside a match of the pattern",

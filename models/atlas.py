@@ -23,7 +23,8 @@ from .trace import run_trace
 
 ATLAS_FILE = "atlas.json"
 ATLAS_VERSION = 1
-TEXT_PROBES = ("quotes", "brackets", "bracket_depth", "line_position", "indent", "comment", "string", "word_start", "vowel")
+TEXT_PROBES = ("quotes", "brackets", "bracket_depth", "line_position", "indent", "comment", "string", "short_string",
+               "long_string", "word_start", "vowel")
 QUANTILES = (0.1, 0.3, 0.5, 0.7, 0.9)
 PEAK_GAP = 50  # top/bottom contexts lie at least this far apart: the 40+10-character windows never overlap
 

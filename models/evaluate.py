@@ -19,7 +19,7 @@ from .train import evaluate_bpc
 # Which probes are worth naming for which corpus.
 CORPUS_PROBES = {
     "austen": ("quotes",),
-    "python-stdlib": ("string", "comment", "indent"),
+    "python-stdlib": ("string", "short_string", "long_string", "comment", "indent"),
 }
 
 

@@ -40,6 +40,8 @@ PROBES = {
         Probe("indent", NUMERIC, "indentation of the current line"),
         Probe("comment", BINARY, "inside a # comment (Python tokenize, tolerant fallback)"),
         Probe("string", BINARY, "inside a string literal (Python tokenize, tolerant fallback)"),
+        Probe("short_string", BINARY, "inside a one-quote string literal, '...' or \"...\" (Python tokenize)"),
+        Probe("long_string", BINARY, "inside a triple-quoted string literal, e.g. a docstring (Python tokenize)"),
         Probe("word_start", BINARY, "first character of a word"),
         Probe("vowel", BINARY, "a vowel"),
         Probe("regex", BINARY, "inside a match of your regular expression"),
@@ -108,10 +110,18 @@ def _line_offsets(text: str) -> list[int]:
     return offsets
 
 
-def python_spans(text: str) -> tuple[np.ndarray, np.ndarray]:
-    """(comment, string) masks from Python's tokenize; a tolerant scanner where it fails."""
+@dataclass(frozen=True)
+class PythonSpans:
+    comment: np.ndarray  # bool (T,)
+    string: np.ndarray  # every string literal
+    long_string: np.ndarray  # the triple-quoted ones (docstrings and other multi-line text)
+
+
+def python_spans(text: str) -> PythonSpans:
+    """Comment and string masks from Python's tokenize; a tolerant scanner where it fails."""
     comment = np.zeros(len(text), dtype=bool)
     string = np.zeros(len(text), dtype=bool)
+    long_string = np.zeros(len(text), dtype=bool)
     offsets = _line_offsets(text)
     try:
         for tok in tokenize.generate_tokens(io.StringIO(text).readline):
@@ -119,15 +129,23 @@ def python_spans(text: str) -> tuple[np.ndarray, np.ndarray]:
                 a = offsets[tok.start[0] - 1] + tok.start[1]
                 b = offsets[tok.end[0] - 1] + tok.end[1]
                 (comment if tok.type == tokenize.COMMENT else string)[a:b] = True
+                if tok.type == tokenize.STRING and _is_triple_quoted(tok.string):
+                    long_string[a:b] = True
     except (tokenize.TokenError, IndentationError, SyntaxError):
         return _scan_spans(text)
-    return comment, string
+    return PythonSpans(comment, string, long_string)
 
 
-def _scan_spans(text: str) -> tuple[np.ndarray, np.ndarray]:
+def _is_triple_quoted(literal: str) -> bool:
+    body = literal.lstrip("rbufRBUF")  # string prefixes
+    return body[:3] in ('"""', "'''")
+
+
+def _scan_spans(text: str) -> PythonSpans:
     """Comments and strings by a small state machine, for code that does not tokenize."""
     comment = np.zeros(len(text), dtype=bool)
     string = np.zeros(len(text), dtype=bool)
+    long_string = np.zeros(len(text), dtype=bool)
     t, n = 0, len(text)
     while t < n:
         ch = text[t]
@@ -150,10 +168,12 @@ def _scan_spans(text: str) -> tuple[np.ndarray, np.ndarray]:
                     break
                 s += 1
             string[t : min(s, n)] = True
+            if len(quote) == 3:
+                long_string[t : min(s, n)] = True
             t = max(s, t + 1)
         else:
             t += 1
-    return comment, string
+    return PythonSpans(comment, string, long_string)
 
 
 def regex_mask(text: str, pattern: str | None) -> np.ndarray:
@@ -189,9 +209,11 @@ def labels(probe: str, text: str, pattern: str | None = None) -> np.ndarray:
         return line_position(text)
     if probe == "indent":
         return indent(text)
-    if probe in ("comment", "string"):
-        comment, string = python_spans(text)
-        return comment if probe == "comment" else string
+    if probe in ("comment", "string", "short_string", "long_string"):
+        spans = python_spans(text)
+        if probe == "short_string":
+            return spans.string & ~spans.long_string
+        return getattr(spans, probe)
     if probe == "word_start":
         return np.array([c.isalnum() and (t == 0 or not text[t - 1].isalnum()) for t, c in enumerate(text)], dtype=bool)
     if probe == "vowel":

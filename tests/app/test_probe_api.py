@@ -31,6 +31,7 @@ def _as_dicts(units) -> list[dict]:
     ("tiny-gru", "brackets", None),
     ("tiny-lstm", "line_position", None),
     ("tiny-rnn", "regex", r"[A-Z]\w+"),
+    ("tiny-lstm", "short_string", None),
 ])
 def test_probe_ranking_equals_rank_units_on_every_unit(client, tiny_models_dir, model, probe, pattern):
     r = client.post("/api/v1/probe", json={"model": model, "text": TEXT, "probe": probe, "pattern": pattern, "top": 7})
@@ -125,6 +126,10 @@ def test_threshold_changes_the_span_ranking(client):
     ({"probe": "regex", "pattern": r"[\s\S]"}, 422, "the pattern matches the whole of this text"),
     ({"probe": "quotes", "text": "no quotes here"}, 422, "no character of this text is inside double quotes"),
     ({"probe": "vowel", "text": "aeiou"}, 422, "every character of this text is a vowel"),
+    ({"probe": "long_string", "text": "x = 'one' + \"two\"\n"}, 422,
+     "no character of this text is inside a triple-quoted string literal"),
+    ({"probe": "short_string", "text": "def f():\n    \"\"\"Only a docstring.\"\"\"\n"}, 422,
+     "no character of this text is inside a one-quote string literal"),
     ({"probe": "indent", "text": "flat\ntext"}, 422, "the indent probe (indentation of the current line) is 0 at every"),
     ({"probe": "quotes", "text": ""}, 422, "the text is empty"),
     ({"probe": "quotes", "model": "nope"}, 404, "unknown model 'nope'"),

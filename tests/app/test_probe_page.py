@@ -29,7 +29,7 @@ def test_main_page_has_the_panel_with_every_probe(client):
     options = re.findall(r'<option value="([a-z_]+)" title="[^"]*"(?: selected)?>',
                          html.split('<select id="probe"')[1].split("</select>")[0])
     assert options == ["quotes", "brackets", "bracket_depth", "line_position", "indent", "comment", "string",
-                       "word_start", "vowel", "regex"]
+                       "short_string", "long_string", "word_start", "vowel", "regex"]
     assert '<script src="/static/probe.js" defer></script>' in html
     assert "<script>" not in html  # no inline script: the CSP forbids it
 

@@ -64,19 +64,30 @@ def test_text_probes():
     assert probes.labels("line_position", "ab\ncd").tolist() == [1, 2, 0, 1, 2]
     ind = probes.labels("indent", text)
     assert ind[text.index("return")] == 4 and ind[0] == 0
-    comment, string = probes.python_spans(text)
-    assert comment[text.index("# hi")] and not comment[text.index("return")]
-    assert string[text.index("'x'")] and not string[text.index("def")]
+    spans = probes.python_spans(text)
+    assert spans.comment[text.index("# hi")] and not spans.comment[text.index("return")]
+    assert spans.string[text.index("'x'")] and not spans.string[text.index("def")]
     assert probes.labels("word_start", "to be").tolist() == [1, 0, 0, 1, 0]
     assert probes.labels("vowel", "bat").tolist() == [0, 1, 0]
 
 
+def test_short_and_long_string_probes_split_the_string_literals():
+    text = 'def f():\n    """Doc\n    text."""\n    return r\'\'\'raw\'\'\' + "a" + b\'x\'  # "no"\n'
+    short, long_, every = (probes.labels(p, text) for p in ("short_string", "long_string", "string"))
+    assert not (short & long_).any() and ((short | long_) == every).all()
+    assert long_[text.index("Doc")] and long_[text.index("text.")] and long_[text.index("raw")]
+    assert short[text.index('"a"') + 1] and short[text.index("b'x'") + 2]
+    assert not short[text.index('"no"') + 1] and not long_[text.index("return")]
+    assert "".join("1" if v else "0" for v in short[text.index('"a"'):][:4]) == "1110"
+
+
 def test_broken_code_falls_back_to_the_scanner():
     text = 'x = "unterminated\ny = 1  # note\nz = """doc\n'
-    comment, string = probes.python_spans(text)
-    assert string[text.index('"unterminated') + 3]
-    assert comment[text.index("# note") + 2]
-    assert not string[text.index("y = 1")]
+    spans = probes.python_spans(text)
+    assert spans.string[text.index('"unterminated') + 3]
+    assert spans.comment[text.index("# note") + 2]
+    assert not spans.string[text.index("y = 1")]
+    assert spans.long_string[text.index('"""doc') + 4] and not spans.long_string[text.index('"unterminated') + 3]
 
 
 def test_regex_probe_errors_and_timeout():

@@ -92,7 +92,7 @@ def test_every_probe_id_can_be_shared(client):
 # ---- validation -----------------------------------------------------------------------------
 @pytest.mark.parametrize("extra, status, message", [
     ({"probe": "nope"}, 422, "unknown probe 'nope': choose one of quotes, brackets, bracket_depth, line_position, indent, "
-                             "comment, string, word_start, vowel, regex"),
+                             "comment, string, short_string, long_string, word_start, vowel, regex"),
     ({"probe": "Quotes"}, 422, "unknown probe 'Quotes'"),
     ({"pattern": "[a-z]+"}, 422, "a pattern is only used by the regex probe, but the probe is 'quotes'"),
     ({"probe": "vowel", "pattern": "[a-z]+"}, 422, "a pattern is only used by the regex probe, but the probe is 'vowel'"),
