@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.gzip import GZipMiddleware
 
 from models import __version__
+from models.auc_kernel import compile_in_background
 from models.buffers import POOL
 from models.errors import RnnscopeError
 
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         tuned = bound_native_memory()  # before the first model pass
+        compile_in_background()  # the probe ranking's compiled kernel, ready before the first probe
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         import torch
 

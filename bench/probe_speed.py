@@ -62,6 +62,7 @@ def main() -> None:
     units = sum(a.shape[1] for a in blocks.values())
     quotes = probes.labels("quotes", text)
     line = probes.labels("line_position", text)
+    probes.rank_units(blocks, quotes, probes.BINARY)  # compiles the float16 AUC kernel (or loads numba's cache)
     auc_ms = median_ms(lambda: probes.rank_units(blocks, quotes, probes.BINARY, workers=args.threads), args.repeats)
     r_ms = median_ms(lambda: probes.rank_units(blocks, line, probes.NUMERIC), args.repeats)
     print(f"{units:,} units x {len(text):,} chars, {torch.get_num_threads()} threads, median of {args.repeats}")

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import regex
 
+from .auc_kernel import twice_mann_whitney_u
 from .errors import RnnscopeError
 
 BINARY, NUMERIC = "binary", "numeric"
@@ -227,55 +228,49 @@ def labels(probe: str, text: str, pattern: str | None = None) -> np.ndarray:
 def auc_all(x: np.ndarray, y: np.ndarray, block: int = 256, tile: int = 128) -> np.ndarray:
     """ROC AUC of every column of x (T, N) against binary y (T,): P(x_pos > x_neg) + ties/2.
 
-    One integer sort per column, no argsort, no gathers. Each value becomes an order-preserving
-    int32 key with the label in its lowest bit, so in a run of equal values the negatives sort
-    first. A positive at sorted index j then has j - (positives before it) negatives below or
-    equal to it, and the same count taken at its run's start (a running maximum, since the
-    count never decreases) is the negatives strictly below; their mean is its share of the AUC.
-    float16 input (what the trace cache holds) is exact; float32 gives up its last mantissa bit
-    to the label (values 1 ulp apart count as tied). Columns pass through reused cache-sized
-    buffers (tiled transpose).
+    float16 input (what the trace cache holds) goes to the compiled radix kernel
+    (models.auc_kernel), exact. Other input goes through numpy: each value becomes an
+    order-preserving int32 key with the label in its lowest bit, so in a run of equal values the
+    negatives sort first. A positive at sorted index j then has j - (positives before it) negatives
+    below or equal to it, and the same count taken at its run's start (a running maximum, since
+    the count never decreases) is the negatives strictly below; their mean is its share of the
+    AUC. float32 gives up its last mantissa bit to the label (values 1 ulp apart count as tied).
+    Columns pass through reused buffers (tiled transpose).
     """
     y = np.asarray(y, dtype=bool)
     P = int(y.sum())
     T, N = x.shape
     if P == 0 or P == T:
         raise RnnscopeError("the probe marks every character the same way in this text; pick a text with both")
-    if x.dtype != np.float16:
-        x = np.asarray(x, dtype=np.float32)
-    return _pairs_below(x, y.astype(np.int32)[None, :], block, tile) / (2.0 * P * (T - P))
+    if x.dtype == np.float16:
+        twice_u = twice_mann_whitney_u(x.view(np.int16), y.view(np.uint8))
+    else:
+        twice_u = _pairs_below(np.asarray(x, dtype=np.float32), y.astype(np.int32)[None, :], block, tile)
+    return twice_u / (2.0 * P * (T - P))
 
 
 def _pairs_below(x: np.ndarray, label: np.ndarray, block: int, tile: int) -> np.ndarray:
-    """Per column: twice the Mann-Whitney U, 2 * #(neg < pos) + #(neg == pos), as int64."""
+    """Per column of float32 x: twice the Mann-Whitney U, 2 * #(neg < pos) + #(neg == pos), as int64."""
     T, N = x.shape
-    half = x.dtype == np.float16
-    bits = x.view(np.int16) if half else x
     out = np.empty(N, dtype=np.int64)
     shape = (min(block, N), T)
     keys_all, lab_all, a_all, scratch_all = (np.empty(shape, dtype=np.int32) for _ in range(4))
     b_all = np.empty(shape, dtype=np.int64)  # numpy's running maximum is several times faster on int64
     run_all = np.empty(shape, dtype=bool)
     index = np.arange(T, dtype=np.int32)[None, :]
-    magnitude = np.int32(0x7FFF if half else 0x7FFFFFFF)
+    magnitude = np.int32(0x7FFFFFFF)
     for a in range(0, N, block):
         n = min(block, N - a)
         keys, lab, neg_le, neg_lt, run_start = keys_all[:n], lab_all[:n], a_all[:n], b_all[:n], run_all[:n]
         scratch = scratch_all[:n]
-        for r in range(0, T, tile):  # tiled transpose; float16 bits sign-extend, float32 bits as they are
-            if half:
-                np.copyto(keys[:, r : r + tile], bits[r : r + tile, a : a + n].T)
-            else:
-                np.copyto(keys[:, r : r + tile].view(np.float32), bits[r : r + tile, a : a + n].T)
+        for r in range(0, T, tile):  # tiled transpose of the float32 bits
+            np.copyto(keys[:, r : r + tile].view(np.float32), x[r : r + tile, a : a + n].T)
         # Sign-magnitude bits -> a signed int in the values' order (-0 and +0 both become 0).
         np.right_shift(keys, 31, out=scratch)  # -1 for negative values, 0 otherwise
         keys &= magnitude
         keys ^= scratch
         keys -= scratch
-        if half:
-            keys <<= 1  # room for the label: exact
-        else:
-            keys &= np.int32(~1)  # the last bit goes to the label
+        keys &= np.int32(~1)  # the last bit goes to the label
         keys |= label
         keys.sort(axis=1)
         np.bitwise_and(keys, 1, out=lab)

@@ -153,3 +153,23 @@ def test_rank_units_on_worker_threads_matches_one_thread():
     two = probes.rank_units(blocks, y, probes.BINARY, top=10, workers=2)
     assert one == two
     assert (one[0].layer, one[0].state, one[0].unit) == (1, "c", 17)
+
+
+def test_float16_kernel_equals_the_float32_route_on_strided_blocks_across_tile_edges():
+    """The compiled float16 kernel and the numpy float32 route are independent; they must agree exactly."""
+    rng = np.random.default_rng(11)
+    T = 3000
+    y = rng.random(T) < 0.3
+    wide = np.tanh(2 * rng.normal(size=(T, 140))).astype(np.float16)
+    wide[:, 4] = np.float16(np.inf)
+    wide[y, 4] = np.float16(65504.0)  # the largest finite float16 below +inf
+    wide[:, 7] = np.where(y, np.float16(6e-8), np.float16(-6e-8))  # subnormals either side of zero
+    wide[:, 10] = np.where(rng.random(T) < 0.5, np.float16(-np.inf), np.float16(-65504.0))
+    block = wide[:, 1::3]  # 47 columns (wide's 1, 4, 7, ...), not contiguous, crossing 32-column tiles
+    assert not block.flags.c_contiguous and block.shape[1] % 32
+    got = probes.auc_all(block, y)
+    want = probes.auc_all(block.astype(np.float32), y)  # float16 values are exact in float32
+    assert np.array_equal(got, want)
+    assert got[1] == 0.0 and got[2] == 1.0  # wide's 4: every positive below; 7: every positive above
+    some = [0, 3, 4, 46]
+    assert np.abs(got[some] - [reference_auc(block[:, j].astype(np.float64), y) for j in some]).max() < 1e-12
