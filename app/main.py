@@ -13,7 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.gzip import GZipMiddleware
 
 from models import __version__
-from models.auc_kernel import compile_in_background
+from models.score_kernels import compile_in_background
 from models.buffers import POOL
 from models.errors import RnnscopeError
 

@@ -64,7 +64,7 @@ def main() -> None:
     line = probes.labels("line_position", text)
     probes.rank_units(blocks, quotes, probes.BINARY)  # compiles the float16 AUC kernel (or loads numba's cache)
     auc_ms = median_ms(lambda: probes.rank_units(blocks, quotes, probes.BINARY, workers=args.threads), args.repeats)
-    r_ms = median_ms(lambda: probes.rank_units(blocks, line, probes.NUMERIC), args.repeats)
+    r_ms = median_ms(lambda: probes.rank_units(blocks, line, probes.NUMERIC, workers=args.threads), args.repeats)
     print(f"{units:,} units x {len(text):,} chars, {torch.get_num_threads()} threads, median of {args.repeats}")
     print(f"trace {trace_ms:.0f} ms | rank by AUC {auc_ms:.0f} ms ({auc_ms / trace_ms:.2f} of trace) | "
           f"rank by Pearson {r_ms:.0f} ms ({r_ms / trace_ms:.2f} of trace)")

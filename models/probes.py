@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import regex
 
-from .auc_kernel import twice_mann_whitney_u
+from .score_kernels import HALF_TO_FLOAT32, column_sums, twice_mann_whitney_u
 from .errors import RnnscopeError
 
 BINARY, NUMERIC = "binary", "numeric"
@@ -229,7 +229,7 @@ def auc_all(x: np.ndarray, y: np.ndarray, block: int = 256, tile: int = 128) -> 
     """ROC AUC of every column of x (T, N) against binary y (T,): P(x_pos > x_neg) + ties/2.
 
     float16 input (what the trace cache holds) goes to the compiled radix kernel
-    (models.auc_kernel), exact. Other input goes through numpy: each value becomes an
+    (models.score_kernels), exact. Other input goes through numpy: each value becomes an
     order-preserving int32 key with the label in its lowest bit, so in a run of equal values the
     negatives sort first. A positive at sorted index j then has j - (positives before it) negatives
     below or equal to it, and the same count taken at its run's start (a running maximum, since
@@ -289,18 +289,26 @@ def _pairs_below(x: np.ndarray, label: np.ndarray, block: int, tile: int) -> np.
 
 
 def pearson_all(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Pearson r of every column of x (T, N) with y (T,); 0 where a column is constant."""
+    """Pearson r of every column of x (T, N) with y (T,); 0 where a column is constant.
+
+    float16 input goes to the compiled one-pass kernel (float64 sums); other input through numpy.
+    """
     y = np.asarray(y, dtype=np.float64)
     yc = y - y.mean()
     ny = np.sqrt((yc**2).sum())
     if ny == 0:
         raise RnnscopeError("the probe has the same value at every character of this text; pick a longer text")
-    xs = x.astype(np.float32, copy=False)
-    xc_dot = (yc.astype(np.float32) @ xs).astype(np.float64)  # (N,) = sum_t (y_t - mean) x_t
-    sx = xs.sum(axis=0, dtype=np.float64)
-    sxx = np.einsum("tn,tn->n", xs, xs, dtype=np.float64)
+    if x.dtype == np.float16:
+        sx, sxx, xc_dot = column_sums(x.view(np.int16), yc, HALF_TO_FLOAT32)  # xc_dot: sum_t (y_t - mean) x_t
+        rounding = 1e-12  # float64 sums of float16 values: a 1-ulp wiggle is still variance
+    else:
+        xs = x.astype(np.float32, copy=False)
+        xc_dot = (yc.astype(np.float32) @ xs).astype(np.float64)
+        sx = xs.sum(axis=0, dtype=np.float64)
+        sxx = np.einsum("tn,tn->n", xs, xs, dtype=np.float64)
+        rounding = 1e-6
     var = sxx - sx**2 / len(y)
-    var = np.where(var > 1e-6 * np.maximum(sxx, 1e-30), var, 0.0)  # constant columns, up to rounding
+    var = np.where(var > rounding * np.maximum(sxx, 1e-30), var, 0.0)  # constant columns, up to rounding
     with np.errstate(invalid="ignore", divide="ignore"):
         r = np.where(var > 0, xc_dot / (np.sqrt(var) * ny), 0.0)
     return np.clip(r, -1.0, 1.0)

@@ -39,6 +39,24 @@ def test_pearson_all_matches_numpy():
     assert got[4] == 0
 
 
+def test_pearson_all_on_float16_blocks_matches_float64_numpy():
+    """The compiled float16 route: strided, saturated, constant and near-constant columns."""
+    rng = np.random.default_rng(2)
+    T = 2500
+    y = np.cumsum(rng.random(T) < 0.1).astype(np.float32) % 9  # a staircase, like line position
+    wide = np.tanh(rng.normal(size=(T, 90)) + 0.2 * y[:, None] * rng.normal(size=90)).astype(np.float16)
+    wide[:, 3] = np.float16(0.99)  # constant: r = 0
+    wide[:, 6] = np.where(rng.random(T) < 0.5, np.float16(0.999), np.float16(1.0))  # 1-ulp wiggle near 1
+    wide[:, 9] = (y / 9).astype(np.float16)  # nearly y itself
+    block = wide[:, ::3]  # 30 columns, not contiguous
+    got = probes.pearson_all(block, y)
+    want = [np.corrcoef(block[:, j].astype(np.float64), y)[0, 1] if j != 1 else 0.0 for j in range(block.shape[1])]
+    assert np.abs(got - want).max() < 1e-9
+    assert got[1] == 0 and got[3] > 0.999
+    assert abs(got[2]) > 0.01  # the 1-ulp wiggle is variance, not a constant
+    assert np.abs(np.delete(got - probes.pearson_all(block.astype(np.float32), y), 2)).max() < 1e-4  # numpy route
+
+
 def test_rank_units_finds_the_planted_unit_with_its_sign():
     text = 'a "quoted bit" and "another one" here\n\nno "open\n\nreset'
     y = probes.labels("quotes", text)

@@ -1,11 +1,12 @@
-"""Exact ROC AUC of every float16 column of a block, compiled: a radix sort and one scan per column.
+"""Compiled scoring kernels over float16 blocks (what the trace cache holds): exact ROC AUC, Pearson sums.
 
-The numpy route (models.probes._pairs_below) needs a tiled transpose, an int32 sort and about ten
-more whole-array passes per column. Here a column takes four passes over its T values (digit
-counts, two stable scatters by byte, one branch-free scan), runs without the GIL, and stays in
-one core's cache, so the probe ranking of a 2-layer 512-unit LSTM on 2,000 characters fits the
-issue's 100 ms on two cores (bench/probe_speed.py prints it). float16 has 16 bits, which makes an
-exact 2-pass radix sort possible; float32 input keeps the numpy route.
+The numpy routes (models.probes) make many whole-array passes per block: a tiled transpose, an
+int32 sort and about ten more for the AUC; a float32 copy and four reductions for Pearson. Here
+each kernel reads a block once or a few times per column, runs without the GIL (worker threads
+score blocks in parallel) and stays in one core's cache, so ranking all 8,192 units of a 2-layer
+512-unit LSTM on 2,000 characters fits the issue's 100 ms on two cores (bench/probe_speed.py).
+float16 has 16 bits, which makes an exact 2-pass radix sort possible; float32 input keeps the
+numpy routes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numba
 import numpy as np
 
 TILE = 32  # columns transposed together: one 64-byte cache line of a row feeds 32 of them
+HALF_TO_FLOAT32 = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.float32)  # by bit pattern
 
 
 @numba.njit(nogil=True, cache=True)
@@ -85,14 +87,36 @@ def twice_mann_whitney_u(bits: np.ndarray, label: np.ndarray) -> np.ndarray:
     return out
 
 
+@numba.njit(nogil=True, cache=True)
+def column_sums(bits: np.ndarray, weights: np.ndarray, table: np.ndarray) -> tuple:
+    """Per column of bits (T, N), the int16 view of float16 values: (sum x, sum x^2, sum x * w), float64.
+
+    `table` is HALF_TO_FLOAT32. The inner loop runs along a row, so it reads the block once, in order.
+    """
+    T, N = bits.shape
+    s1 = np.zeros(N)
+    s2 = np.zeros(N)
+    sw = np.zeros(N)
+    for t in range(T):
+        w = weights[t]
+        for c in range(N):
+            v = np.float64(table[np.uint16(bits[t, c])])
+            s1[c] += v
+            s2[c] += v * v
+            sw[c] += v * w
+    return s1, s2, sw
+
+
 def compile_in_background() -> threading.Thread:
     """Compile (or load from numba's cache) now, off the caller's thread, so the first probe does not wait."""
 
     def run() -> None:
         label = np.array([0, 1], dtype=np.uint8)
         bits = np.zeros((2, 2), dtype=np.int16)
-        twice_mann_whitney_u(bits, label)  # a contiguous block: a trace's, the cache's
-        twice_mann_whitney_u(bits[:, ::2], label)  # a strided one (numba compiles each layout)
+        weights = label.astype(np.float64)
+        for view in (bits, bits[:, ::2]):  # a contiguous block (a trace's, the cache's), a strided one
+            twice_mann_whitney_u(view, label)  # numba compiles each layout
+            column_sums(view, weights, HALF_TO_FLOAT32)
 
     thread = threading.Thread(target=run, name="auc-kernel-compile", daemon=True)
     thread.start()
