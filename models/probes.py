@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import regex
 
-from .score_kernels import HALF_TO_FLOAT32, column_sums, twice_mann_whitney_u
+from .score_kernels import HALF_TO_FLOAT32, column_sums, counts_above, twice_mann_whitney_u
 from .errors import RnnscopeError
 
 BINARY, NUMERIC = "binary", "numeric"
@@ -237,7 +237,7 @@ def auc_all(x: np.ndarray, y: np.ndarray, block: int = 256, tile: int = 128) -> 
     AUC. float32 gives up its last mantissa bit to the label (values 1 ulp apart count as tied).
     Columns pass through reused buffers (tiled transpose).
     """
-    y = np.asarray(y, dtype=bool)
+    y = np.ascontiguousarray(y, dtype=bool)
     P = int(y.sum())
     T, N = x.shape
     if P == 0 or P == T:
@@ -359,14 +359,17 @@ def span_scores(x: np.ndarray, inside: np.ndarray, threshold: float) -> tuple[np
     Positive scores are units that switch on inside the span and stay off elsewhere; the
     second array scores the reverse (off inside, on elsewhere), as in LSTMVis's selection.
     """
-    inside = np.asarray(inside, dtype=bool)
+    inside = np.ascontiguousarray(inside, dtype=bool)
     if not inside.any():
         raise RnnscopeError("the selected span is empty: select at least one character")
     if inside.all():
         raise RnnscopeError("the span covers the whole text: leave some characters outside it")
-    on = x > threshold
-    in_frac = on[inside].mean(axis=0)
-    out_frac = on[~inside].mean(axis=0)
-    off_in = (~on[inside]).mean(axis=0)
-    off_out = (~on[~inside]).mean(axis=0)
-    return in_frac - out_frac, off_in - off_out
+    n_in = int(inside.sum())
+    if x.dtype == np.float16:  # the compiled one-pass count; values compared exactly, as float64
+        above_in, above_out = counts_above(x.view(np.int16), inside.view(np.uint8), float(threshold), HALF_TO_FLOAT32)
+    else:
+        on = x > threshold
+        above_in, above_out = on[inside].sum(axis=0), on[~inside].sum(axis=0)
+    in_frac = above_in / n_in
+    out_frac = above_out / (len(inside) - n_in)
+    return in_frac - out_frac, out_frac - in_frac  # off inside minus off outside is the negation

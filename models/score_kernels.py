@@ -1,4 +1,4 @@
-"""Compiled scoring kernels over float16 blocks (what the trace cache holds): exact ROC AUC, Pearson sums.
+"""Compiled scoring kernels over float16 blocks (what the trace cache holds): ROC AUC, Pearson, spans.
 
 The numpy routes (models.probes) make many whole-array passes per block: a tiled transpose, an
 int32 sort and about ten more for the AUC; a float32 copy and four reductions for Pearson. Here
@@ -107,6 +107,22 @@ def column_sums(bits: np.ndarray, weights: np.ndarray, table: np.ndarray) -> tup
     return s1, s2, sw
 
 
+@numba.njit(nogil=True, cache=True)
+def counts_above(bits: np.ndarray, inside: np.ndarray, threshold: float, table: np.ndarray) -> tuple:
+    """Per column of bits (T, N), float16 bit patterns: how many values exceed threshold inside the
+    span (inside[t] = 1) and outside it, as int64. One in-order read of the block."""
+    T, N = bits.shape
+    above_in = np.zeros(N, np.int64)
+    above_out = np.zeros(N, np.int64)
+    for t in range(T):
+        w = np.int64(inside[t])
+        for c in range(N):
+            on = np.int64(np.float64(table[np.uint16(bits[t, c])]) > threshold)
+            above_in[c] += on * w
+            above_out[c] += on * (1 - w)
+    return above_in, above_out
+
+
 def compile_in_background() -> threading.Thread:
     """Compile (or load from numba's cache) now, off the caller's thread, so the first probe does not wait."""
 
@@ -117,6 +133,7 @@ def compile_in_background() -> threading.Thread:
         for view in (bits, bits[:, ::2]):  # a contiguous block (a trace's, the cache's), a strided one
             twice_mann_whitney_u(view, label)  # numba compiles each layout
             column_sums(view, weights, HALF_TO_FLOAT32)
+            counts_above(view, label, 0.5, HALF_TO_FLOAT32)
 
     thread = threading.Thread(target=run, name="auc-kernel-compile", daemon=True)
     thread.start()

@@ -191,3 +191,19 @@ def test_float16_kernel_equals_the_float32_route_on_strided_blocks_across_tile_e
     assert got[1] == 0.0 and got[2] == 1.0  # wide's 4: every positive below; 7: every positive above
     some = [0, 3, 4, 46]
     assert np.abs(got[some] - [reference_auc(block[:, j].astype(np.float64), y) for j in some]).max() < 1e-12
+
+
+def test_span_scores_on_float16_blocks_compare_the_stored_values_exactly():
+    rng = np.random.default_rng(5)
+    T = 900
+    inside = np.zeros(T, bool)
+    inside[100:260] = True
+    x = np.tanh(rng.normal(size=(T, 70))).astype(np.float16)
+    x[inside, 4] = np.float16(0.3)  # stored as 0.30005: above 0.3 (numpy's float16 compare says no), not 0.3001
+    block = x[:, ::2]  # 35 columns, not contiguous
+    for threshold in (0.3, 0.3001, -0.5, 0.0):
+        on, off = probes.span_scores(block, inside, threshold)
+        wide = block.astype(np.float64) > threshold
+        want = wide[inside].mean(axis=0) - wide[~inside].mean(axis=0)
+        assert np.abs(on - want).max() < 1e-12 and np.array_equal(off, -on)
+    assert probes.span_scores(block, inside, 0.3)[0][2] > probes.span_scores(block, inside, 0.3001)[0][2]
