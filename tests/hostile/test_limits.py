@@ -74,8 +74,9 @@ def test_a_busy_server_answers_503_with_retry_after_and_cache_hits_still_serve(t
             assert page_error(r, "text").startswith("the server is busy")
             r = c.get("/", params={"text": "another new text"})
             assert r.status_code == 503 and "the server is busy" in r.text and "another new text</textarea>" in r.text
+            # a share link is checked, not traced: it is made while the slots are taken
             r = c.post("/api/v1/share", json={"model": "tiny-lstm", "text": "a third new text"})
-            assert r.status_code == 503 and r.headers["retry-after"] == "5" and "busy" in detail(r)
+            assert r.status_code == 200 and r.json()["view"]["text"] == "a third new text"
             # a view of a text already traced needs no model run: it is served while the slots are taken
             hit = c.post(TRACE, json={**known, "units": [2]})
             assert hit.status_code == 200 and hit.json()["cached"] is True
