@@ -13,9 +13,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.gzip import GZipMiddleware
 
 from models import __version__
-from models.score_kernels import compile_in_background
 from models.buffers import POOL
 from models.errors import RnnscopeError
+from models.score_kernels import compile_in_background
 
 from . import api, pages, routes_dynamics, routes_probe, routes_share
 from .access_log import AccessLog
@@ -48,7 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         tuned = bound_native_memory()  # before the first model pass
-        compile_in_background()  # the probe ranking's compiled kernel, ready before the first probe
+        compile_in_background()  # the probe ranking's compiled kernels, ready before the first probe
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         import torch
 

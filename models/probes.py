@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import regex
 
-from .score_kernels import HALF_TO_FLOAT32, column_sums, counts_above, twice_mann_whitney_u
 from .errors import RnnscopeError
+from .score_kernels import HALF_TO_FLOAT32, column_sums, counts_above, twice_mann_whitney_u
 
 BINARY, NUMERIC = "binary", "numeric"
 OPENERS, CLOSERS = "([{", ")]}"

@@ -135,6 +135,6 @@ def compile_in_background() -> threading.Thread:
             column_sums(view, weights, HALF_TO_FLOAT32)
             counts_above(view, label, 0.5, HALF_TO_FLOAT32)
 
-    thread = threading.Thread(target=run, name="auc-kernel-compile", daemon=True)
+    thread = threading.Thread(target=run, name="score-kernels-compile", daemon=True)
     thread.start()
     return thread
