@@ -5,7 +5,7 @@ text: prints the median time of the full trace, of ranking all units for a binar
 AUC) and a numeric one (Pearson r), and the ratio of ranking to trace. Target: ranking
 <= 100 ms on this CPU.
 
-    python bench/probe_speed.py [--repeats 5] [--chars 2000] [--threads 2]
+    python bench/probe_speed.py [--repeats 9] [--chars 2000] [--threads 2]
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def median_ms(fn, repeats: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--chars", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
