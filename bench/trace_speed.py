@@ -9,7 +9,8 @@ texts of 5,000 and 50,000 characters, prints the median time of
   (c1) the same trace with overlap=False: everything in order on the calling thread,
   (g) the gate pre-activation GEMMs alone ([x_t ; h_t-1] times every layer's weights for all steps):
       work this route adds to (a) whatever else it does, so (a+g)/a is its floor at this thread count,
-and the ratios c/a (target <= 1.3), c1/a, (a+g)/a and b/a, all measured side by side in this one run.
+and the ratios c/a (target <= 1.3), c1/a, (a+g)/a and b/a, all measured side by side in this one run
+(a, c, c1 and g take turns in every round of repeats).
 The engine's buffer pool is sized to hold one full trace, as a server reusing memory would have it
 (models/buffers.py); the first of the repeats maps fresh memory, the median is the steady state.
 
@@ -34,12 +35,19 @@ ALPHABET = 'abcdefghijklmnopqrstuvwxyz ABCDEFGHIJ,.;:!?"\'\n-'
 
 
 def median_time(fn, repeats: int) -> float:
-    times = []
+    return median_times([fn], repeats)[0]
+
+
+def median_times(fns, repeats: int) -> list[float]:
+    """Each callable's median time over `repeats` rounds, the callables taking turns within a round,
+    so that a slow spell of this shared machine lands on all of them alike, not on one."""
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+        for fn, spent in zip(fns, times):
+            t = time.perf_counter()
+            fn()
+            spent.append(time.perf_counter() - t)
+    return [statistics.median(spent) for spent in times]
 
 
 @torch.no_grad()
@@ -96,10 +104,10 @@ def main() -> None:
                 same = fused(model.embed(idx[:, :500]))[0]  # warm-up, and the floor computes what the model does
                 assert torch.allclose(same, model.top_hidden(idx[:, :500]), atol=1e-5)
                 run_trace(model, vocab, text[:3000])
-            a = median_time(lambda: torch.no_grad()(fused)(model.embed(idx)), args.repeats)
-            c = median_time(lambda: run_trace(model, vocab, text, topk=5), args.repeats)
-            c1 = median_time(lambda: run_trace(model, vocab, text, topk=5, overlap=False), args.repeats)
-            g = median_time(gate_gemms(model, idx), args.repeats)
+            a, c, c1, g = median_times([lambda: torch.no_grad()(fused)(model.embed(idx)),
+                                        lambda: run_trace(model, vocab, text, topk=5),
+                                        lambda: run_trace(model, vocab, text, topk=5, overlap=False),
+                                        gate_gemms(model, idx)], args.repeats)
             b = median_time(lambda: cell_loop(model, idx), args.loop_repeats)
             print(f"{cell:5} {n:7d} {a:12.3f} {b:11.3f} {c:12.3f} {c1:8.3f} {g:7.3f} {c / a:6.2f} {c1 / a:6.2f} "
                   f"{(a + g) / a:8.2f} {b / a:6.2f}", flush=True)
