@@ -17,7 +17,7 @@ import numpy as np
 import regex
 
 from .errors import RnnscopeError
-from .score_kernels import HALF_TO_FLOAT32, column_sums, counts_above, twice_mann_whitney_u
+from .score_kernels import column_sums, counts_above, twice_mann_whitney_u
 
 BINARY, NUMERIC = "binary", "numeric"
 OPENERS, CLOSERS = "([{", ")]}"
@@ -243,7 +243,7 @@ def auc_all(x: np.ndarray, y: np.ndarray, block: int = 256, tile: int = 128) -> 
     if P == 0 or P == T:
         raise RnnscopeError("the probe marks every character the same way in this text; pick a text with both")
     if x.dtype == np.float16:
-        twice_u = twice_mann_whitney_u(x.view(np.int16), y.view(np.uint8))
+        twice_u = twice_mann_whitney_u(x, y)
     else:
         twice_u = _pairs_below(np.asarray(x, dtype=np.float32), y.astype(np.int32)[None, :], block, tile)
     return twice_u / (2.0 * P * (T - P))
@@ -299,7 +299,7 @@ def pearson_all(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     if ny == 0:
         raise RnnscopeError("the probe has the same value at every character of this text; pick a longer text")
     if x.dtype == np.float16:
-        sx, sxx, xc_dot = column_sums(x.view(np.int16), yc, HALF_TO_FLOAT32)  # xc_dot: sum_t (y_t - mean) x_t
+        sx, sxx, xc_dot = column_sums(x, yc)  # xc_dot: sum_t (y_t - mean) x_t
         rounding = 1e-12  # float64 sums of float16 values: a 1-ulp wiggle is still variance
     else:
         xs = x.astype(np.float32, copy=False)
@@ -366,7 +366,7 @@ def span_scores(x: np.ndarray, inside: np.ndarray, threshold: float) -> tuple[np
         raise RnnscopeError("the span covers the whole text: leave some characters outside it")
     n_in = int(inside.sum())
     if x.dtype == np.float16:  # the compiled one-pass count; values compared exactly, as float64
-        above_in, above_out = counts_above(x.view(np.int16), inside.view(np.uint8), float(threshold), HALF_TO_FLOAT32)
+        above_in, above_out = counts_above(x, inside, threshold)
     else:
         on = x > threshold
         above_in, above_out = on[inside].sum(axis=0), on[~inside].sum(axis=0)

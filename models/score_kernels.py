@@ -21,7 +21,7 @@ HALF_TO_FLOAT32 = np.arange(65536, dtype=np.uint16).view(np.float16).astype(np.f
 
 
 @numba.njit(nogil=True, cache=True)
-def twice_mann_whitney_u(bits: np.ndarray, label: np.ndarray) -> np.ndarray:
+def _twice_u_kernel(bits: np.ndarray, label: np.ndarray) -> np.ndarray:
     """Per column of bits (T, N), the int16 view of float16 values: 2 * #(neg < pos) + #(neg == pos).
 
     label (T,) is 1 for positives, 0 for negatives. Equal values (with -0 equal to +0) count half.
@@ -88,7 +88,7 @@ def twice_mann_whitney_u(bits: np.ndarray, label: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(nogil=True, cache=True)
-def column_sums(bits: np.ndarray, weights: np.ndarray, table: np.ndarray) -> tuple:
+def _sums_kernel(bits: np.ndarray, weights: np.ndarray, table: np.ndarray) -> tuple:
     """Per column of bits (T, N), the int16 view of float16 values: (sum x, sum x^2, sum x * w), float64.
 
     `table` is HALF_TO_FLOAT32. The inner loop runs along a row, so it reads the block once, in order.
@@ -108,7 +108,7 @@ def column_sums(bits: np.ndarray, weights: np.ndarray, table: np.ndarray) -> tup
 
 
 @numba.njit(nogil=True, cache=True)
-def counts_above(bits: np.ndarray, inside: np.ndarray, threshold: float, table: np.ndarray) -> tuple:
+def _counts_above_kernel(bits: np.ndarray, inside: np.ndarray, threshold: float, table: np.ndarray) -> tuple:
     """Per column of bits (T, N), float16 bit patterns: how many values exceed threshold inside the
     span (inside[t] = 1) and outside it, as int64. One in-order read of the block."""
     T, N = bits.shape
@@ -123,17 +123,33 @@ def counts_above(bits: np.ndarray, inside: np.ndarray, threshold: float, table: 
     return above_in, above_out
 
 
+# ---- float16 arrays in: the bit-pattern views and the table stay in this module -----------------
+def twice_mann_whitney_u(x: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """Per column of float16 x (T, N) against bool label (T,): 2 * #(neg < pos) + #(neg == pos), int64."""
+    return _twice_u_kernel(x.view(np.int16), label.view(np.uint8))
+
+
+def column_sums(x: np.ndarray, weights: np.ndarray) -> tuple:
+    """Per column of float16 x (T, N): (sum x, sum x^2, sum x * weights), float64."""
+    return _sums_kernel(x.view(np.int16), weights, HALF_TO_FLOAT32)
+
+
+def counts_above(x: np.ndarray, inside: np.ndarray, threshold: float) -> tuple:
+    """Per column of float16 x (T, N): values above threshold inside the bool span mask, and outside."""
+    return _counts_above_kernel(x.view(np.int16), inside.view(np.uint8), float(threshold), HALF_TO_FLOAT32)
+
+
 def compile_in_background() -> threading.Thread:
     """Compile (or load from numba's cache) now, off the caller's thread, so the first probe does not wait."""
 
     def run() -> None:
-        label = np.array([0, 1], dtype=np.uint8)
-        bits = np.zeros((2, 2), dtype=np.int16)
+        label = np.array([False, True])
+        x = np.zeros((2, 2), dtype=np.float16)
         weights = label.astype(np.float64)
-        for view in (bits, bits[:, ::2]):  # a contiguous block (a trace's, the cache's), a strided one
+        for view in (x, x[:, ::2]):  # a contiguous block (a trace's, the cache's), a strided one
             twice_mann_whitney_u(view, label)  # numba compiles each layout
-            column_sums(view, weights, HALF_TO_FLOAT32)
-            counts_above(view, label, 0.5, HALF_TO_FLOAT32)
+            column_sums(view, weights)
+            counts_above(view, label, 0.5)
 
     thread = threading.Thread(target=run, name="score-kernels-compile", daemon=True)
     thread.start()
