@@ -41,7 +41,7 @@ def train(
     layers: int = typer.Option(2, min=1, max=8),
     hidden: int = typer.Option(512, min=1),
     emb: int = typer.Option(64, min=1),
-    dropout: float = typer.Option(0.0, min=0.0, max=0.9),
+    dropout: float = typer.Option(0.0, min=0.0, max=0.9, help="between layers and before the head; applies to this run, also with --init"),
     seq_len: int = typer.Option(200, "--seq-len", min=1, help="truncated-BPTT chunk length"),
     batch: int = typer.Option(32, min=1, help="streams per process"),
     lr: float = typer.Option(2e-3, min=0.0),

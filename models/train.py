@@ -16,7 +16,7 @@ import os
 import platform
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -244,7 +244,10 @@ def train(cfg: TrainConfig) -> TrainResult:
         card_base = resume_state.get("card_base", {})
     elif cfg.init:
         ck = load_checkpoint(cfg.init)
-        vocab, model, mcfg = ck.vocab, ck.model, ck.model.config
+        # Dropout is a training setting, not part of the learned weights: this run's value applies.
+        vocab, mcfg = ck.vocab, replace(ck.model.config, dropout=cfg.dropout)
+        model = CharLM(mcfg)
+        model.load_state_dict(ck.model.state_dict())
         card_base = {k: ck.card[k] for k in ("train_steps", "chars_seen", "training_seconds") if k in ck.card}
         card_base["initialised_from"] = str(cfg.init)
     else:

@@ -245,3 +245,18 @@ def test_stop_at_ends_on_the_schedule_and_refuses_a_step_already_passed(tmp_path
     rest = train(_cfg(tmp_path, data_file, steps=12, eval_every=5, stop_at=12, resume=True))
     assert rest.steps == 12
     assert [h["step"] for h in rest.history] == [5, 7, 10, 12]  # validated once at the end, not twice
+
+
+def test_init_applies_this_runs_dropout_and_keeps_the_weights(tmp_path, data_file):
+    train(_cfg(tmp_path, data_file))
+    init = load_checkpoint(tmp_path / "out")
+    assert init.model.config.dropout == 0.0
+    # One step at lr 0 leaves the weights as they were, so only the dropout setting differs.
+    train(_cfg(tmp_path, data_file, out=str(tmp_path / "out2"), run_dir=str(tmp_path / "run2"),
+               init=str(tmp_path / "out"), steps=1, eval_every=1, lr=0.0, lr_min=0.0, dropout=0.3))
+    after = load_checkpoint(tmp_path / "out2")
+    assert after.model.config.dropout == 0.3
+    assert json.loads((tmp_path / "out2" / "config.json").read_text())["model"]["dropout"] == 0.3
+    before = init.model.state_dict()
+    for k, v in after.model.state_dict().items():
+        assert torch.equal(before[k], v), k
