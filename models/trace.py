@@ -106,80 +106,126 @@ def run_trace(
     and gates and predictions fill the gaps (bench/trace_speed.py measures both routes). Without
     it, everything runs in order on the calling thread with its own torch thread count.
     """
-    if not text:
-        raise RnnscopeError("the text is empty: give at least one character")
+    return run_traces(model, vocab, [text], layers=layers, states=states, units=units, topk=topk, warmup=warmup,
+                      half=half, chunk=chunk, overlap=overlap)[0]
+
+
+@torch.no_grad()
+def run_traces(
+    model: CharLM,
+    vocab: CharVocab,
+    texts: list[str],
+    *,
+    layers=None,
+    states=None,
+    units=None,
+    topk: int = 5,
+    warmup: str = "",
+    half: bool = False,
+    chunk: int = 512,
+    overlap: bool = True,
+) -> list[Trace]:
+    """Trace several texts at once, one Trace each, in the order given (arguments as run_trace).
+
+    The fused forwards run the texts as one batch: a step's matrix-vector products become one
+    small matrix product, which costs a single text's step little more (bench/trace_speed.py
+    --batch measures it). Gates and predictions are worked out per text as before. Each text's
+    values match PyTorch's for that text alone up to float32 rounding.
+    """
+    if not texts:
+        raise RnnscopeError("no texts to trace")
+    for n, text in enumerate(texts):
+        if not text:
+            raise RnnscopeError("the text is empty: give at least one character" if len(texts) == 1
+                                else f"text {n} is empty: give at least one character")
     layer_ids, state_ids, unit_ids = check_request(model, layers, states, units)
     model.eval()
     cfg = model.config
     out_dtype = np.float16 if half else np.float32
-    ids = vocab.encode_tensor(text)  # (T,)
-    T = len(ids)
+    order = sorted(range(len(texts)), key=lambda n: -len(texts[n]))  # longest first: the rows still
+    rows = [vocab.encode_tensor(texts[n]) for n in order]  # running in a chunk are always a prefix
     width = cfg.hidden if unit_ids is None else len(unit_ids)
     # Each chunk writes its rows straight into the final arrays (no per-chunk lists to stitch),
     # allocated by the first tasks of the graph from the buffer pool (models/buffers.py).
-    recorded: dict[int, dict[str, np.ndarray]] = {k: {} for k in layer_ids}
+    recorded: list[dict[int, dict[str, np.ndarray]]] = [{k: {} for k in layer_ids} for _ in rows]
     k_top = max(0, min(int(topk), cfg.vocab_size))
-    run = _TraceRun(model, ids, chunk, warmup_state(model, vocab, warmup), recorded, state_ids,
-                    None if unit_ids is None else torch.tensor(unit_ids), k_top, (T, width), out_dtype)
+    run = _TraceRun(model, rows, chunk, warmup_state(model, vocab, warmup), recorded, state_ids,
+                    None if unit_ids is None else torch.tensor(unit_ids), k_top, width, out_dtype)
     workers = max(2, torch.get_num_threads()) if overlap else 1
     try:
         run.graph.run(workers)
     finally:
         run.graph = None  # its tasks are bound methods of run: without this cycle the outputs are
         # freed (and their buffers pooled) as soon as the caller drops the trace, not at the next GC
-    heads = [run.heads[j] for j in range(run.n_chunks)]
-    return Trace(
-        text=text,
-        cell=cfg.cell,
-        layer_ids=layer_ids,
-        states=recorded,
-        units=unit_ids,
-        topk_ids=_join([h[1] for h in heads]) if k_top else None,
-        topk_probs=_join([h[2] for h in heads]) if k_top else None,
-        surprisal_bits=_join([h[0] for h in heads]).astype(np.float32, copy=False),
-        unknown=vocab.unknown_positions(text),
-    )
+    traces: list[Trace | None] = [None] * len(texts)
+    for b, n in enumerate(order):
+        heads = [run.heads[(b, j)] for j in range(math.ceil(len(rows[b]) / run.chunk))]
+        traces[n] = Trace(
+            text=texts[n],
+            cell=cfg.cell,
+            layer_ids=layer_ids,
+            states=recorded[b],
+            units=unit_ids,
+            topk_ids=_join([h[1] for h in heads]) if k_top else None,
+            topk_probs=_join([h[2] for h in heads]) if k_top else None,
+            surprisal_bits=_join([h[0] for h in heads]).astype(np.float32, copy=False),
+            unknown=vocab.unknown_positions(texts[n]),
+        )
+    return traces
 
 
 class _TraceRun:
-    """One trace as a task graph: ("fwd", k, j) runs layer k's fused module over chunk j,
-    ("rec", k, j) records its states and gates, ("pred", j) the top layer's predictions.
+    """One batch of traces as a task graph: ("fwd", k, j) runs layer k's fused module over chunk j
+    of every text still running, ("rec", k, j) records their states and gates, ("pred", j) the
+    top layer's predictions.
 
+    Rows are sorted longest first, so the texts still running in chunk j are rows 0..active(j)-1;
+    a row that ends inside a chunk is padded there, and what the padding computes is never read.
     Sequence tensors are held only until their last reader has run.
     """
 
-    def __init__(self, model: CharLM, ids, chunk, carry, recorded, state_ids, keep_units, k_top, shape, dtype):
-        self.model, self.ids, self.chunk = model, ids, max(1, int(chunk))
+    def __init__(self, model: CharLM, rows, chunk, carry, recorded, state_ids, keep_units, k_top, width, dtype):
+        self.model, self.rows, self.chunk = model, rows, max(1, int(chunk))
         self.recorded, self.state_ids, self.keep_units, self.k_top = recorded, state_ids, keep_units, k_top
         L = model.config.n_layers
-        self.n_chunks = math.ceil(len(ids) / self.chunk)
-        self.state_in = {(k, 0): None if carry is None else carry[k] for k in range(L)}  # before chunk j
+        self.lengths = [len(r) for r in rows]
+        self.n_chunks = math.ceil(self.lengths[0] / self.chunk)
+        n = len(rows)
+        self.state_in = {(k, 0): None if carry is None else _repeat_rows(carry[k], n) for k in range(L)}
         self.seq: dict[tuple[int, int], list] = {}  # (layer, chunk) -> [tensor, readers left]; layer -1 = embedding
         self.seq_lock = threading.Lock()
-        self.heads: dict[int, tuple] = {}
+        self.heads: dict[tuple[int, int], tuple] = {}  # (row, chunk) -> predictions
+        layer_ids = list(recorded[0])
         self.weights = {k: gate_weights(model.config.cell, model.layers[k], keep_units)
-                        if _wants_gates(state_ids) else None for k in recorded}
+                        if _wants_gates(state_ids) else None for k in layer_ids}
         self.graph = g = TaskGraph()
-        for k in recorded:
-            g.add(("alloc", k), partial(self.allocate, k, shape, dtype), priority=(0, -1, k))
+        for k in layer_ids:
+            g.add(("alloc", k), partial(self.allocate, k, width, dtype), priority=(0, -1, k))
         for j in range(self.n_chunks):
             for k in range(L):
                 g.add(("fwd", k, j), partial(self.forward, k, j),
                       after=[key for key in (("fwd", k - 1, j), ("fwd", k, j - 1)) if min(key[1:]) >= 0],
                       priority=(0, j + k, k))
-                if k in recorded:
+                if k in layer_ids:
                     g.add(("rec", k, j), partial(self.record, k, j), after=[("fwd", k, j), ("alloc", k)],
                           priority=(1, j, k))
             g.add(("pred", j), partial(self.predict, j), after=[("fwd", L - 1, j)], priority=(1, j, L))
 
-    def allocate(self, k: int, shape, dtype) -> None:
-        for s in self.state_ids:
-            self.recorded[k][s] = POOL.empty(shape, dtype)
+    def allocate(self, k: int, width: int, dtype) -> None:
+        for b, length in enumerate(self.lengths):
+            for s in self.state_ids:
+                self.recorded[b][k][s] = POOL.empty((length, width), dtype)
+
+    def _active(self, j: int) -> list[tuple[int, int]]:
+        """(row, characters of it in chunk j) for the rows still running there."""
+        start = j * self.chunk
+        return [(b, min(self.chunk, n - start)) for b, n in enumerate(self.lengths) if n > start]
 
     def _readers(self, k: int) -> int:
         """How many tasks read layer k's output sequence of a chunk (k = -1: the embedding)."""
         L = self.model.config.n_layers
-        return (0 <= k < L - 1) + (k >= 0 and k in self.recorded) + (k + 1 in self.recorded) + (k == L - 1)
+        layer_ids = self.recorded[0]
+        return (0 <= k < L - 1) + (k >= 0 and k in layer_ids) + (k + 1 in layer_ids) + (k == L - 1)
 
     def _put(self, k: int, j: int, value: torch.Tensor) -> None:
         if n := self._readers(k):
@@ -195,27 +241,68 @@ class _TraceRun:
             return held[0]
 
     def forward(self, k: int, j: int) -> None:
+        active = self._active(j)
         if k == 0:
-            piece = self.ids[j * self.chunk : (j + 1) * self.chunk]
-            x = self.model.embed(piece)  # (t, E)
+            start, t = j * self.chunk, active[0][1]
+            if len(active) == 1:
+                piece = self.rows[0][start : start + t][None]
+            else:
+                piece = torch.zeros(len(active), t, dtype=self.rows[0].dtype)  # padded with id 0
+                for b, n in active:
+                    piece[b, :n] = self.rows[b][start : start + n]
+            x = self.model.embed(piece)  # (B, t, E)
             self._put(-1, j, x)
         else:
             x = self._take(k - 1, j)
-        h_seq, s1 = self.model.layers[k](x[None], self.state_in[(k, j)])  # (1, t, H)
+        h_seq, s1 = self.model.layers[k](x, _first_rows(self.state_in[(k, j)], len(active)))  # (B, t, H)
         self.state_in[(k, j + 1)] = s1
-        self._put(k, j, h_seq[0])
+        self._put(k, j, h_seq)
 
     def record(self, k: int, j: int) -> None:
         x, h = self._take(k - 1, j), self._take(k, j)
-        _record_layer(self.model.config.cell, x, h, self.state_in[(k, j)], self.state_ids, self.keep_units,
-                      self.recorded[k], j * self.chunk, self.weights[k])
+        s0 = self.state_in[(k, j)]
+        for b, n in self._active(j):
+            _record_layer(self.model.config.cell, x[b, :n], h[b, :n], _row(s0, b), self.state_ids, self.keep_units,
+                          self.recorded[b][k], j * self.chunk, self.weights[k])
 
     def predict(self, j: int) -> None:
         L = self.model.config.n_layers
         top_h = self._take(L - 1, j)
         start = j * self.chunk
-        nxt = self.ids[start + 1 : start + 1 + top_h.shape[0]]
-        self.heads[j] = _predict(self.model, top_h, nxt, self.k_top)
+        for b, n in self._active(j):
+            nxt = self.rows[b][start + 1 : start + 1 + n]
+            self.heads[(b, j)] = _predict(self.model, top_h[b, :n], nxt, self.k_top)
+
+
+def _first_rows(state, n: int):
+    """A layer's state (h, or (h, c)) for the first n rows of the batch; None stays None."""
+    if state is None or _state_rows(state) == n:
+        return state
+    if isinstance(state, tuple):
+        return tuple(s[:, :n].contiguous() for s in state)
+    return state[:, :n].contiguous()
+
+
+def _row(state, b: int):
+    """Row b of a layer's state as a one-row state, (1, 1, H) per tensor."""
+    if state is None:
+        return None
+    if isinstance(state, tuple):
+        return tuple(s[:, b : b + 1] for s in state)
+    return state[:, b : b + 1]
+
+
+def _state_rows(state) -> int:
+    return (state[0] if isinstance(state, tuple) else state).shape[1]
+
+
+def _repeat_rows(state, n: int):
+    """A one-row warm-up state for every row of the batch."""
+    if n == 1:
+        return state
+    if isinstance(state, tuple):
+        return tuple(s.expand(-1, n, -1).contiguous() for s in state)
+    return state.expand(-1, n, -1).contiguous()
 
 
 def _predict(model: CharLM, top_h: torch.Tensor, nxt: torch.Tensor, k_top: int) -> tuple:

@@ -9,7 +9,7 @@ import torch
 
 from models.cache import ByteLRU
 from models.errors import RnnscopeError
-from models.trace import run_trace, warmup_state
+from models.trace import run_trace, run_traces, warmup_state
 
 from .helpers import TEXT, tiny_model
 
@@ -299,3 +299,43 @@ def test_a_dropped_trace_hands_its_output_buffers_back_to_the_pool(monkeypatch):
     again = run_trace(model, vocab, text, layers=[1], states=["c", "f"], topk=0)
     assert POOL.reused >= reused_before + 2
     assert np.array_equal(again.states[1]["c"], c) and np.array_equal(again.states[1]["c"], expected.states[1]["c"])
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_batched_texts_each_match_the_explicit_cell_loop(cell, overlap):
+    """Texts of different lengths in one batch, chunks ending inside and exactly at a text's end."""
+    model, vocab = tiny_model(cell, layers=2, seed=5)
+    texts = [TEXT[:3], TEXT * 2, TEXT[:37], TEXT[:40], TEXT[5:45] + TEXT]
+    traces = run_traces(model, vocab, texts, chunk=20, overlap=overlap, topk=3)
+    assert [t.text for t in traces] == texts, "one trace per text, in the order given"
+    for text, tr in zip(texts, traces):
+        ref = reference_loop(model, vocab, text)
+        alone = run_trace(model, vocab, text, chunk=20, topk=3)
+        assert tr.surprisal_bits.shape == (len(text),) and math.isnan(tr.surprisal_bits[-1])
+        assert np.abs(tr.surprisal_bits[:-1] - alone.surprisal_bits[:-1]).max() <= TOL
+        assert np.array_equal(tr.topk_ids[:-1], alone.topk_ids[:-1])
+        for k in range(2):
+            assert set(tr.states[k]) == set(ref[k])
+            for name, want in ref[k].items():
+                assert tr.states[k][name].shape == (len(text), 16)
+                assert np.abs(tr.states[k][name] - want).max() <= TOL, (cell, len(text), k, name)
+
+
+def test_batched_texts_share_a_warmup_and_keep_a_unit_subset():
+    model, vocab = tiny_model("lstm", layers=2, seed=6)
+    prefix, texts = TEXT[:19], [TEXT[:30], TEXT[7:60]]
+    traces = run_traces(model, vocab, texts, layers=[1], states=["c", "f"], units=[4, 0], warmup=prefix, chunk=16)
+    for text, tr in zip(texts, traces):
+        ref = reference_loop(model, vocab, text, warmup=prefix)
+        assert list(tr.states) == [1] and set(tr.states[1]) == {"c", "f"}
+        for name in ("c", "f"):
+            assert np.abs(tr.states[1][name] - ref[1][name][:, [4, 0]]).max() <= TOL
+
+
+def test_batched_trace_refuses_an_empty_text_by_position():
+    model, vocab = tiny_model("gru")
+    with pytest.raises(RnnscopeError, match="text 1 is empty"):
+        run_traces(model, vocab, ["abc", ""])
+    with pytest.raises(RnnscopeError, match="no texts"):
+        run_traces(model, vocab, [])
