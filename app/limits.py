@@ -24,6 +24,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
@@ -94,6 +95,18 @@ def default_torch_threads(slots: int, cpus: int | None = None) -> int:
     return max(1, cpus // max(1, slots))
 
 
+@dataclass(eq=False)
+class Waiter:
+    """One request queued for a slot. `group` and `item` let a batch run take it along (see
+    FifoSlots.take_along); `joined` is then the future of its share of that run."""
+
+    group: Hashable | None = None
+    item: Any = None
+    turn: threading.Event = field(default_factory=threading.Event)
+    taken: bool = False
+    joined: Future | None = None
+
+
 class FifoSlots:
     """n slots handed out strictly in arrival order.
 
@@ -105,35 +118,66 @@ class FifoSlots:
     def __init__(self, n: int):
         self._free = n
         self._lock = threading.Lock()
-        self._waiters: deque[threading.Event] = deque()
+        self._waiters: deque[Waiter] = deque()
 
-    def acquire(self, timeout: float) -> bool:
+    def acquire(self, timeout: float, waiter: Waiter | None = None) -> Waiter | None:
+        """The waiter once it holds a slot, or once a batch run took it along (waiter.joined is
+        then set and it holds no slot); None when the timeout ran out first."""
+        w = waiter or Waiter()
         with self._lock:
             if self._free and not self._waiters:
                 self._free -= 1
-                return True
+                return w
             if timeout <= 0:
-                return False
-            turn = threading.Event()
-            self._waiters.append(turn)
-        if turn.wait(timeout):
-            return True
+                return None
+            self._waiters.append(w)
+        if w.turn.wait(timeout):
+            return w
         with self._lock:
-            if turn.is_set():  # handed over just as the wait ran out: the slot is ours
-                return True
-            self._waiters.remove(turn)
-            return False
+            if not (w.turn.is_set() or w.taken):
+                self._waiters.remove(w)
+                return None
+        w.turn.wait()  # handed a slot or taken along just as the wait ran out: it is set at once
+        return w
+
+    def take_along(self, group: Hashable, limit: int, fits: Callable[[Any], bool]) -> list[Waiter]:
+        """Up to `limit` waiters of `group` whose item fits, oldest first, out of the queue.
+
+        The caller sets each one's `joined` and then its `turn`."""
+        taken: list[Waiter] = []
+        with self._lock:
+            for w in list(self._waiters):
+                if len(taken) >= limit:
+                    break
+                if w.group == group and fits(w.item):
+                    self._waiters.remove(w)
+                    w.taken = True
+                    taken.append(w)
+        return taken
 
     def release(self) -> None:
         with self._lock:
             if self._waiters:
-                self._waiters.popleft().set()
+                self._waiters.popleft().turn.set()
             else:
                 self._free += 1
 
 
+@dataclass(frozen=True)
+class Batch:
+    """How one run may serve several queued requests: those of the same `group` whose item
+    `fits` (given the leader's item), at most `size` in all; `work` maps the items to results
+    (an exception in place of a result fails only that item's request)."""
+
+    group: Hashable
+    size: int
+    work: Callable[[list[Any]], list[Any]]
+    fits: Callable[[Any, Any], bool] = lambda leader, item: True
+
+
 class ModelSlots:
-    """A bounded set of model-run slots with a queue timeout, a run timeout and single flight."""
+    """A bounded set of model-run slots with a queue timeout, a run timeout, single flight and
+    optional batching (one run serves several queued requests; see Batch)."""
 
     def __init__(self, slots: int, queue_timeout: float, run_timeout: float):
         self.slots = slots
@@ -145,9 +189,17 @@ class ModelSlots:
         self._inflight: dict[Hashable, Future] = {}
         self.waiting = 0  # requests queued for a slot now (for stats and tests)
         self.shared = 0  # requests served by joining an identical run already in flight
+        self.batched = 0  # requests taken along by another request's batch run
 
     def run(self, key: Hashable | None, work: Callable[[], T]) -> T:
         """work() on a slot; raises Overloaded when no slot frees up in time or the run takes too long."""
+        return self._run(key, work, None, None)
+
+    def run_batched(self, key: Hashable, item: Any, batch: Batch) -> Any:
+        """batch.work([item, ...])'s result for `item`, from a run that may serve other queued items too."""
+        return self._run(key, None, item, batch)
+
+    def _run(self, key: Hashable | None, work: Callable[[], T] | None, item: Any, batch: Batch | None) -> Any:
         started = time.monotonic()
         arrived = min(ARRIVED.get() or started, started)
         ARRIVED.set(None)  # only a request's first run had to wait for a thread; its later runs queue afresh
@@ -157,27 +209,15 @@ class ModelSlots:
                 self.waiting += 1
             try:
                 budget = self.queue_timeout - (started - arrived)  # what is left after waiting for a thread
-                got = self._free.acquire(timeout=budget)
+                got = self._free.acquire(budget, Waiter(batch and batch.group, (key, item)))
             finally:
                 with self._lock:
                     self.waiting -= 1
-            if not got:
+            if got is None:
                 raise Overloaded(
                     f"the server is busy: every model slot stayed taken for {round(time.monotonic() - arrived, 1):g} s. "
                     f"Try again in {BUSY_RETRY_S} s.", BUSY_RETRY_S)
-            with self._lock:
-                future = self._inflight.get(key) if key is not None else None
-                if future is not None:  # an identical run started while this request queued: share it
-                    self._free.release()
-                    self.shared += 1
-                else:
-                    try:
-                        future = self._submit(key, work)
-                    except BaseException:
-                        self._free.release()  # never lose a slot
-                        raise
-                    if key is not None:
-                        self._inflight[key] = future
+            future = got.joined if got.joined is not None else self._start(key, work, item, batch)
         try:
             return future.result(timeout=self.run_timeout)  # counted from getting a slot (or joining a run)
         except FutureTimeout:
@@ -185,6 +225,33 @@ class ModelSlots:
                 f"this trace took longer than the {self.run_timeout:g} s limit; it goes on in the background "
                 f"and is kept, so the same request in {SLOW_RETRY_S} s should be quick. A shorter text is "
                 "faster.", SLOW_RETRY_S) from None
+
+    def _start(self, key: Hashable | None, work: Callable[[], T] | None, item: Any, batch: Batch | None) -> Future:
+        """On a slot just acquired: start the run (taking queued items of its batch group along),
+        or hand the slot back and join an identical run that started meanwhile."""
+        with self._lock:
+            future = self._inflight.get(key) if key is not None else None
+            if future is not None:  # an identical run started while this request queued: share it
+                self._free.release()
+                self.shared += 1
+                return future
+            try:
+                if batch is None:
+                    future = self._submit([key], lambda: [work()])[0]
+                else:
+                    riders = self._free.take_along(batch.group, batch.size - 1, lambda it: batch.fits(item, it[1]))
+                    keys = [key] + [w.item[0] for w in riders]
+                    items = [item] + [w.item[1] for w in riders]
+                    futures = self._submit(keys, lambda: batch.work(items))
+                    future = futures[0]
+                    for w, f in zip(riders, futures[1:]):
+                        w.joined = f
+                        w.turn.set()
+                    self.batched += len(riders)
+            except BaseException:
+                self._free.release()  # never lose a slot
+                raise
+        return future
 
     def _joinable(self, key: Hashable | None) -> Future | None:
         if key is None:
@@ -195,20 +262,39 @@ class ModelSlots:
                 self.shared += 1
             return future
 
-    def _submit(self, key: Hashable | None, work: Callable[[], T]) -> Future:
+    def _submit(self, keys: list[Hashable | None], work: Callable[[], list]) -> list[Future]:
+        """One future per key (the same one for repeated keys), all settled by one run of work().
+        Called with self._lock held."""
+        futures: list[Future] = []
+        by_key: dict[Hashable, Future] = {}
+        for key in keys:
+            if key is None:
+                futures.append(Future())
+            else:
+                futures.append(by_key.setdefault(key, Future()))
         try:
-            return self._pool.submit(self._job, key, work)
+            self._pool.submit(self._job, keys, futures, work)
         except RuntimeError:  # closed by an earlier lifespan of the same app (tests reuse apps): start afresh
             self._pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix="model-run")
-            return self._pool.submit(self._job, key, work)
+            self._pool.submit(self._job, keys, futures, work)
+        self._inflight.update(by_key)
+        return futures
 
-    def _job(self, key: Hashable | None, work: Callable[[], T]) -> T:
+    def _job(self, keys: list[Hashable | None], futures: list[Future], work: Callable[[], list]) -> None:
         try:
-            return work()
+            results = work()  # an exception among them is that item's own failure
+            for f, r in zip(futures, results):
+                if not f.done():
+                    f.set_exception(r) if isinstance(r, BaseException) else f.set_result(r)
+        except BaseException as e:
+            for f in futures:
+                if not f.done():
+                    f.set_exception(e)
         finally:
             with self._lock:
-                if key is not None:
-                    self._inflight.pop(key, None)
+                for key in keys:
+                    if key is not None:
+                        self._inflight.pop(key, None)
             self._free.release()
 
     def close(self) -> None:

@@ -18,11 +18,11 @@ import numpy as np
 
 from models.cache import ByteLRU
 from models.errors import RnnscopeError
-from models.trace import Trace, check_request, run_trace
+from models.trace import Trace, check_request, run_trace, run_traces
 
 from .config import Settings
 from .errors import InputError
-from .limits import ModelSlots
+from .limits import Batch, ModelSlots
 from .registry import ModelEntry, Registry, UnknownModel
 
 VIEW_TOPK = 5  # predictions kept per character for the page (and the cached trace)
@@ -128,6 +128,9 @@ class TraceService:
         hit = self.cache.get(key)
         if hit is not None:
             return TraceResult(hit, True, 0.0)
+        if scope is None:
+            trace, seconds = self.slots.run_batched(key, text, self._whole_batch(entry, warmup))
+            return TraceResult(trace, False, seconds)
 
         def compute() -> tuple[Trace, float]:
             # Runs on a model slot; caches its own result, so a run that outlives its request still pays off.
@@ -135,10 +138,9 @@ class TraceService:
             if done is not None:
                 return done, 0.0
             t0 = time.perf_counter()
-            layers, states = (None, None) if scope is None else ([scope[0]], [scope[1]])
             try:
-                trace = run_trace(entry.checkpoint.model, entry.checkpoint.vocab, text, layers=layers,
-                                  states=states, topk=VIEW_TOPK, warmup=warmup, half=True)
+                trace = run_trace(entry.checkpoint.model, entry.checkpoint.vocab, text, layers=[scope[0]],
+                                  states=[scope[1]], topk=VIEW_TOPK, warmup=warmup, half=True)
             except RnnscopeError as e:
                 raise InputError(str(e)) from None
             self.traces_run += 1
@@ -147,6 +149,43 @@ class TraceService:
 
         trace, seconds = self.slots.run(key, compute)  # Overloaded (503) when busy or too slow
         return TraceResult(trace, False, seconds)
+
+    def _whole_batch(self, entry: ModelEntry, warmup: str) -> Batch:
+        """Whole traces of one model and warm-up: queued texts share the run that gets a slot.
+
+        A rider may be at most twice as long as the text that waited longest (or 512 characters),
+        so that text is not kept much longer than its own run would take."""
+
+        def work(texts: list[str]) -> list[tuple[Trace, float]]:
+            # Runs on a model slot; caches its own results, so a run that outlives its requests still pays off.
+            t0 = time.perf_counter()
+            keys = [_key(entry, text, warmup, None) for text in texts]
+            done = {n: hit for n, key in enumerate(keys) if (hit := self.cache.get(key)) is not None}
+            todo = [n for n in range(len(texts)) if n not in done]  # identical runs finished while these queued
+            if todo:
+                traced = self._trace_each(entry, [texts[n] for n in todo], warmup)
+                for n, trace in zip(todo, traced):
+                    if isinstance(trace, Trace):
+                        self.cache.put(keys[n], trace)
+                    done[n] = trace
+            seconds = time.perf_counter() - t0 if todo else 0.0
+            return [done[n] if isinstance(done[n], InputError) else (done[n], seconds) for n in range(len(texts))]
+
+        return Batch(group=("whole", entry.name, entry.version, warmup), size=self.settings.trace_batch, work=work,
+                     fits=lambda leader, text: len(text) <= max(2 * len(leader), 512))
+
+
+    def _trace_each(self, entry: ModelEntry, texts: list[str], warmup: str) -> list[Trace | InputError]:
+        """One batch; should it refuse, each text alone, so one bad text costs only its own request."""
+        model, vocab = entry.checkpoint.model, entry.checkpoint.vocab
+        try:
+            traces: list[Trace | InputError] = run_traces(model, vocab, texts, topk=VIEW_TOPK, warmup=warmup, half=True)
+        except RnnscopeError as e:
+            if len(texts) == 1:
+                return [InputError(str(e))]
+            traces = [self._trace_each(entry, [text], warmup)[0] for text in texts]
+        self.traces_run += sum(isinstance(t, Trace) for t in traces)
+        return traces
 
 
 def unit_values(trace: Trace, layer: int, state: str, unit: int) -> np.ndarray:

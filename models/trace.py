@@ -128,8 +128,8 @@ def run_traces(
     """Trace several texts at once, one Trace each, in the order given (arguments as run_trace).
 
     The fused forwards run the texts as one batch: a step's matrix-vector products become one
-    small matrix product, which costs a single text's step little more (bench/trace_speed.py
-    --batch measures it). Gates and predictions are worked out per text as before. Each text's
+    small matrix product, which costs little more than one text's (bench/batch_trace_speed.py
+    measures what it buys). Gates and predictions are worked out per text as before. Each text's
     values match PyTorch's for that text alone up to float32 rounding.
     """
     if not texts:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 from fastapi.testclient import TestClient
@@ -267,11 +268,119 @@ def test_model_slots_go_to_waiting_requests_in_arrival_order():
 
     handed = FifoSlots(1)
     assert handed.acquire(0)
-    got: list[bool] = []
+    got: list = []
     waiter = threading.Thread(target=lambda: got.append(handed.acquire(5)), daemon=True)
     waiter.start()
     time.sleep(0.2)  # the waiter is queued
     handed.release()
     assert not handed.acquire(0)  # a newcomer right at the release does not take the waiter's slot
     waiter.join(5)
-    assert got == [True]
+    assert len(got) == 1 and got[0] is not None and got[0].joined is None  # it holds the slot
+
+
+def _queue(slots, n_waiting: int, target, *args) -> list:
+    """Start target(*args) on a thread once the previous ones are queued; returns its result list."""
+    out: list = []
+
+    def go() -> None:
+        try:
+            out.append(target(*args))
+        except Exception as e:  # noqa: BLE001 - the test looks at it
+            out.append(e)
+
+    threading.Thread(target=go, daemon=True).start()
+    deadline = time.monotonic() + 5
+    while slots.waiting < n_waiting and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert slots.waiting == n_waiting
+    return out
+
+
+def test_one_run_serves_queued_requests_of_its_batch_group_oldest_first():
+    from app.limits import Batch, ModelSlots
+
+    slots = ModelSlots(1, queue_timeout=10.0, run_timeout=10.0)
+    runs: list[list[str]] = []
+
+    def work(items: list[str]) -> list:
+        runs.append(list(items))
+        return [ValueError(f"no {it}") if it == "bad" else it.upper() for it in items]
+
+    batch = Batch(group="g", size=3, work=work, fits=lambda leader, item: item != "too long")
+    release = threading.Event()
+    threading.Thread(target=slots.run, args=(None, lambda: release.wait(10)), daemon=True).start()
+    time.sleep(0.1)
+    results = [
+        _queue(slots, 1, slots.run_batched, "a", "a", batch),
+        _queue(slots, 2, slots.run, None, lambda: runs.append(["other"]) or "other"),  # no group: never taken along
+        _queue(slots, 3, slots.run_batched, "b", "bad", batch),
+        _queue(slots, 4, slots.run_batched, "c", "too long", batch),  # does not fit: runs on its own later
+        _queue(slots, 5, slots.run_batched, "a", "a", batch),  # the same key again: shares a's result
+        _queue(slots, 6, slots.run_batched, "d", "d", batch),  # one past the batch size
+    ]
+    release.set()
+    deadline = time.monotonic() + 5
+    while not all(results) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert runs == [["a", "bad", "a"], ["other"], ["too long", "d"]]
+    assert [r[0] if not isinstance(r[0], Exception) else str(r[0]) for r in results] == \
+        ["A", "other", "no bad", "TOO LONG", "A", "D"]
+    assert slots.batched == 3 and slots.waiting == 0
+    assert slots.run(None, lambda: "free") == "free", "every slot came back"
+
+
+def test_a_request_taken_along_gets_its_result_even_after_its_queue_budget():
+    """The queue timeout ends with the slot (or the batch run) reached; the run timeout counts from there."""
+    from app.limits import Batch, ModelSlots
+
+    slots = ModelSlots(1, queue_timeout=0.5, run_timeout=10.0)
+
+    def slow(items):
+        time.sleep(0.8)  # longer than the riders' queue budget
+        return [it * 2 for it in items]
+
+    batch = Batch(group="g", size=4, work=slow)
+    release = threading.Event()
+    threading.Thread(target=slots.run, args=(None, lambda: release.wait(10)), daemon=True).start()
+    time.sleep(0.1)
+    first = _queue(slots, 1, slots.run_batched, 1, 1, batch)
+    second = _queue(slots, 2, slots.run_batched, 2, 2, batch)
+    release.set()
+    deadline = time.monotonic() + 5
+    while not (first and second) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert first == [2] and second == [4]
+
+
+def test_queued_page_views_of_new_texts_share_one_batched_run(tiny_models_dir, tmp_path):
+    from models.trace import run_trace
+
+    texts = ["first text queued", "a second, longer text that queued", "third"]
+    with make_client(tiny_models_dir, tmp_path / "d", max_concurrent_traces=1, trace_batch=4) as c:
+        service = c.app.state.service
+        before = service.traces_run
+        release = occupy_every_slot(service)
+        statuses: list[int] = []
+        threads = []
+        for n, text in enumerate(texts):
+            t = threading.Thread(target=lambda text=text: statuses.append(
+                c.get("/", params={"model": "tiny-lstm", "text": text, "layer": "1", "state": "c"}, headers=HX).status_code),
+                daemon=True)
+            t.start()
+            threads.append(t)
+            deadline = time.monotonic() + 5
+            while service.slots.waiting < n + 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        release.set()
+        for t in threads:
+            t.join(10)
+        assert statuses == [200, 200, 200]
+        assert service.traces_run - before == 3 and service.slots.batched == 2, "three texts, one run"
+        entry = service.model("tiny-lstm")
+        for text in texts:
+            cached = service.view_trace(entry, text, 1, "c")
+            assert cached.cached
+            alone = run_trace(entry.checkpoint.model, entry.checkpoint.vocab, text, half=True)
+            for k in alone.states:
+                for s, values in alone.states[k].items():
+                    assert np.allclose(cached.trace.states[k][s], values, rtol=2e-3, atol=1e-4), (text, k, s)
