@@ -159,7 +159,7 @@ class ProbeService:
                 t0 = time.perf_counter()
                 try:
                     tr = run_trace(entry.checkpoint.model, entry.checkpoint.vocab, text, layers=[layer], topk=0,
-                                   half=True)
+                                   half=True, derive=True)  # the same values as a cached whole trace
                 except RnnscopeError as e:
                     raise InputError(str(e)) from None
                 self.traces.traces_run += 1

@@ -4,7 +4,8 @@ The cache (models.cache.ByteLRU) is keyed by (model, model version, text, warmup
 For texts whose whole trace (every layer, state and unit) fits a share of the cache, scope is
 "everything", so switching neuron, layer or state never re-runs the model. Longer texts keep
 one (layer, state) with all its units, so stepping through neurons is still free.
-Values are kept as float16: half the memory, about three significant digits.
+Values are kept as float16: half the memory, about three significant digits. A whole LSTM trace
+does not store kept and written: each is worked out from two stored gates when read.
 Every model pass runs on one of a bounded set of slots (app.limits.ModelSlots): a request that
 waits or runs too long gets a 503 with Retry-After instead of piling more work on the cores.
 """
@@ -18,7 +19,7 @@ import numpy as np
 
 from models.cache import ByteLRU
 from models.errors import RnnscopeError
-from models.trace import Trace, check_request, run_trace, run_traces
+from models.trace import Trace, check_request, run_trace, run_traces, stored_states
 
 from .config import Settings
 from .errors import InputError
@@ -78,7 +79,8 @@ class TraceService:
 
     # ---- tracing ------------------------------------------------------------------------
     def full_trace_bytes(self, entry: ModelEntry, length: int) -> int:
-        per_char = entry.layers * len(entry.states) * entry.hidden * BYTES_PER_VALUE + VIEW_TOPK * 8 + 8
+        stored = len(stored_states(entry.cell, list(entry.states), derive=True))
+        per_char = entry.layers * stored * entry.hidden * BYTES_PER_VALUE + VIEW_TOPK * 8 + 8
         return length * per_char
 
     def fits_whole(self, entry: ModelEntry, length: int) -> bool:
@@ -179,7 +181,8 @@ class TraceService:
         """One batch; should it refuse, each text alone, so one bad text costs only its own request."""
         model, vocab = entry.checkpoint.model, entry.checkpoint.vocab
         try:
-            traces: list[Trace | InputError] = run_traces(model, vocab, texts, topk=VIEW_TOPK, warmup=warmup, half=True)
+            traces: list[Trace | InputError] = run_traces(model, vocab, texts, topk=VIEW_TOPK, warmup=warmup,
+                                                          half=True, derive=True)
         except RnnscopeError as e:
             if len(texts) == 1:
                 return [InputError(str(e))]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -32,12 +33,60 @@ LN2 = math.log(2)
 GATE_STATES = {"i", "f", "g", "o", "kept", "written", "r", "z", "n", "c"}
 
 
+# LSTM states that run_traces(derive=True) works out on access instead of storing: each is a
+# product of two stored states, so keeping it would only repeat what they hold.
+DERIVED = {"kept": ("f", "c"), "written": ("i", "g")}
+
+
+class LayerStates(Mapping):
+    """One layer's traced states by name: (T, U) arrays, stored or derived on access.
+
+    A derived state costs one elementwise product when read (a few ms for 512 units x 5,000
+    characters) and no memory while it is not. In float32 it equals the stored one up to float32
+    rounding; in float16 it is the product of two rounded values, so it can differ in the last digit.
+    """
+
+    def __init__(self, names: list[str], stored: dict[str, np.ndarray], c0: np.ndarray | None = None):
+        self.names, self.stored, self.c0 = names, stored, c0  # c0 (U,): the cell state before position 0
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name in self.stored:
+            return self.stored[name]
+        if name not in self.names:
+            raise KeyError(name)
+        a, b = (torch.from_numpy(self.stored[n]) for n in DERIVED[name])
+        if name == "written":
+            return torch.mul(a, b).numpy()
+        out = torch.empty_like(a)  # kept_t = f_t * c_{t-1}
+        torch.mul(a[1:], b[:-1], out=out[1:])
+        out[:1] = a[:1].float() * torch.from_numpy(self.c0)[None]
+        return out.numpy()
+
+    def __iter__(self):
+        return iter(self.names)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.stored.values())
+
+
+def stored_states(cell: str, states: list[str], derive: bool) -> list[str]:
+    """The states a trace keeps in memory: with `derive`, an LSTM's kept and written are left out
+    whenever the two states each is made of are kept."""
+    if not derive or cell != "lstm":
+        return list(states)
+    return [s for s in states if not (s in DERIVED and set(DERIVED[s]) <= set(states))]
+
+
 @dataclass
 class Trace:
     text: str
     cell: str
     layer_ids: list[int]
-    states: dict[int, dict[str, np.ndarray]]  # layer -> state -> (T, U) values
+    states: dict[int, LayerStates]  # layer -> state -> (T, U) values
     units: list[int] | None  # None = every unit
     topk_ids: np.ndarray | None  # (T, k) next-character ids, most likely first
     topk_probs: np.ndarray | None  # (T, k)
@@ -47,8 +96,8 @@ class Trace:
     @property
     def nbytes(self) -> int:
         total = self.surprisal_bits.nbytes + len(self.text) * 4
-        for per_state in self.states.values():
-            total += sum(a.nbytes for a in per_state.values())
+        for per_layer in self.states.values():
+            total += per_layer.nbytes
         if self.topk_ids is not None:
             total += self.topk_ids.nbytes + self.topk_probs.nbytes
         return total
@@ -98,6 +147,7 @@ def run_trace(
     half: bool = False,
     chunk: int = 512,
     overlap: bool = True,
+    derive: bool = False,
 ) -> Trace:
     """Trace `text`, in chunks of `chunk` characters with the state carried across.
 
@@ -105,9 +155,10 @@ def run_trace(
     threads of one torch thread each: layer k+1 reads chunk j while layer k reads chunk j+1,
     and gates and predictions fill the gaps (bench/trace_speed.py measures both routes). Without
     it, everything runs in order on the calling thread with its own torch thread count.
+    `derive`: see run_traces.
     """
     return run_traces(model, vocab, [text], layers=layers, states=states, units=units, topk=topk, warmup=warmup,
-                      half=half, chunk=chunk, overlap=overlap)[0]
+                      half=half, chunk=chunk, overlap=overlap, derive=derive)[0]
 
 
 @torch.no_grad()
@@ -124,6 +175,7 @@ def run_traces(
     half: bool = False,
     chunk: int = 512,
     overlap: bool = True,
+    derive: bool = False,
 ) -> list[Trace]:
     """Trace several texts at once, one Trace each, in the order given (arguments as run_trace).
 
@@ -131,6 +183,9 @@ def run_traces(
     small matrix product, which costs little more than one text's (bench/batch_trace_speed.py
     measures what it buys). Gates and predictions are worked out per text as before. Each text's
     values match PyTorch's for that text alone up to float32 rounding.
+
+    With `derive`, an LSTM's kept and written are not stored but worked out when read (see
+    LayerStates): a quarter less memory for a whole trace, which is what a cache wants.
     """
     if not texts:
         raise RnnscopeError("no texts to trace")
@@ -149,14 +204,17 @@ def run_traces(
     # allocated by the first tasks of the graph from the buffer pool (models/buffers.py).
     recorded: list[dict[int, dict[str, np.ndarray]]] = [{k: {} for k in layer_ids} for _ in rows]
     k_top = max(0, min(int(topk), cfg.vocab_size))
-    run = _TraceRun(model, rows, chunk, warmup_state(model, vocab, warmup), recorded, state_ids,
-                    None if unit_ids is None else torch.tensor(unit_ids), k_top, width, out_dtype)
+    keep = stored_states(cfg.cell, state_ids, derive)
+    carry = warmup_state(model, vocab, warmup)
+    keep_units = None if unit_ids is None else torch.tensor(unit_ids)
+    run = _TraceRun(model, rows, chunk, carry, recorded, keep, keep_units, k_top, width, out_dtype)
     workers = max(2, torch.get_num_threads()) if overlap else 1
     try:
         run.graph.run(workers)
     finally:
         run.graph = None  # its tasks are bound methods of run: without this cycle the outputs are
         # freed (and their buffers pooled) as soon as the caller drops the trace, not at the next GC
+    c0 = {k: _initial_cell(carry, k, keep_units, width) for k in layer_ids} if keep != state_ids else {}
     traces: list[Trace | None] = [None] * len(texts)
     for b, n in enumerate(order):
         heads = [run.heads[(b, j)] for j in range(math.ceil(len(rows[b]) / run.chunk))]
@@ -164,7 +222,7 @@ def run_traces(
             text=texts[n],
             cell=cfg.cell,
             layer_ids=layer_ids,
-            states=recorded[b],
+            states={k: LayerStates(state_ids, recorded[b][k], c0.get(k)) for k in layer_ids},
             units=unit_ids,
             topk_ids=_join([h[1] for h in heads]) if k_top else None,
             topk_probs=_join([h[2] for h in heads]) if k_top else None,
@@ -272,6 +330,14 @@ class _TraceRun:
         for b, n in self._active(j):
             nxt = self.rows[b][start + 1 : start + 1 + n]
             self.heads[(b, j)] = _predict(self.model, top_h[b, :n], nxt, self.k_top)
+
+
+def _initial_cell(carry, k: int, keep_units: torch.Tensor | None, width: int) -> np.ndarray:
+    """Layer k's cell state before the text (the warm-up's, or zeros), for the units kept."""
+    if carry is None:
+        return np.zeros(width, dtype=np.float32)
+    c = carry[k][1][0, 0]
+    return (c if keep_units is None else c[keep_units]).numpy().astype(np.float32)
 
 
 def _first_rows(state, n: int):

@@ -17,7 +17,7 @@ TEXT = 'She said, "I shall go." He said nothing.\nThen: "Why?" (she asked, [twic
 
 def _blocks(models_dir, name: str, text: str) -> dict:
     ck = load_checkpoint(models_dir / name)
-    tr = run_trace(ck.model, ck.vocab, text, topk=0, half=True)  # what the cache holds: float16
+    tr = run_trace(ck.model, ck.vocab, text, topk=0, half=True, derive=True)  # what the cache holds
     return {(k, s): a for k, per in tr.states.items() for s, a in per.items()}
 
 

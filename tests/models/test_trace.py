@@ -339,3 +339,36 @@ def test_batched_trace_refuses_an_empty_text_by_position():
         run_traces(model, vocab, ["abc", ""])
     with pytest.raises(RnnscopeError, match="no texts"):
         run_traces(model, vocab, [])
+
+
+@pytest.mark.parametrize("warmup", ["", TEXT[:11]])
+def test_derived_kept_and_written_equal_the_stored_ones(warmup):
+    model, vocab = tiny_model("lstm", layers=2, seed=7)
+    texts = [TEXT, TEXT[:23]]
+    direct = run_traces(model, vocab, texts, warmup=warmup, chunk=16)
+    derived = run_traces(model, vocab, texts, warmup=warmup, chunk=16, derive=True)
+    for a, b in zip(direct, derived):
+        assert b.nbytes < a.nbytes
+        for k in a.states:
+            assert list(b.states[k]) == list(a.states[k]), "the same states, in the same order"
+            assert set(b.states[k].stored) == {"h", "c", "i", "f", "g", "o"}
+            for name in a.states[k]:
+                assert np.abs(a.states[k][name] - b.states[k][name]).max() <= TOL, (k, name)
+    halves = run_traces(model, vocab, texts, warmup=warmup, half=True, derive=True)
+    for a, b in zip(direct, halves):
+        for k in a.states:
+            for name in ("kept", "written"):
+                got = b.states[k][name]
+                assert got.dtype == np.float16 and got.shape == a.states[k][name].shape
+                assert np.allclose(got, a.states[k][name], rtol=2e-3, atol=1e-4), (k, name)
+
+
+def test_derive_stores_a_product_whose_factors_were_not_asked_for():
+    model, vocab = tiny_model("lstm", layers=1)
+    tr = run_traces(model, vocab, [TEXT], states=["kept", "i", "g", "written"], units=[3], derive=True)[0]
+    assert set(tr.states[0].stored) == {"kept", "i", "g"}, "kept needs f and c, which were not asked for"
+    ref = reference_loop(model, vocab, TEXT)
+    for name in ("kept", "written"):
+        assert np.abs(tr.states[0][name] - ref[0][name][:, [3]]).max() <= TOL
+    gru = run_traces(*tiny_model("gru"), [TEXT], derive=True)[0]
+    assert set(gru.states[0].stored) == {"h", "r", "z", "n"}
