@@ -193,9 +193,8 @@ class TraceService:
 
 def unit_values(trace: Trace, layer: int, state: str, unit: int) -> np.ndarray:
     """One unit's value at every position, as float32 (T,)."""
-    block = trace.states[layer][state]  # (T, U)
     column = unit if trace.units is None else trace.units.index(unit)
-    return block[:, column].astype(np.float32)
+    return trace.states[layer].column(state, column).astype(np.float32)
 
 
 def _key(entry: ModelEntry, text: str, warmup: str, scope) -> tuple:

@@ -54,12 +54,23 @@ class LayerStates(Mapping):
             return self.stored[name]
         if name not in self.names:
             raise KeyError(name)
-        a, b = (torch.from_numpy(self.stored[n]) for n in DERIVED[name])
+        return self._derive(name, slice(None))
+
+    def column(self, name: str, index: int) -> np.ndarray:
+        """One unit's values (T,): for a derived state only that unit is worked out."""
+        if name in self.stored:
+            return self.stored[name][:, index]
+        if name not in self.names:
+            raise KeyError(name)
+        return self._derive(name, index)
+
+    def _derive(self, name: str, cols) -> np.ndarray:
+        a, b = (torch.from_numpy(self.stored[n][:, cols]) for n in DERIVED[name])
         if name == "written":
             return torch.mul(a, b).numpy()
         out = torch.empty_like(a)  # kept_t = f_t * c_{t-1}
         torch.mul(a[1:], b[:-1], out=out[1:])
-        out[:1] = a[:1].float() * torch.from_numpy(self.c0)[None]
+        out[:1] = a[:1].float() * torch.as_tensor(self.c0[cols])
         return out.numpy()
 
     def __iter__(self):

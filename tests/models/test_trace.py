@@ -361,6 +361,8 @@ def test_derived_kept_and_written_equal_the_stored_ones(warmup):
                 got = b.states[k][name]
                 assert got.dtype == np.float16 and got.shape == a.states[k][name].shape
                 assert np.allclose(got, a.states[k][name], rtol=2e-3, atol=1e-4), (k, name)
+                for u in (0, 5):
+                    assert np.array_equal(b.states[k].column(name, u), got[:, u]), "one unit, the same values"
 
 
 def test_derive_stores_a_product_whose_factors_were_not_asked_for():
