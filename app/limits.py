@@ -140,8 +140,8 @@ class FifoSlots:
         w.turn.wait()  # handed a slot or taken along just as the wait ran out: it is set at once
         return w
 
-    def take_along(self, group: Hashable, limit: int, fits: Callable[[Any], bool]) -> list[Waiter]:
-        """Up to `limit` waiters of `group` whose item fits, oldest first, out of the queue.
+    def take_along(self, group: Hashable, limit: int) -> list[Waiter]:
+        """Up to `limit` waiters of `group`, oldest first, out of the queue.
 
         The caller sets each one's `joined` and then its `turn`."""
         taken: list[Waiter] = []
@@ -149,7 +149,7 @@ class FifoSlots:
             for w in list(self._waiters):
                 if len(taken) >= limit:
                     break
-                if w.group == group and fits(w.item):
+                if w.group == group:
                     self._waiters.remove(w)
                     w.taken = True
                     taken.append(w)
@@ -165,14 +165,13 @@ class FifoSlots:
 
 @dataclass(frozen=True)
 class Batch:
-    """How one run may serve several queued requests: those of the same `group` whose item
-    `fits` (given the leader's item), at most `size` in all; `work` maps the items to results
-    (an exception in place of a result fails only that item's request)."""
+    """How one run may serve several queued requests: those of the same `group`, oldest first,
+    at most `size` in all; `work` maps the items to results (an exception in place of a result
+    fails only that item's request)."""
 
     group: Hashable
     size: int
     work: Callable[[list[Any]], list[Any]]
-    fits: Callable[[Any, Any], bool] = lambda leader, item: True
 
 
 class ModelSlots:
@@ -239,7 +238,7 @@ class ModelSlots:
                 if batch is None:
                     future = self._submit([key], lambda: [work()])[0]
                 else:
-                    riders = self._free.take_along(batch.group, batch.size - 1, lambda it: batch.fits(item, it[1]))
+                    riders = self._free.take_along(batch.group, batch.size - 1)
                     keys = [key] + [w.item[0] for w in riders]
                     items = [item] + [w.item[1] for w in riders]
                     futures = self._submit(keys, lambda: batch.work(items))

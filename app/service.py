@@ -155,8 +155,9 @@ class TraceService:
     def _whole_batch(self, entry: ModelEntry, warmup: str) -> Batch:
         """Whole traces of one model and warm-up: queued texts share the run that gets a slot.
 
-        A rider may be at most twice as long as the text that waited longest (or 512 characters),
-        so that text is not kept much longer than its own run would take."""
+        Under load the text that waited longest may share its run with longer ones: it then ends
+        later than alone (at most the longest rider's time), while every rider ends sooner than its
+        own turn in the queue would have come."""
 
         def work(texts: list[str]) -> list[tuple[Trace, float]]:
             # Runs on a model slot; caches its own results, so a run that outlives its requests still pays off.
@@ -173,8 +174,7 @@ class TraceService:
             seconds = time.perf_counter() - t0 if todo else 0.0
             return [done[n] if isinstance(done[n], InputError) else (done[n], seconds) for n in range(len(texts))]
 
-        return Batch(group=("whole", entry.name, entry.version, warmup), size=self.settings.trace_batch, work=work,
-                     fits=lambda leader, text: len(text) <= max(2 * len(leader), 512))
+        return Batch(group=("whole", entry.name, entry.version, warmup), size=self.settings.trace_batch, work=work)
 
 
     def _trace_each(self, entry: ModelEntry, texts: list[str], warmup: str) -> list[Trace | InputError]:

@@ -306,7 +306,8 @@ def test_one_run_serves_queued_requests_of_its_batch_group_oldest_first():
         runs.append(list(items))
         return [ValueError(f"no {it}") if it == "bad" else it.upper() for it in items]
 
-    batch = Batch(group="g", size=3, work=work, fits=lambda leader, item: item != "too long")
+    batch = Batch(group="g", size=3, work=work)
+    other_group = Batch(group="h", size=3, work=work)
     release = threading.Event()
     threading.Thread(target=slots.run, args=(None, lambda: release.wait(10)), daemon=True).start()
     time.sleep(0.1)
@@ -314,7 +315,7 @@ def test_one_run_serves_queued_requests_of_its_batch_group_oldest_first():
         _queue(slots, 1, slots.run_batched, "a", "a", batch),
         _queue(slots, 2, slots.run, None, lambda: runs.append(["other"]) or "other"),  # no group: never taken along
         _queue(slots, 3, slots.run_batched, "b", "bad", batch),
-        _queue(slots, 4, slots.run_batched, "c", "too long", batch),  # does not fit: runs on its own later
+        _queue(slots, 4, slots.run_batched, "c", "elsewhere", other_group),  # another group: its own run later
         _queue(slots, 5, slots.run_batched, "a", "a", batch),  # the same key again: shares a's result
         _queue(slots, 6, slots.run_batched, "d", "d", batch),  # one past the batch size
     ]
@@ -322,10 +323,10 @@ def test_one_run_serves_queued_requests_of_its_batch_group_oldest_first():
     deadline = time.monotonic() + 5
     while not all(results) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert runs == [["a", "bad", "a"], ["other"], ["too long", "d"]]
+    assert runs == [["a", "bad", "a"], ["other"], ["elsewhere"], ["d"]]
     assert [r[0] if not isinstance(r[0], Exception) else str(r[0]) for r in results] == \
-        ["A", "other", "no bad", "TOO LONG", "A", "D"]
-    assert slots.batched == 3 and slots.waiting == 0
+        ["A", "other", "no bad", "ELSEWHERE", "A", "D"]
+    assert slots.batched == 2 and slots.waiting == 0
     assert slots.run(None, lambda: "free") == "free", "every slot came back"
 
 
