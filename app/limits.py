@@ -234,23 +234,41 @@ class ModelSlots:
                 self._free.release()
                 self.shared += 1
                 return future
-            try:
-                if batch is None:
-                    future = self._submit([key], lambda: [work()])[0]
+            if batch is None:
+                try:
+                    return self._submit([key], lambda: [work()])[0]
+                except BaseException:
+                    self._free.release()  # never lose a slot
+                    raise
+            keys, items, riders = [key], [item], []
+            for w in self._free.take_along(batch.group, batch.size - 1):
+                running = self._inflight.get(w.item[0])
+                if running is not None:  # its identical run started after it queued: share that one
+                    self.shared += 1
+                    self._hand(w, running)
                 else:
-                    riders = self._free.take_along(batch.group, batch.size - 1)
-                    keys = [key] + [w.item[0] for w in riders]
-                    items = [item] + [w.item[1] for w in riders]
-                    futures = self._submit(keys, lambda: batch.work(items))
-                    future = futures[0]
-                    for w, f in zip(riders, futures[1:]):
-                        w.joined = f
-                        w.turn.set()
-                    self.batched += len(riders)
-            except BaseException:
-                self._free.release()  # never lose a slot
+                    keys.append(w.item[0])
+                    items.append(w.item[1])
+                    riders.append(w)
+            try:
+                futures = self._submit(keys, lambda: batch.work(items))
+            except BaseException as e:
+                self._free.release()
+                for w in riders:  # out of the queue already: each must hear how it ended
+                    failed: Future = Future()
+                    failed.set_exception(e)
+                    self._hand(w, failed)
                 raise
-        return future
+            for w, f in zip(riders, futures[1:]):
+                self._hand(w, f)
+            self.batched += len(riders)
+            return futures[0]
+
+    @staticmethod
+    def _hand(w: Waiter, future: Future) -> None:
+        """Wake a waiter taken out of the queue with the future of its result."""
+        w.joined = future
+        w.turn.set()
 
     def _joinable(self, key: Hashable | None) -> Future | None:
         if key is None:
@@ -291,9 +309,9 @@ class ModelSlots:
                     f.set_exception(e)
         finally:
             with self._lock:
-                for key in keys:
-                    if key is not None:
-                        self._inflight.pop(key, None)
+                for key, f in zip(keys, futures):
+                    if key is not None and self._inflight.get(key) is f:
+                        del self._inflight[key]
             self._free.release()
 
     def close(self) -> None:

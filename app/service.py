@@ -176,7 +176,6 @@ class TraceService:
 
         return Batch(group=("whole", entry.name, entry.version, warmup), size=self.settings.trace_batch, work=work)
 
-
     def _trace_each(self, entry: ModelEntry, texts: list[str], warmup: str) -> list[Trace | InputError]:
         """One batch; should it refuse, each text alone, so one bad text costs only its own request."""
         model, vocab = entry.checkpoint.model, entry.checkpoint.vocab
@@ -186,8 +185,8 @@ class TraceService:
         except RnnscopeError as e:
             if len(texts) == 1:
                 return [InputError(str(e))]
-            traces = [self._trace_each(entry, [text], warmup)[0] for text in texts]
-        self.traces_run += sum(isinstance(t, Trace) for t in traces)
+            return [self._trace_each(entry, [text], warmup)[0] for text in texts]
+        self.traces_run += len(traces)
         return traces
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import Future
 
 import numpy as np
 import pytest
@@ -385,3 +386,88 @@ def test_queued_page_views_of_new_texts_share_one_batched_run(tiny_models_dir, t
             for k in alone.states:
                 for s, values in alone.states[k].items():
                     assert np.allclose(cached.trace.states[k][s], values, rtol=2e-3, atol=1e-4), (text, k, s)
+
+
+def test_a_rider_whose_identical_run_started_meanwhile_shares_it_and_a_failed_start_wakes_every_rider():
+    from app.limits import Batch, ModelSlots
+
+    slots = ModelSlots(1, queue_timeout=10.0, run_timeout=10.0)
+    runs: list[list[str]] = []
+    gate = threading.Event()
+
+    def work(items):
+        runs.append(list(items))
+        gate.wait(10)
+        return [it.upper() for it in items]
+
+    batch = Batch(group="g", size=4, work=work)
+    release = threading.Event()
+    threading.Thread(target=slots.run, args=(None, lambda: release.wait(10)), daemon=True).start()
+    time.sleep(0.1)
+    first = _queue(slots, 1, slots.run_batched, "x", "x", batch)
+    second = _queue(slots, 2, slots.run_batched, "y", "y", batch)
+    with slots._lock:  # an identical run of "y" starts (elsewhere) after y queued
+        pending: Future = Future()
+        slots._inflight["y"] = pending
+    release.set()
+    deadline = time.monotonic() + 5
+    while not runs and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert runs == [["x"]], "y joined the run already in flight instead"
+    pending.set_result("Y from the other run")
+    gate.set()
+    while not (first and second) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert first == ["X"] and second == ["Y from the other run"]
+
+    broken = ModelSlots(1, queue_timeout=10.0, run_timeout=10.0)
+    hold = threading.Event()
+    threading.Thread(target=broken.run, args=(None, lambda: hold.wait(10)), daemon=True).start()
+    time.sleep(0.1)
+    a = _queue(broken, 1, broken.run_batched, "a", "a", batch)
+    b = _queue(broken, 2, broken.run_batched, "b", "b", batch)
+    real_submit = broken._submit
+
+    def refuse(keys, fn):
+        if len(keys) > 1:
+            raise OSError("no thread for the batch")
+        return real_submit(keys, fn)
+
+    broken._submit = refuse
+    hold.set()
+    deadline = time.monotonic() + 5
+    while not (a and b) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [str(r[0]) for r in (a, b)] == ["no thread for the batch"] * 2, "the leader and its rider both hear it"
+    assert broken.run(None, lambda: "free") == "free", "the slot came back"
+
+
+def test_a_text_the_batch_refuses_fails_only_its_own_request(tiny_models_dir, tmp_path, monkeypatch):
+    import app.service as service_module
+
+    real = service_module.run_traces
+
+    def picky(model, vocab, texts, **kw):
+        if any("refused" in t for t in texts):
+            raise service_module.RnnscopeError("this text is refused")
+        return real(model, vocab, texts, **kw)
+
+    monkeypatch.setattr(service_module, "run_traces", picky)
+    with make_client(tiny_models_dir, tmp_path / "d", max_concurrent_traces=1) as c:
+        service = c.app.state.service
+        release = occupy_every_slot(service)
+        out: dict[str, int] = {}
+        threads = []
+        for n, text in enumerate(["a good text", "a refused text", "another good one"]):
+            t = threading.Thread(target=lambda text=text: out.__setitem__(text, c.post(TRACE, json={
+                "model": "tiny-lstm", "text": text, "layer": 0, "state": "h", "units": [1]}).status_code), daemon=True)
+            t.start()
+            threads.append(t)
+            deadline = time.monotonic() + 5
+            while service.slots.waiting < n + 1 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        release.set()
+        for t in threads:
+            t.join(10)
+        assert out == {"a good text": 200, "a refused text": 422, "another good one": 200}
+        assert service.slots.batched == 2
