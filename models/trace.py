@@ -6,7 +6,8 @@ PyTorch's fused nn.LSTM / nn.GRU return only h. The route here:
 3. for the LSTM, recover c with the elementwise recurrence c_t = f_t * c_{t-1} + i_t * g_t.
 Long texts run in chunks with the state carried over, as a task graph on worker threads
 (models/taskgraph.py); only the requested layers, states and units are kept, optionally as
-float16, in buffers that dropped traces hand back (models/buffers.py).
+float16, in buffers that dropped traces hand back (models/buffers.py). Several texts can go
+through the fused forwards as one batch (run_traces), which a server with a queue wants.
 
 Position t in every output means "after reading character t".
 """
