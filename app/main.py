@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         app.state.shares.close()
         service.slots.close()
+        service.scoring.close()
         torch.set_num_threads(threads_before)  # several apps may live in one process (tests)
         POOL.resize(pool_before)
 

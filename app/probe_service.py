@@ -151,7 +151,7 @@ class ProbeService:
             result = self.traces.view_trace(entry, text, 0, entry.states[0])  # the page's cached whole trace
             tr = result.trace
             blocks = {(k, s): a for k, per in tr.states.items() for s, a in per.items()}
-            units, n, seconds = self.traces.slots.run(None, lambda: score_blocks(blocks))  # Overloaded (503) when busy
+            units, n, seconds = self.traces.scoring.run(None, lambda: score_blocks(blocks))  # Overloaded (503) when busy
             yield units, n, result.cached, result.seconds, seconds
             return
         for layer in range(entry.layers):

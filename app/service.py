@@ -45,6 +45,9 @@ class TraceService:
         self.traces_run = 0  # model passes actually run (cache misses), for tests and stats
         # Every model pass goes through a bounded set of slots: a queue timeout and a run timeout (503s).
         self.slots = ModelSlots(settings.max_concurrent_traces, settings.queue_timeout, settings.trace_timeout)
+        # Ranking units of a trace already cached takes a fraction of a second on one core: it gets
+        # its own single slot, so a probe of the text on screen never queues behind new traces.
+        self.scoring = ModelSlots(1, settings.queue_timeout, settings.trace_timeout)
 
     # ---- inputs -------------------------------------------------------------------------
     def model(self, name: str) -> ModelEntry:

@@ -177,6 +177,29 @@ def test_busy_server_answers_the_panel_and_the_api_with_503_and_a_message(tiny_m
     assert api.status_code == 503 and "the server is busy" in api.json()["detail"]
 
 
+def test_a_probe_of_a_cached_text_does_not_queue_behind_model_runs(tiny_models_dir):
+    import threading
+
+    from .conftest import make_client
+
+    text = 'He said "hi" twice, "then" left.'
+    with make_client(tiny_models_dir, max_concurrent_traces=1, queue_timeout=0.2) as c:
+        assert c.get("/", params={"model": "tiny-lstm", "text": text}).status_code == 200  # now cached
+        service = c.app.state.service
+        started, release = threading.Event(), threading.Event()
+        holder = threading.Thread(target=lambda: service.slots.run(None, lambda: (started.set(), release.wait(10))))
+        holder.start()  # another request's model run holds the only model slot
+        try:
+            assert started.wait(10)
+            api = c.post("/api/v1/probe", json={"model": "tiny-lstm", "text": text, "probe": "quotes"})
+            new = c.post("/api/v1/probe", json={"model": "tiny-lstm", "text": text + " More.", "probe": "quotes"})
+        finally:
+            release.set()
+            holder.join()
+    assert api.status_code == 200 and api.json()[0]["state"], api.text
+    assert new.status_code == 503, "a text not traced yet still needs the model slot"
+
+
 # ---- the probe is part of the view: the URL opens the panel on it ----------------------------
 def _panel(html: str) -> dict:
     form = re.search(r'<form id="probe-form"[^>]*>', html).group(0)
