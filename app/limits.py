@@ -6,6 +6,8 @@
   Slots go to waiting requests in arrival order (FifoSlots), so none starves behind newcomers.
   A run that outlives its request still finishes on its slot and fills the cache, so the retry is
   cheap. Identical runs in flight are shared (single flight), so a burst of the same view costs one run.
+  A batched run (run_batched) also takes queued requests of its group along: one model pass for
+  several texts costs less than one each (bench/batch_trace_speed.py).
 - RateLimit: a token bucket per client address (OFF unless RNNSCOPE_RATE_LIMIT is set).
 - BodyGuard: request bodies bounded in bytes before anything parses them; JSON bodies strictly
   checked (no NaN/Infinity, no lone surrogates, no absurd nesting) so no route ever sees them.
@@ -23,9 +25,9 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
 from markupsafe import escape
