@@ -99,10 +99,11 @@ def default_torch_threads(slots: int, cpus: int | None = None) -> int:
 
 @dataclass(eq=False)
 class Waiter:
-    """One request queued for a slot. `group` and `item` let a batch run take it along (see
-    FifoSlots.take_along); `joined` is then the future of its share of that run."""
+    """One request queued for a slot. `group`, `key` and `item` let a batch run take it along
+    (see FifoSlots.take_along); `joined` is then the future of its share of that run."""
 
     group: Hashable | None = None
+    key: Hashable | None = None
     item: Any = None
     turn: threading.Event = field(default_factory=threading.Event)
     taken: bool = False
@@ -142,19 +143,23 @@ class FifoSlots:
         w.turn.wait()  # handed a slot or taken along just as the wait ran out: it is set at once
         return w
 
-    def take_along(self, group: Hashable, limit: int) -> list[Waiter]:
-        """Up to `limit` waiters of `group`, oldest first, out of the queue.
+    def take_along(self, group: Hashable, limit: int, keys: set) -> list[Waiter]:
+        """Waiters of `group`, oldest first, out of the queue: up to `limit` whose key is not yet
+        in `keys` (added to it), and with them every one whose key is (it shares that item's run).
 
         The caller sets each one's `joined` and then its `turn`."""
         taken: list[Waiter] = []
+        new = 0
         with self._lock:
             for w in list(self._waiters):
-                if len(taken) >= limit:
-                    break
-                if w.group == group:
-                    self._waiters.remove(w)
-                    w.taken = True
-                    taken.append(w)
+                if w.group != group or (new >= limit and w.key not in keys):
+                    continue
+                if w.key not in keys:
+                    keys.add(w.key)
+                    new += 1
+                self._waiters.remove(w)
+                w.taken = True
+                taken.append(w)
         return taken
 
     def release(self) -> None:
@@ -210,7 +215,7 @@ class ModelSlots:
                 self.waiting += 1
             try:
                 budget = self.queue_timeout - (started - arrived)  # what is left after waiting for a thread
-                got = self._free.acquire(budget, Waiter(batch and batch.group, (key, item)))
+                got = self._free.acquire(budget, Waiter(batch and batch.group, key, item))
             finally:
                 with self._lock:
                     self.waiting -= 1
@@ -242,28 +247,33 @@ class ModelSlots:
                 except BaseException:
                     self._free.release()  # never lose a slot
                     raise
-            keys, items, riders = [key], [item], []
-            for w in self._free.take_along(batch.group, batch.size - 1):
-                running = self._inflight.get(w.item[0])
+            keys, items, riders, twins = [key], [item], [], []
+            for w in self._free.take_along(batch.group, batch.size - 1, {key}):
+                running = self._inflight.get(w.key)
                 if running is not None:  # its identical run started after it queued: share that one
                     self.shared += 1
                     self._hand(w, running)
+                elif w.key in keys:  # the same request as one already in this batch
+                    twins.append(w)
                 else:
-                    keys.append(w.item[0])
-                    items.append(w.item[1])
+                    keys.append(w.key)
+                    items.append(w.item)
                     riders.append(w)
             try:
                 futures = self._submit(keys, lambda: batch.work(items))
             except BaseException as e:
                 self._free.release()
-                for w in riders:  # out of the queue already: each must hear how it ended
+                for w in riders + twins:  # out of the queue already: each must hear how it ended
                     failed: Future = Future()
                     failed.set_exception(e)
                     self._hand(w, failed)
                 raise
             for w, f in zip(riders, futures[1:]):
                 self._hand(w, f)
+            for w in twins:
+                self._hand(w, futures[keys.index(w.key)])
             self.batched += len(riders)
+            self.shared += len(twins)
             return futures[0]
 
     @staticmethod

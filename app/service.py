@@ -174,8 +174,9 @@ class TraceService:
                     if isinstance(trace, Trace):
                         self.cache.put(keys[n], trace)
                     done[n] = trace
-            seconds = time.perf_counter() - t0 if todo else 0.0
-            return [done[n] if isinstance(done[n], InputError) else (done[n], seconds) for n in range(len(texts))]
+            seconds = time.perf_counter() - t0
+            return [done[n] if isinstance(done[n], InputError) else (done[n], seconds if n in todo else 0.0)
+                    for n in range(len(texts))]
 
         return Batch(group=("whole", entry.name, entry.version, warmup), size=self.settings.trace_batch, work=work)
 

@@ -318,16 +318,17 @@ def test_one_run_serves_queued_requests_of_its_batch_group_oldest_first():
         _queue(slots, 3, slots.run_batched, "b", "bad", batch),
         _queue(slots, 4, slots.run_batched, "c", "elsewhere", other_group),  # another group: its own run later
         _queue(slots, 5, slots.run_batched, "a", "a", batch),  # the same key again: shares a's result
-        _queue(slots, 6, slots.run_batched, "d", "d", batch),  # one past the batch size
+        _queue(slots, 6, slots.run_batched, "d", "d", batch),  # takes the place the twin does not use
+        _queue(slots, 7, slots.run_batched, "e", "e", batch),  # one past the batch size: a later run
     ]
     release.set()
     deadline = time.monotonic() + 5
     while not all(results) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert runs == [["a", "bad", "a"], ["other"], ["elsewhere"], ["d"]]
+    assert runs == [["a", "bad", "d"], ["other"], ["elsewhere"], ["e"]], "the second a shares the first's place"
     assert [r[0] if not isinstance(r[0], Exception) else str(r[0]) for r in results] == \
-        ["A", "other", "no bad", "ELSEWHERE", "A", "D"]
-    assert slots.batched == 2 and slots.waiting == 0
+        ["A", "other", "no bad", "ELSEWHERE", "A", "D", "E"]
+    assert slots.batched == 2 and slots.shared == 1 and slots.waiting == 0
     assert slots.run(None, lambda: "free") == "free", "every slot came back"
 
 
