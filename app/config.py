@@ -34,8 +34,9 @@ class Settings(BaseSettings):
     rescan_seconds: float = Field(2.0, ge=0.0, description="how often the model folder is re-checked for changes")
     # Load limits for a public server (app/limits.py).
     max_concurrent_traces: int = Field(2, ge=1, le=64, description="model runs at once; more requests queue")
-    trace_batch: int = Field(4, ge=1, le=16, description="whole-text traces one model run may serve at once: queued "
-                             "requests ride along with the run that gets a slot (bench/batch_trace_speed.py)")
+    trace_batch: int = Field(4, ge=1, le=16, description="traces one model run may serve at once: queued requests "
+                             "for the same model, warm-up and scope ride along with the run that gets a slot "
+                             "(bench/batch_trace_speed.py)")
     # 30 s: at 64 clients without think time on 2 shared cores, 20 s shed ~1 request in 500 (bench/load.py).
     queue_timeout: float = Field(30.0, gt=0.0, description="seconds a request waits for a model slot before a 503")
     trace_timeout: float = Field(30.0, gt=0.0, description="seconds one model run may take before its request gets "

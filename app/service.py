@@ -133,30 +133,11 @@ class TraceService:
         hit = self.cache.get(key)
         if hit is not None:
             return TraceResult(hit, True, 0.0)
-        if scope is None:
-            trace, seconds = self.slots.run_batched(key, text, self._whole_batch(entry, warmup))
-            return TraceResult(trace, False, seconds)
-
-        def compute() -> tuple[Trace, float]:
-            # Runs on a model slot; caches its own result, so a run that outlives its request still pays off.
-            done = self.cache.get(key)  # an identical run finished while this request queued
-            if done is not None:
-                return done, 0.0
-            t0 = time.perf_counter()
-            try:
-                trace = run_trace(entry.checkpoint.model, entry.checkpoint.vocab, text, layers=[scope[0]],
-                                  states=[scope[1]], topk=VIEW_TOPK, warmup=warmup, half=True)
-            except RnnscopeError as e:
-                raise InputError(str(e)) from None
-            self.traces_run += 1
-            self.cache.put(key, trace)
-            return trace, time.perf_counter() - t0
-
-        trace, seconds = self.slots.run(key, compute)  # Overloaded (503) when busy or too slow
+        trace, seconds = self.slots.run_batched(key, text, self._batch(entry, warmup, scope))  # 503 when busy or slow
         return TraceResult(trace, False, seconds)
 
-    def _whole_batch(self, entry: ModelEntry, warmup: str) -> Batch:
-        """Whole traces of one model and warm-up: queued texts share the run that gets a slot.
+    def _batch(self, entry: ModelEntry, warmup: str, scope: tuple[int, str] | None) -> Batch:
+        """Traces of one model, warm-up and scope: queued texts share the run that gets a slot.
 
         Under load the text that waited longest may share its run with longer ones: it then ends
         later than alone (at most the longest rider's time), while every rider ends sooner than its
@@ -165,11 +146,11 @@ class TraceService:
         def work(texts: list[str]) -> list[tuple[Trace, float]]:
             # Runs on a model slot; caches its own results, so a run that outlives its requests still pays off.
             t0 = time.perf_counter()
-            keys = [_key(entry, text, warmup, None) for text in texts]
+            keys = [_key(entry, text, warmup, scope) for text in texts]
             done = {n: hit for n, key in enumerate(keys) if (hit := self.cache.get(key)) is not None}
             todo = [n for n in range(len(texts)) if n not in done]  # identical runs finished while these queued
             if todo:
-                traced = self._trace_each(entry, [texts[n] for n in todo], warmup)
+                traced = self._trace_each(entry, [texts[n] for n in todo], warmup, scope)
                 for n, trace in zip(todo, traced):
                     if isinstance(trace, Trace):
                         self.cache.put(keys[n], trace)
@@ -178,18 +159,21 @@ class TraceService:
             return [done[n] if isinstance(done[n], InputError) else (done[n], seconds if n in todo else 0.0)
                     for n in range(len(texts))]
 
-        return Batch(group=("whole", entry.name, entry.version, warmup), size=self.settings.trace_batch, work=work)
+        return Batch(group=("trace", entry.name, entry.version, warmup, scope), size=self.settings.trace_batch,
+                     work=work)
 
-    def _trace_each(self, entry: ModelEntry, texts: list[str], warmup: str) -> list[Trace | InputError]:
+    def _trace_each(self, entry: ModelEntry, texts: list[str], warmup: str,
+                    scope: tuple[int, str] | None) -> list[Trace | InputError]:
         """One batch; should it refuse, each text alone, so one bad text costs only its own request."""
-        model, vocab = entry.checkpoint.model, entry.checkpoint.vocab
+        layers, states = (None, None) if scope is None else ([scope[0]], [scope[1]])
         try:
-            traces: list[Trace | InputError] = run_traces(model, vocab, texts, topk=VIEW_TOPK, warmup=warmup,
-                                                          half=True, derive=True)
+            traces: list[Trace | InputError] = run_traces(
+                entry.checkpoint.model, entry.checkpoint.vocab, texts, layers=layers, states=states, topk=VIEW_TOPK,
+                warmup=warmup, half=True, derive=True)
         except RnnscopeError as e:
             if len(texts) == 1:
                 return [InputError(str(e))]
-            return [self._trace_each(entry, [text], warmup)[0] for text in texts]
+            return [self._trace_each(entry, [text], warmup, scope)[0] for text in texts]
         self.traces_run += len(traces)
         return traces
 
