@@ -145,32 +145,9 @@ def warmup_state(model: CharLM, vocab: CharVocab, prefix: str):
     return state
 
 
-@torch.no_grad()
-def run_trace(
-    model: CharLM,
-    vocab: CharVocab,
-    text: str,
-    *,
-    layers=None,
-    states=None,
-    units=None,
-    topk: int = 5,
-    warmup: str = "",
-    half: bool = False,
-    chunk: int = 512,
-    overlap: bool = True,
-    derive: bool = False,
-) -> Trace:
-    """Trace `text`, in chunks of `chunk` characters with the state carried across.
-
-    With `overlap` (the default), the work runs as a task graph on max(2, torch threads) worker
-    threads of one torch thread each: layer k+1 reads chunk j while layer k reads chunk j+1,
-    and gates and predictions fill the gaps (bench/trace_speed.py measures both routes). Without
-    it, everything runs in order on the calling thread with its own torch thread count.
-    `derive`: see run_traces.
-    """
-    return run_traces(model, vocab, [text], layers=layers, states=states, units=units, topk=topk, warmup=warmup,
-                      half=half, chunk=chunk, overlap=overlap, derive=derive)[0]
+def run_trace(model: CharLM, vocab: CharVocab, text: str, **options) -> Trace:
+    """Trace one text: run_traces for a batch of one, with the same keyword options."""
+    return run_traces(model, vocab, [text], **options)[0]
 
 
 @torch.no_grad()
@@ -189,7 +166,13 @@ def run_traces(
     overlap: bool = True,
     derive: bool = False,
 ) -> list[Trace]:
-    """Trace several texts at once, one Trace each, in the order given (arguments as run_trace).
+    """Trace each text, in chunks of `chunk` characters with the state carried across: one Trace
+    each, in the order given.
+
+    With `overlap` (the default), the work runs as a task graph on max(2, torch threads) worker
+    threads of one torch thread each: layer k+1 reads chunk j while layer k reads chunk j+1,
+    and gates and predictions fill the gaps (bench/trace_speed.py measures both routes). Without
+    it, everything runs in order on the calling thread with its own torch thread count.
 
     The fused forwards run the texts as one batch: a step's matrix-vector products become one
     small matrix product, which costs little more than one text's (bench/batch_trace_speed.py
@@ -265,7 +248,7 @@ class _TraceRun:
         self.seq: dict[tuple[int, int], list] = {}  # (layer, chunk) -> [tensor, readers left]; layer -1 = embedding
         self.seq_lock = threading.Lock()
         self.heads: dict[tuple[int, int], tuple] = {}  # (row, chunk) -> predictions
-        layer_ids = list(recorded[0])
+        self.layer_ids = layer_ids = list(recorded[0])  # the layers recorded
         self.weights = {k: gate_weights(model.config.cell, model.layers[k], keep_units)
                         if _wants_gates(state_ids) else None for k in layer_ids}
         self.graph = g = TaskGraph()
@@ -293,9 +276,8 @@ class _TraceRun:
 
     def _readers(self, k: int) -> int:
         """How many tasks read layer k's output sequence of a chunk (k = -1: the embedding)."""
-        L = self.model.config.n_layers
-        layer_ids = self.recorded[0]
-        return (0 <= k < L - 1) + (k >= 0 and k in layer_ids) + (k + 1 in layer_ids) + (k == L - 1)
+        L, recorded = self.model.config.n_layers, self.layer_ids
+        return (0 <= k < L - 1) + (k >= 0 and k in recorded) + (k + 1 in recorded) + (k == L - 1)
 
     def _put(self, k: int, j: int, value: torch.Tensor) -> None:
         if n := self._readers(k):
@@ -313,13 +295,10 @@ class _TraceRun:
     def forward(self, k: int, j: int) -> None:
         active = self._active(j)
         if k == 0:
-            start, t = j * self.chunk, active[0][1]
-            if len(active) == 1:
-                piece = self.rows[0][start : start + t][None]
-            else:
-                piece = torch.zeros(len(active), t, dtype=self.rows[0].dtype)  # padded with id 0
-                for b, n in active:
-                    piece[b, :n] = self.rows[b][start : start + n]
+            start = j * self.chunk
+            piece = torch.zeros(len(active), active[0][1], dtype=self.rows[0].dtype)  # padded with id 0
+            for b, n in active:
+                piece[b, :n] = self.rows[b][start : start + n]
             x = self.model.embed(piece)  # (B, t, E)
             self._put(-1, j, x)
         else:
@@ -352,35 +331,26 @@ def _initial_cell(carry, k: int, keep_units: torch.Tensor | None, width: int) ->
     return (c if keep_units is None else c[keep_units]).numpy().astype(np.float32)
 
 
+def _each(state, fn):
+    """fn applied to each tensor of a layer's state (h, or (h, c)), each (1, rows, H); None stays None."""
+    if state is None:
+        return None
+    return tuple(fn(t) for t in state) if isinstance(state, tuple) else fn(state)
+
+
 def _first_rows(state, n: int):
-    """A layer's state (h, or (h, c)) for the first n rows of the batch; None stays None."""
-    if state is None or _state_rows(state) == n:
-        return state
-    if isinstance(state, tuple):
-        return tuple(s[:, :n].contiguous() for s in state)
-    return state[:, :n].contiguous()
+    """A layer's state for the first n rows of the batch."""
+    return _each(state, lambda t: t if t.shape[1] == n else t[:, :n].contiguous())
 
 
 def _row(state, b: int):
-    """Row b of a layer's state as a one-row state, (1, 1, H) per tensor."""
-    if state is None:
-        return None
-    if isinstance(state, tuple):
-        return tuple(s[:, b : b + 1] for s in state)
-    return state[:, b : b + 1]
-
-
-def _state_rows(state) -> int:
-    return (state[0] if isinstance(state, tuple) else state).shape[1]
+    """Row b of a layer's state as a one-row state."""
+    return _each(state, lambda t: t[:, b : b + 1])
 
 
 def _repeat_rows(state, n: int):
     """A one-row warm-up state for every row of the batch."""
-    if n == 1:
-        return state
-    if isinstance(state, tuple):
-        return tuple(s.expand(-1, n, -1).contiguous() for s in state)
-    return state.expand(-1, n, -1).contiguous()
+    return _each(state, lambda t: t if n == 1 else t.expand(-1, n, -1).contiguous())
 
 
 def _predict(model: CharLM, top_h: torch.Tensor, nxt: torch.Tensor, k_top: int) -> tuple:
