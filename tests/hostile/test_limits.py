@@ -279,6 +279,12 @@ def test_model_slots_go_to_waiting_requests_in_arrival_order():
     assert len(got) == 1 and got[0] is not None and got[0].joined is None  # it holds the slot
 
 
+def _wait_for(done, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def _queue(slots, n_waiting: int, target, *args) -> list:
     """Start target(*args) on a thread once the previous ones are queued; returns its result list."""
     out: list = []
@@ -290,9 +296,7 @@ def _queue(slots, n_waiting: int, target, *args) -> list:
             out.append(e)
 
     threading.Thread(target=go, daemon=True).start()
-    deadline = time.monotonic() + 5
-    while slots.waiting < n_waiting and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _wait_for(lambda: slots.waiting >= n_waiting)
     assert slots.waiting == n_waiting
     return out
 
@@ -322,9 +326,7 @@ def test_one_run_serves_queued_requests_of_its_batch_group_oldest_first():
         _queue(slots, 7, slots.run_batched, "e", "e", batch),  # one past the batch size: a later run
     ]
     release.set()
-    deadline = time.monotonic() + 5
-    while not all(results) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _wait_for(lambda: all(results))
     assert runs == [["a", "bad", "d"], ["other"], ["elsewhere"], ["e"]], "the second a shares the first's place"
     assert [r[0] if not isinstance(r[0], Exception) else str(r[0]) for r in results] == \
         ["A", "other", "no bad", "ELSEWHERE", "A", "D", "E"]
@@ -349,9 +351,7 @@ def test_a_request_taken_along_gets_its_result_even_after_its_queue_budget():
     first = _queue(slots, 1, slots.run_batched, 1, 1, batch)
     second = _queue(slots, 2, slots.run_batched, 2, 2, batch)
     release.set()
-    deadline = time.monotonic() + 5
-    while not (first and second) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _wait_for(lambda: (first and second))
     assert first == [2] and second == [4]
 
 
@@ -363,21 +363,15 @@ def test_queued_page_views_of_new_texts_share_one_batched_run(tiny_models_dir, t
         service = c.app.state.service
         before = service.traces_run
         release = occupy_every_slot(service)
-        statuses: list[int] = []
-        threads = []
-        for n, text in enumerate(texts):
-            t = threading.Thread(target=lambda text=text: statuses.append(
-                c.get("/", params={"model": "tiny-lstm", "text": text, "layer": "1", "state": "c"}, headers=HX).status_code),
-                daemon=True)
-            t.start()
-            threads.append(t)
-            deadline = time.monotonic() + 5
-            while service.slots.waiting < n + 1 and time.monotonic() < deadline:
-                time.sleep(0.01)
+
+        def page(text: str) -> int:
+            return c.get("/", params={"model": "tiny-lstm", "text": text, "layer": "1", "state": "c"},
+                         headers=HX).status_code
+
+        statuses = [_queue(service.slots, n + 1, page, text) for n, text in enumerate(texts)]
         release.set()
-        for t in threads:
-            t.join(10)
-        assert statuses == [200, 200, 200]
+        _wait_for(lambda: all(statuses), seconds=10)
+        assert statuses == [[200], [200], [200]]
         assert service.traces_run - before == 3 and service.slots.batched == 2, "three texts, one run"
         entry = service.model("tiny-lstm")
         for text in texts:
@@ -411,14 +405,11 @@ def test_a_rider_whose_identical_run_started_meanwhile_shares_it_and_a_failed_st
         pending: Future = Future()
         slots._inflight["y"] = pending
     release.set()
-    deadline = time.monotonic() + 5
-    while not runs and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _wait_for(lambda: runs)
     assert runs == [["x"]], "y joined the run already in flight instead"
     pending.set_result("Y from the other run")
     gate.set()
-    while not (first and second) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _wait_for(lambda: first and second)
     assert first == ["X"] and second == ["Y from the other run"]
 
     broken = ModelSlots(1, queue_timeout=10.0, run_timeout=10.0)
@@ -436,9 +427,7 @@ def test_a_rider_whose_identical_run_started_meanwhile_shares_it_and_a_failed_st
 
     broken._submit = refuse
     hold.set()
-    deadline = time.monotonic() + 5
-    while not (a and b) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _wait_for(lambda: (a and b))
     assert [str(r[0]) for r in (a, b)] == ["no thread for the batch"] * 2, "the leader and its rider both hear it"
     assert broken.run(None, lambda: "free") == "free", "the slot came back"
 
@@ -457,18 +446,15 @@ def test_a_text_the_batch_refuses_fails_only_its_own_request(tiny_models_dir, tm
     with make_client(tiny_models_dir, tmp_path / "d", max_concurrent_traces=1) as c:
         service = c.app.state.service
         release = occupy_every_slot(service)
-        out: dict[str, int] = {}
-        threads = []
-        for n, text in enumerate(["a good text", "a refused text", "another good one"]):
-            t = threading.Thread(target=lambda text=text: out.__setitem__(text, c.post(TRACE, json={
-                "model": "tiny-lstm", "text": text, "layer": 0, "state": "h", "units": [1]}).status_code), daemon=True)
-            t.start()
-            threads.append(t)
-            deadline = time.monotonic() + 5
-            while service.slots.waiting < n + 1 and time.monotonic() < deadline:
-                time.sleep(0.01)
+
+        def trace(text: str) -> int:
+            return c.post(TRACE, json={"model": "tiny-lstm", "text": text, "layer": 0, "state": "h",
+                                       "units": [1]}).status_code
+
+        texts = ["a good text", "a refused text", "another good one"]
+        statuses = [_queue(service.slots, n + 1, trace, text) for n, text in enumerate(texts)]
         release.set()
-        for t in threads:
-            t.join(10)
-        assert out == {"a good text": 200, "a refused text": 422, "another good one": 200}
+        _wait_for(lambda: all(statuses), seconds=10)
+        assert dict(zip(texts, (r[0] for r in statuses))) == {"a good text": 200, "a refused text": 422,
+                                                              "another good one": 200}
         assert service.slots.batched == 2
