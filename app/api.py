@@ -82,13 +82,9 @@ def _trace_json(entry: ModelEntry, body: TraceRequest, result: TraceResult, laye
     state_ids = list(entry.states) if states is None else states
     out_layers = []
     for k in layer_ids:
-        per_state = {}
-        for s in state_ids:
-            block = trace.states[k][s]  # (T, U) as traced
-            if units is not None and trace.units is None:
-                block = block[:, units]
-            per_state[s] = rounded(block, 4)
-        out_layers.append({"layer": k, "states": per_state})
+        # (T, U) as traced; from a whole (lazy) trace only the units asked for are worked out
+        blocks = trace.states[k].arrays(state_ids, units if units is not None and trace.units is None else None)
+        out_layers.append({"layer": k, "states": {s: rounded(blocks[s], 4) for s in state_ids}})
     topk = None
     k_top = min(body.topk, entry.vocab_size)
     if k_top and trace.topk_ids is not None:

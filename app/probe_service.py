@@ -1,7 +1,8 @@
 """Finding the neuron: rank every unit against a probe or a selected span, and read atlases.
 
-Ranking reuses the trace the page already ran (TraceService's cache) and hands its float16
-(T, U) blocks to models.probes as they are, so a ranking costs the scoring and nothing more.
+Ranking reuses the trace the page already ran (TraceService's cache): that trace keeps only h,
+so the other states are worked out one layer at a time (float16 (T, U) blocks, what models.probes
+scores fastest) and dropped once scored; the model itself does not run again.
 Texts too long for a whole-model trace in the cache are traced one layer at a time, uncached,
 and the per-layer best lists are merged (memory stays at one layer's states).
 Traces and scoring both run on the trace service's bounded model slots (app.limits): scoring
@@ -149,17 +150,28 @@ class ProbeService:
 
         if self.traces.fits_whole(entry, len(text)):
             result = self.traces.view_trace(entry, text, 0, entry.states[0])  # the page's cached whole trace
-            tr = result.trace
-            blocks = {(k, s): a for k, per in tr.states.items() for s, a in per.items()}
-            units, n, seconds = self.traces.scoring.run(None, lambda: score_blocks(blocks))  # Overloaded (503) when busy
-            yield units, n, result.cached, result.seconds, seconds
+
+            def derive_and_score() -> tuple[list[UnitScore], int, float, float]:
+                # A whole trace keeps only h: every layer's other states are worked out here, one
+                # layer at a time, on the scoring slot (a busy server answers 503, not a pile-up).
+                found, n_units, derive_s, score_s = [], 0, 0.0, 0.0
+                for k, per in result.trace.states.items():
+                    t0 = time.perf_counter()
+                    blocks = {(k, s): a for s, a in per.arrays().items()}
+                    derive_s += time.perf_counter() - t0
+                    units, n, seconds = score_blocks(blocks)
+                    found, n_units, score_s = found + units, n_units + n, score_s + seconds
+                return found, n_units, derive_s, score_s
+
+            units, n, derive_s, seconds = self.traces.scoring.run(None, derive_and_score)
+            yield units, n, result.cached, result.seconds + derive_s, seconds
             return
         for layer in range(entry.layers):
             def trace_and_score(layer=layer) -> tuple[list[UnitScore], int, float, float]:
                 t0 = time.perf_counter()
                 try:
                     tr = run_trace(entry.checkpoint.model, entry.checkpoint.vocab, text, layers=[layer], topk=0,
-                                   half=True, derive=True)  # the same values as a cached whole trace
+                                   half=True)  # the values a cached whole trace gives
                 except RnnscopeError as e:
                     raise InputError(str(e)) from None
                 self.traces.traces_run += 1

@@ -4,8 +4,10 @@ The cache (models.cache.ByteLRU) is keyed by (model, model version, text, warmup
 For texts whose whole trace (every layer, state and unit) fits a share of the cache, scope is
 "everything", so switching neuron, layer or state never re-runs the model. Longer texts keep
 one (layer, state) with all its units, so stepping through neurons is still free.
-Values are kept as float16: half the memory, about three significant digits. A whole LSTM trace
-does not store kept and written: each is worked out from two stored gates when read.
+A whole trace is lazy (models.trace.RecomputedStates): it keeps each layer's h and works out
+the state on screen, for the unit on screen, when a view reads it (milliseconds), so tracing a new
+text runs only the fused forwards and the cache holds three times as many texts as float16 copies
+of every gate would allow. What views read is float16: about three significant digits.
 Every model pass runs on one of a bounded set of slots (app.limits.ModelSlots): a request that
 waits or runs too long gets a 503 with Retry-After instead of piling more work on the cores.
 """
@@ -19,7 +21,7 @@ import numpy as np
 
 from models.cache import ByteLRU
 from models.errors import RnnscopeError
-from models.trace import Trace, check_request, run_trace, run_traces, stored_states
+from models.trace import Trace, check_request, lazy_trace_bytes, run_trace, run_traces
 
 from .config import Settings
 from .errors import InputError
@@ -27,7 +29,6 @@ from .limits import Batch, ModelSlots
 from .registry import ModelEntry, Registry, UnknownModel
 
 VIEW_TOPK = 5  # predictions kept per character for the page (and the cached trace)
-BYTES_PER_VALUE = 2  # float16
 
 
 @dataclass(frozen=True)
@@ -82,9 +83,7 @@ class TraceService:
 
     # ---- tracing ------------------------------------------------------------------------
     def full_trace_bytes(self, entry: ModelEntry, length: int) -> int:
-        stored = len(stored_states(entry.cell, list(entry.states), derive=True))
-        per_char = entry.layers * stored * entry.hidden * BYTES_PER_VALUE + VIEW_TOPK * 8 + 8
-        return length * per_char
+        return lazy_trace_bytes(entry.checkpoint.config, length, VIEW_TOPK)
 
     def fits_whole(self, entry: ModelEntry, length: int) -> bool:
         return self.full_trace_bytes(entry, length) <= self.settings.cache_bytes * self.settings.full_trace_share
@@ -165,11 +164,11 @@ class TraceService:
     def _trace_each(self, entry: ModelEntry, texts: list[str], warmup: str,
                     scope: tuple[int, str] | None) -> list[Trace | InputError]:
         """One batch; should it refuse, each text alone, so one bad text costs only its own request."""
-        layers, states = (None, None) if scope is None else ([scope[0]], [scope[1]])
+        what = {"lazy": True} if scope is None else {"layers": [scope[0]], "states": [scope[1]]}
         try:
             traces: list[Trace | InputError] = run_traces(
-                entry.checkpoint.model, entry.checkpoint.vocab, texts, layers=layers, states=states, topk=VIEW_TOPK,
-                warmup=warmup, half=True, derive=True)
+                entry.checkpoint.model, entry.checkpoint.vocab, texts, topk=VIEW_TOPK, warmup=warmup, half=True,
+                **what)
         except RnnscopeError as e:
             if len(texts) == 1:
                 return [InputError(str(e))]

@@ -8,6 +8,8 @@ Long texts run in chunks with the state carried over, as a task graph on worker 
 (models/taskgraph.py); only the requested layers, states and units are kept, optionally as
 float16, in buffers that dropped traces hand back (models/buffers.py). Several texts can go
 through the fused forwards as one batch (run_traces), which a server with a queue wants.
+A lazy trace (run_traces(lazy=True)) stops after step 1: it keeps each layer's h and does
+steps 2-3 when a state is read, for the units read (RecomputedStates).
 
 Position t in every output means "after reading character t".
 """
@@ -32,47 +34,87 @@ from .vocab import CharVocab
 
 LN2 = math.log(2)
 GATE_STATES = {"i", "f", "g", "o", "kept", "written", "r", "z", "n", "c"}
-
-
-# LSTM states that run_traces(derive=True) works out on access instead of storing: each is a
-# product of two stored states, so keeping it would only repeat what they hold.
-DERIVED = {"kept": ("f", "c"), "written": ("i", "g")}
+LAZY_CELLS = ("lstm", "gru")  # a vanilla RNN has only h: a lazy trace of one is an eager one
 
 
 class LayerStates(Mapping):
-    """One layer's traced states by name: (T, U) arrays, stored or derived on access.
+    """One layer's traced states by name: (T, U) arrays, as recorded."""
 
-    A derived state costs one elementwise product when read (a few ms for 512 units x 5,000
-    characters) and no memory while it is not. In float32 it equals the stored one up to float32
-    rounding; in float16 it is the product of two rounded values, so it can differ in the last digit.
-    """
-
-    def __init__(self, names: list[str], stored: dict[str, np.ndarray], c0: np.ndarray | None = None):
-        self.names, self.stored, self.c0 = names, stored, c0  # c0 (U,): the cell state before position 0
+    def __init__(self, stored: dict[str, np.ndarray]):
+        self.stored = stored
 
     def __getitem__(self, name: str) -> np.ndarray:
-        if name in self.stored:
-            return self.stored[name]
-        if name not in self.names:
-            raise KeyError(name)
-        return self._derive(name, slice(None))
+        return self.stored[name]
 
     def column(self, name: str, index: int) -> np.ndarray:
-        """One unit's values (T,): for a derived state only that unit is worked out."""
-        if name in self.stored:
-            return self.stored[name][:, index]
+        """One unit's values (T,)."""
+        return self.stored[name][:, index]
+
+    def arrays(self, names=None, units=None) -> dict[str, np.ndarray]:
+        """{state: (T, U) values} for `names` (default all), every unit or the `units` listed."""
+        names = list(self.stored) if names is None else names
+        return {n: self.stored[n] if units is None else self.stored[n][:, units] for n in names}
+
+    def __iter__(self):
+        return iter(self.stored)
+
+    def __len__(self) -> int:
+        return len(self.stored)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.stored.values())
+
+
+class RecomputedStates(Mapping):
+    """One layer's states from a lazy trace: only h is kept (float32), with the state at each
+    chunk start; any other state is recomputed when read, for the units read.
+
+    The recomputation is the eager trace's own per-chunk arithmetic (_record_layer, from the same
+    inputs and start states), so it gives the eager trace's values. One unit costs a
+    (T, In+H) x (In+H, 4) product and a scan over T (milliseconds); every unit of a state costs
+    what an eager trace spends recording it. A whole LSTM trace is then a third of an eager float16
+    one (2x512: 4 instead of 12 KiB per character), and tracing a text skips steps 2-3.
+    """
+
+    def __init__(self, cell: str, layer, names: list[str], inputs, h: np.ndarray, starts: list, chunk: int,
+                 dtype, extra_bytes: int = 0):
+        self.cell, self.layer, self.names = cell, layer, names
+        self.inputs = inputs  # (a, b) -> (b - a, In) tensor: the layer's input at positions a..b-1
+        self.h, self.starts, self.chunk, self.dtype = h, starts, chunk, dtype  # starts[j]: state before chunk j
+        self.extra_bytes = extra_bytes  # memory this layer holds beyond h (layer 0: the text's ids)
+
+    def __getitem__(self, name: str) -> np.ndarray:
         if name not in self.names:
             raise KeyError(name)
-        return self._derive(name, index)
+        return self.arrays([name])[name]
 
-    def _derive(self, name: str, cols) -> np.ndarray:
-        a, b = (torch.from_numpy(self.stored[n][:, cols]) for n in DERIVED[name])
-        if name == "written":
-            return torch.mul(a, b).numpy()
-        out = torch.empty_like(a)  # kept_t = f_t * c_{t-1}
-        torch.mul(a[1:], b[:-1], out=out[1:])
-        out[:1] = a[:1].float() * torch.as_tensor(self.c0[cols])
-        return out.numpy()
+    def column(self, name: str, index: int) -> np.ndarray:
+        if name not in self.names:
+            raise KeyError(name)
+        return self.arrays([name], [index])[name][:, 0]
+
+    @torch.no_grad()
+    def arrays(self, names=None, units=None) -> dict[str, np.ndarray]:
+        """{state: (T, U) values}: several states of one layer cost one recomputation, not one each."""
+        names = self.names if names is None else list(names)
+        unknown = [n for n in names if n not in self.names]
+        if unknown:
+            raise KeyError(unknown[0])
+        keep_units = None if units is None else torch.tensor([int(u) for u in units])
+        T, H = self.h.shape
+        out = {n: np.empty((T, H if keep_units is None else len(keep_units)), self.dtype) for n in names}
+        if "h" in out:
+            out["h"][:] = self.h if keep_units is None else self.h[:, keep_units.numpy()]
+        gated = [n for n in names if n != "h"]
+        if gated:
+            weights = gate_weights(self.cell, self.layer, keep_units)
+            into = {n: out[n] for n in gated}
+            for j, s0 in enumerate(self.starts):
+                a, b = j * self.chunk, min(T, (j + 1) * self.chunk)
+                _record_layer(self.cell, self.inputs(a, b), torch.from_numpy(self.h[a:b]), s0, gated, keep_units,
+                              into, a, weights)
+        return out
 
     def __iter__(self):
         return iter(self.names)
@@ -82,15 +124,17 @@ class LayerStates(Mapping):
 
     @property
     def nbytes(self) -> int:
-        return sum(a.nbytes for a in self.stored.values())
+        return self.h.nbytes + self.extra_bytes + sum(
+            t.nbytes for s0 in self.starts if s0 is not None for t in (s0 if isinstance(s0, tuple) else (s0,)))
 
 
-def stored_states(cell: str, states: list[str], derive: bool) -> list[str]:
-    """The states a trace keeps in memory: with `derive`, an LSTM's kept and written are left out
-    whenever the two states each is made of are kept."""
-    if not derive or cell != "lstm":
-        return list(states)
-    return [s for s in states if not (s in DERIVED and set(DERIVED[s]) <= set(states))]
+def lazy_trace_bytes(config, length: int, topk: int) -> int:
+    """What run_traces(lazy=True) keeps for a text of `length` characters, with `topk` predictions."""
+    if config.cell not in LAZY_CELLS:
+        per_char = config.n_layers * config.hidden * 2  # a vanilla RNN keeps its one state, h, as float16
+    else:
+        per_char = config.n_layers * config.hidden * 4 + 8  # h as float32, the text's ids (int64)
+    return length * (per_char + topk * 8 + 4)  # top-k ids (int32) and probabilities, surprisal (float32)
 
 
 @dataclass
@@ -164,7 +208,7 @@ def run_traces(
     half: bool = False,
     chunk: int = 512,
     overlap: bool = True,
-    derive: bool = False,
+    lazy: bool = False,
 ) -> list[Trace]:
     """Trace each text, in chunks of `chunk` characters with the state carried across: one Trace
     each, in the order given.
@@ -179,8 +223,10 @@ def run_traces(
     measures what it buys). Gates and predictions are worked out per text as before. Each text's
     values match PyTorch's for that text alone up to float32 rounding.
 
-    With `derive`, an LSTM's kept and written are not stored but worked out when read (see
-    LayerStates): a quarter less memory for a whole trace, which is what a cache wants.
+    With `lazy` (every layer and unit; `half` then sets the dtype of what is read), a gated
+    cell's trace keeps only each layer's h and works out every other state when it is read (see
+    RecomputedStates): what a cache wants, a quarter of the memory of an eager float16 trace
+    (2x512 LSTM) and no gate recording.
     """
     if not texts:
         raise RnnscopeError("no texts to trace")
@@ -192,6 +238,9 @@ def run_traces(
     model.eval()
     cfg = model.config
     out_dtype = np.float16 if half else np.float32
+    lazy = lazy and cfg.cell in LAZY_CELLS
+    if lazy and (layers is not None or units is not None or states is not None):
+        raise ValueError("a lazy trace keeps every layer, state and unit: it needs layers, states and units unset")
     order = sorted(range(len(texts)), key=lambda n: -len(texts[n]))  # longest first: the rows still
     rows = [vocab.encode_tensor(texts[n]) for n in order]  # running in a chunk are always a prefix
     width = cfg.hidden if unit_ids is None else len(unit_ids)
@@ -199,25 +248,29 @@ def run_traces(
     # allocated by the first tasks of the graph from the buffer pool (models/buffers.py).
     recorded: list[dict[int, dict[str, np.ndarray]]] = [{k: {} for k in layer_ids} for _ in rows]
     k_top = max(0, min(int(topk), cfg.vocab_size))
-    keep = stored_states(cfg.cell, state_ids, derive)
+    keep = ["h"] if lazy else state_ids
     carry = warmup_state(model, vocab, warmup)
     keep_units = None if unit_ids is None else torch.tensor(unit_ids)
-    run = _TraceRun(model, rows, chunk, carry, recorded, keep, keep_units, k_top, width, out_dtype)
+    run = _TraceRun(model, rows, chunk, carry, recorded, keep, keep_units, k_top, width,
+                    np.float32 if lazy else out_dtype)
     workers = max(2, torch.get_num_threads()) if overlap else 1
     try:
         run.graph.run(workers)
     finally:
         run.graph = None  # its tasks are bound methods of run: without this cycle the outputs are
         # freed (and their buffers pooled) as soon as the caller drops the trace, not at the next GC
-    c0 = {k: _initial_cell(carry, k, keep_units, width) for k in layer_ids} if keep != state_ids else {}
     traces: list[Trace | None] = [None] * len(texts)
     for b, n in enumerate(order):
         heads = [run.heads[(b, j)] for j in range(math.ceil(len(rows[b]) / run.chunk))]
+        if lazy:
+            per_layer = _recomputed_layers(model, rows[b], recorded[b], run.starts(b), run.chunk, state_ids, out_dtype)
+        else:
+            per_layer = {k: LayerStates(recorded[b][k]) for k in layer_ids}
         traces[n] = Trace(
             text=texts[n],
             cell=cfg.cell,
             layer_ids=layer_ids,
-            states={k: LayerStates(state_ids, recorded[b][k], c0.get(k)) for k in layer_ids},
+            states=per_layer,
             units=unit_ids,
             topk_ids=_join([h[1] for h in heads]) if k_top else None,
             topk_probs=_join([h[2] for h in heads]) if k_top else None,
@@ -225,6 +278,24 @@ def run_traces(
             unknown=vocab.unknown_positions(texts[n]),
         )
     return traces
+
+
+def _recomputed_layers(model: CharLM, ids: torch.Tensor, recorded: dict, starts: dict, chunk: int, names,
+                       dtype) -> dict[int, RecomputedStates]:
+    """A lazy trace's layers: layer 0 reads the text's embedding, layer k the h of layer k-1."""
+    out: dict[int, RecomputedStates] = {}
+    for k, layer in enumerate(model.layers):
+        if k == 0:
+            inputs, extra = (lambda a, b: model.embed(ids[a:b])), ids.nbytes
+        else:
+            inputs, extra = partial(_rows_of, recorded[k - 1]["h"]), 0
+        out[k] = RecomputedStates(model.config.cell, layer, names, inputs, recorded[k]["h"], starts[k], chunk,
+                                  dtype, extra)
+    return out
+
+
+def _rows_of(values: np.ndarray, a: int, b: int) -> torch.Tensor:
+    return torch.from_numpy(values[a:b])
 
 
 class _TraceRun:
@@ -314,6 +385,12 @@ class _TraceRun:
             _record_layer(self.model.config.cell, x[b, :n], h[b, :n], _row(s0, b), self.state_ids, self.keep_units,
                           self.recorded[b][k], j * self.chunk, self.weights[k])
 
+    def starts(self, b: int) -> dict[int, list]:
+        """Row b's state before each of its chunks, per layer (what a lazy trace recomputes from)."""
+        n_chunks = math.ceil(self.lengths[b] / self.chunk)
+        return {k: [_each(_row(self.state_in[(k, j)], b), torch.clone) for j in range(n_chunks)]
+                for k in range(self.model.config.n_layers)}
+
     def predict(self, j: int) -> None:
         L = self.model.config.n_layers
         top_h = self._take(L - 1, j)
@@ -321,14 +398,6 @@ class _TraceRun:
         for b, n in self._active(j):
             nxt = self.rows[b][start + 1 : start + 1 + n]
             self.heads[(b, j)] = _predict(self.model, top_h[b, :n], nxt, self.k_top)
-
-
-def _initial_cell(carry, k: int, keep_units: torch.Tensor | None, width: int) -> np.ndarray:
-    """Layer k's cell state before the text (the warm-up's, or zeros), for the units kept."""
-    if carry is None:
-        return np.zeros(width, dtype=np.float32)
-    c = carry[k][1][0, 0]
-    return (c if keep_units is None else c[keep_units]).numpy().astype(np.float32)
 
 
 def _each(state, fn):

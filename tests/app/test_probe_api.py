@@ -17,8 +17,8 @@ TEXT = 'She said, "I shall go." He said nothing.\nThen: "Why?" (she asked, [twic
 
 def _blocks(models_dir, name: str, text: str) -> dict:
     ck = load_checkpoint(models_dir / name)
-    tr = run_trace(ck.model, ck.vocab, text, topk=0, half=True, derive=True)  # what the cache holds
-    return {(k, s): a for k, per in tr.states.items() for s, a in per.items()}
+    tr = run_trace(ck.model, ck.vocab, text, topk=0, half=True, lazy=True)  # what the cache holds
+    return {(k, s): a for k, per in tr.states.items() for s, a in per.arrays().items()}
 
 
 def _as_dicts(units) -> list[dict]:

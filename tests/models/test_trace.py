@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from models.cache import ByteLRU
+from models.charlm import CELL_STATES
 from models.errors import RnnscopeError
 from models.trace import run_trace, run_traces, warmup_state
 
@@ -341,36 +342,54 @@ def test_batched_trace_refuses_an_empty_text_by_position():
         run_traces(model, vocab, [])
 
 
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("warmup", ["", TEXT[:11]])
-def test_derived_kept_and_written_equal_the_stored_ones(warmup):
-    model, vocab = tiny_model("lstm", layers=2, seed=7)
-    texts = [TEXT, TEXT[:23]]
-    direct = run_traces(model, vocab, texts, warmup=warmup, chunk=16)
-    derived = run_traces(model, vocab, texts, warmup=warmup, chunk=16, derive=True)
-    for a, b in zip(direct, derived):
-        assert b.nbytes < a.nbytes
-        for k in a.states:
-            assert list(b.states[k]) == list(a.states[k]), "the same states, in the same order"
-            assert set(b.states[k].stored) == {"h", "c", "i", "f", "g", "o"}
-            for name in a.states[k]:
-                assert np.abs(a.states[k][name] - b.states[k][name]).max() <= TOL, (k, name)
-    halves = run_traces(model, vocab, texts, warmup=warmup, half=True, derive=True)
-    for a, b in zip(direct, halves):
-        for k in a.states:
-            for name in ("kept", "written"):
-                got = b.states[k][name]
-                assert got.dtype == np.float16 and got.shape == a.states[k][name].shape
-                assert np.allclose(got, a.states[k][name], rtol=2e-3, atol=1e-4), (k, name)
-                for u in (0, 5):
-                    assert np.array_equal(b.states[k].column(name, u), got[:, u]), "one unit, the same values"
+def test_a_lazy_trace_recomputes_every_state_as_the_explicit_cell_loop_computes_it(cell, warmup):
+    model, vocab = tiny_model(cell, layers=3, seed=7)
+    texts = [TEXT * 3, TEXT[:23], TEXT]  # batched, of three lengths: chunks of 16 end mid-text
+    lazy = run_traces(model, vocab, texts, warmup=warmup, chunk=16, lazy=True)
+    for text, tr in zip(texts, lazy):
+        ref = reference_loop(model, vocab, text, warmup=warmup)
+        for k, per in tr.states.items():
+            assert type(per).__name__ == "RecomputedStates"
+            every = per.arrays()
+            assert list(every) == list(per) == list(CELL_STATES[cell]) and set(every) == set(ref[k])
+            for name, expected in ref[k].items():
+                assert every[name].dtype == np.float32 and every[name].shape == expected.shape
+                assert np.abs(every[name] - expected).max() <= TOL, (k, name)
+                assert np.abs(per[name] - expected).max() <= TOL, (k, name)
+                for u in (0, 5, 15):
+                    assert np.abs(per.column(name, u) - expected[:, u]).max() <= TOL, (k, name, u)
+            some = per.arrays(["h", CELL_STATES[cell][1]], units=[9, 2])
+            for name, block in some.items():
+                assert np.abs(block - ref[k][name][:, [9, 2]]).max() <= TOL
 
 
-def test_derive_stores_a_product_whose_factors_were_not_asked_for():
-    model, vocab = tiny_model("lstm", layers=1)
-    tr = run_traces(model, vocab, [TEXT], states=["kept", "i", "g", "written"], units=[3], derive=True)[0]
-    assert set(tr.states[0].stored) == {"kept", "i", "g"}, "kept needs f and c, which were not asked for"
-    ref = reference_loop(model, vocab, TEXT)
-    for name in ("kept", "written"):
-        assert np.abs(tr.states[0][name] - ref[0][name][:, [3]]).max() <= TOL
-    gru = run_traces(*tiny_model("gru"), [TEXT], derive=True)[0]
-    assert set(gru.states[0].stored) == {"h", "r", "z", "n"}
+def test_a_lazy_trace_keeps_only_h_and_reads_as_float16_when_half():
+    model, vocab = tiny_model("lstm", layers=2, seed=3)
+    eager = run_trace(model, vocab, TEXT, half=True)
+    lazy = run_trace(model, vocab, TEXT, half=True, lazy=True)
+    H, T = model.config.hidden, len(TEXT)
+    # h as float32 for every layer, the ids, one start state per chunk; no gates held
+    assert lazy.nbytes < eager.nbytes / 3
+    assert sum(per.h.nbytes for per in lazy.states.values()) == 2 * T * H * 4
+    for k in eager.states:
+        for name in eager.states[k]:
+            got = lazy.states[k][name]
+            assert got.dtype == np.float16
+            assert np.abs(got.astype(np.float32) - eager.states[k][name].astype(np.float32)).max() <= 1e-3
+        assert lazy.states[k].column("c", 4).dtype == np.float16
+    assert np.array_equal(lazy.surprisal_bits, eager.surprisal_bits, equal_nan=True)
+    assert np.array_equal(lazy.topk_ids, eager.topk_ids)
+
+
+def test_a_lazy_trace_of_a_vanilla_rnn_is_an_eager_one_and_subsets_are_refused():
+    model, vocab = tiny_model("rnn")
+    lazy, eager = run_trace(model, vocab, TEXT, lazy=True), run_trace(model, vocab, TEXT)
+    assert type(lazy.states[0]).__name__ == "LayerStates" and lazy.nbytes == eager.nbytes
+    lstm, vocab = tiny_model("lstm")
+    for subset in ({"layers": [0]}, {"states": ["c"]}, {"units": [1]}):
+        with pytest.raises(ValueError, match="every layer, state and unit"):
+            run_trace(lstm, vocab, TEXT, lazy=True, **subset)
+    with pytest.raises(KeyError):
+        run_trace(lstm, vocab, TEXT, lazy=True).states[0]["r"]
