@@ -32,9 +32,10 @@ COPY templates/ templates/
 COPY static/ static/
 COPY --from=static /src/static/vendor/ static/vendor/
 # Editable, so templates/ and static/ are found beside app/ in /app.
-# (and compile the probe-ranking kernels into numba's cache, so the first probe does not wait)
+# (and compile the probe-ranking and cell-scan kernels into numba's cache, so no first request waits)
 RUN pip install -e . && python -c "import app.main, models.trace" \
- && python -c "from models.score_kernels import compile_in_background; compile_in_background().join()"
+ && python -c "from models.score_kernels import compile_in_background; compile_in_background().join()" \
+ && python -c "from models.cell_scan import compile_in_background; compile_in_background().join()"
 USER rnnscope
 EXPOSE 7860
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \

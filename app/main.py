@@ -15,6 +15,7 @@ from starlette.middleware.gzip import GZipMiddleware
 from models import __version__
 from models.buffers import POOL
 from models.errors import RnnscopeError
+from models import cell_scan
 from models.score_kernels import compile_in_background
 
 from . import api, pages, routes_dynamics, routes_probe, routes_share
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         tuned = bound_native_memory()  # before the first model pass
         compile_in_background()  # the probe ranking's compiled kernels, ready before the first probe
+        cell_scan.compile_in_background()  # and the cell recurrence's, before the first trace
         anyio.to_thread.current_default_thread_limiter().total_tokens = settings.worker_threads
         import torch
 

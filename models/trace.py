@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .buffers import POOL
+from .cell_scan import cell_recurrence
 from .charlm import CELL_STATES, CharLM
 from .errors import RnnscopeError
 from .taskgraph import TaskGraph
@@ -530,11 +531,5 @@ def _record_layer(cell, x, h, s0, want, keep_units, into, start, weights: GateWe
 
 
 def _cell_recurrence(f: torch.Tensor, u: torch.Tensor, c0: torch.Tensor) -> torch.Tensor:
-    """c_t = f_t * c_{t-1} + u_t for all t: a cheap elementwise scan over time (numpy, in place)."""
-    f_np, out = f.numpy(), u.numpy().copy()  # out starts as u_t and becomes c_t
-    c = c0.numpy().astype(np.float32).reshape(-1).copy()
-    for t in range(out.shape[0]):
-        np.multiply(f_np[t], c, out=c)
-        np.add(c, out[t], out=c)
-        out[t] = c
-    return torch.from_numpy(out)
+    """c_t = f_t * c_{t-1} + u_t for all t: an elementwise scan over time (models/cell_scan.py)."""
+    return torch.from_numpy(cell_recurrence(f.numpy(), u.numpy(), c0.numpy()))
