@@ -36,6 +36,7 @@ from .vocab import CharVocab
 LN2 = math.log(2)
 GATE_STATES = {"i", "f", "g", "o", "kept", "written", "r", "z", "n", "c"}
 LAZY_CELLS = ("lstm", "gru")  # a vanilla RNN has only h: a lazy trace of one is an eager one
+FEW_UNITS = 16  # up to this many units, an LSTM's gate products skip building [x_t ; h_t-1]
 
 
 class LayerStates(Mapping):
@@ -71,11 +72,11 @@ class RecomputedStates(Mapping):
     """One layer's states from a lazy trace: only h is kept (float32), with the state at each
     chunk start; any other state is recomputed when read, for the units read.
 
-    The recomputation is the eager trace's own per-chunk arithmetic (_record_layer, from the same
-    inputs and start states), so it gives the eager trace's values. One unit costs a
+    The recomputation runs the eager trace's per-chunk code (_record_layer) from the same inputs and
+    start states, so it gives the eager trace's values up to float32 rounding. One unit costs a
     (T, In+H) x (In+H, 4) product and a scan over T (milliseconds); every unit of a state costs
-    what an eager trace spends recording it. A whole LSTM trace is then a third of an eager float16
-    one (2x512: 4 instead of 12 KiB per character), and tracing a text skips steps 2-3.
+    what an eager trace spends recording it. A whole 2x512 LSTM trace then takes 4 KiB per
+    character instead of 16 for float16 copies of every state, and tracing a text skips steps 2-3.
     """
 
     def __init__(self, cell: str, layer, names: list[str], inputs, h: np.ndarray, starts: list, chunk: int,
@@ -227,7 +228,7 @@ def run_traces(
     With `lazy` (every layer and unit; `half` then sets the dtype of what is read), a gated
     cell's trace keeps only each layer's h and works out every other state when it is read (see
     RecomputedStates): what a cache wants, a quarter of the memory of an eager float16 trace
-    (2x512 LSTM) and no gate recording.
+    and no gate recording.
     """
     if not texts:
         raise RnnscopeError("no texts to trace")
@@ -500,11 +501,16 @@ def _record_layer(cell, x, h, s0, want, keep_units, into, start, weights: GateWe
         c0 = torch.zeros(U) if s0 is None else s0[1][0, 0, weights.units]  # (U,)
         # Pre-activations of all gates for all steps from [x_t ; h_t-1] (row 0 reads the incoming h0).
         t, n_in = x.shape
-        xh = torch.empty(t, n_in + H)
-        xh[:, :n_in] = x
-        xh[:1, n_in:] = h0
-        xh[1:, n_in:] = h[:-1]
-        pre = F.linear(xh, weights.w, weights.b)  # (t, 4U)
+        if U <= FEW_UNITS:  # copying [x ; h] would cost more than the few products it saves
+            pre = F.linear(x, weights.w[:, :n_in], weights.b)  # (t, 4U)
+            pre[1:] += F.linear(h[:-1], weights.w[:, n_in:])
+            pre[:1] += F.linear(h0, weights.w[:, n_in:])
+        else:
+            xh = torch.empty(t, n_in + H)
+            xh[:, :n_in] = x
+            xh[:1, n_in:] = h0
+            xh[1:, n_in:] = h[:-1]
+            pre = F.linear(xh, weights.w, weights.b)  # (t, 4U)
         i, f, g, o = pre.split(U, dim=1)
         i, f, o, g = i.sigmoid_(), f.sigmoid_(), o.sigmoid_(), g.tanh_()
         written = i * g  # (t, U)
