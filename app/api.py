@@ -63,7 +63,10 @@ def trace(body: TraceRequest, request: Request) -> JSONResponse:
             status=413,
         )
     result = service.api_trace(entry, body.text, layers, states, units, body.topk)
-    return JSONResponse(_trace_json(entry, body, result, layers, states, units))
+    layer_ids = list(range(entry.layers)) if layers is None else layers
+    state_ids = list(entry.states) if states is None else states
+    blocks = service.api_blocks(result.trace, layer_ids, state_ids, units)
+    return JSONResponse(_trace_json(entry, body, result, blocks, units))
 
 
 @health.get("/healthz", response_model=Health, summary="Liveness: cheap, runs no model")
@@ -76,15 +79,9 @@ def _info(e: ModelEntry) -> ModelInfo:
                      val_bpc=e.val_bpc, corpus=e.corpus, states=list(e.states))
 
 
-def _trace_json(entry: ModelEntry, body: TraceRequest, result: TraceResult, layers, states, units) -> dict:
+def _trace_json(entry: ModelEntry, body: TraceRequest, result: TraceResult, blocks: dict, units) -> dict:
     trace = result.trace
-    layer_ids = list(range(entry.layers)) if layers is None else layers
-    state_ids = list(entry.states) if states is None else states
-    out_layers = []
-    for k in layer_ids:
-        # (T, U) as traced; from a whole (lazy) trace only the units asked for are worked out
-        blocks = trace.states[k].arrays(state_ids, units if units is not None and trace.units is None else None)
-        out_layers.append({"layer": k, "states": {s: rounded(blocks[s], 4) for s in state_ids}})
+    out_layers = [{"layer": k, "states": {s: rounded(a, 4) for s, a in per.items()}} for k, per in blocks.items()]
     topk = None
     k_top = min(body.topk, entry.vocab_size)
     if k_top and trace.topk_ids is not None:

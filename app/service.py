@@ -21,7 +21,7 @@ import numpy as np
 
 from models.cache import ByteLRU
 from models.errors import RnnscopeError
-from models.trace import Trace, check_request, lazy_trace_bytes, run_trace, run_traces
+from models.trace import FEW_UNITS, RecomputedStates, Trace, check_request, lazy_trace_bytes, run_trace, run_traces
 
 from .config import Settings
 from .errors import InputError
@@ -175,6 +175,20 @@ class TraceService:
             return [self._trace_each(entry, [text], warmup, scope)[0] for text in texts]
         self.traces_run += len(traces)
         return traces
+
+    def api_blocks(self, trace: Trace, layers: list[int], states: list[str],
+                   units: list[int] | None) -> dict[int, dict[str, np.ndarray]]:
+        """{layer: {state: (T, U) values}} for an API response. Every unit of a gate of a lazy
+        trace costs what recording it did (a second for the largest request), so that runs on
+        the scoring slot, bounded like any model work (503 when busy); h and a few units do not."""
+        subset = units if units is not None and trace.units is None else None  # a whole trace: pick the units
+
+        def build() -> dict[int, dict[str, np.ndarray]]:
+            return {k: trace.states[k].arrays(states, subset) for k in layers}
+
+        lazy = any(isinstance(trace.states[k], RecomputedStates) for k in layers)
+        heavy = lazy and bool(set(states) - {"h"}) and (subset is None or len(subset) > FEW_UNITS)
+        return self.scoring.run(None, build) if heavy else build()
 
 
 def unit_values(trace: Trace, layer: int, state: str, unit: int) -> np.ndarray:

@@ -57,7 +57,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = CharLM(ModelConfig(cell="lstm", n_layers=2, hidden=512, emb=64, vocab_size=len(vocab))).eval()
     trace_ms = median_ms(lambda: run_trace(model, vocab, text, half=True), args.repeats)
-    tr = run_trace(model, vocab, text, half=True)  # float16 blocks, as the server's trace cache holds them
+    tr = run_trace(model, vocab, text, half=True)  # float16 blocks, as a probe of the server's cache works them out
     blocks = {(k, s): a for k, per in tr.states.items() for s, a in per.items()}
     units = sum(a.shape[1] for a in blocks.values())
     quotes = probes.labels("quotes", text)

@@ -5,7 +5,7 @@ against the default model, or --model NAME|FOLDER, on a 2,000-character text:
   first trace   GET / as htmx sends it, with a text never seen before (cache miss)
   neuron change the same text, another unit (cache hit: no model pass), of layer 0's h, which the
                 cached (lazy) trace holds, and of the top layer's second state (an LSTM's c, a GRU's
-                r), which it works out for the one unit on screen
+                r, worked out for the one unit on screen; a vanilla RNN has only h)
   bare trace    models.trace.run_trace with the same arguments the service uses (lazy)
 and prints medians, response sizes and the ratio first-trace / bare trace from this one run.
 Server time is the app's own Server-Timing header (routing, handler, rendering, gzip: the
@@ -105,7 +105,7 @@ def main() -> None:
             gz_sizes.append(len(gzip.compress(r.content, GZIP_LEVEL)))  # what the server sends
 
             t0 = time.perf_counter()
-            r = client.get("/", params={**params, "layer": str(top), "state": second, "unit": str(2 + rep)}, headers=HX)
+            r = client.get("/", params={**params, "layer": str(top), "state": second, "unit": str((2 + rep) % entry.hidden)}, headers=HX)
             worked_out.append(time.perf_counter() - t0)
             assert r.status_code == 200 and "re-coloured from cache" in r.text, r.text[:300]
             worked_out_server.append(server_seconds(r))

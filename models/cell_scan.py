@@ -36,8 +36,11 @@ def compile_in_background() -> threading.Thread:
 
     def run() -> None:
         block = np.zeros((2, 4), np.float32)
-        for f in (block, block[:, ::2]):  # a gate sliced from the joined pre-activations is strided
-            cell_recurrence(f, f, np.zeros(f.shape[1], np.float32))
+        # A gate sliced from the joined pre-activations is strided, i * g is contiguous: numba
+        # compiles each pair of layouts apart, so warm every pair.
+        for f in (block[:, :2].copy(), block[:, ::2]):
+            for u in (block[:, :2].copy(), block[:, ::2]):
+                cell_recurrence(f, u, np.zeros(2, np.float32))
 
     thread = threading.Thread(target=run, name="cell-scan-compile", daemon=True)
     thread.start()

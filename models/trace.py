@@ -103,13 +103,13 @@ class RecomputedStates(Mapping):
         unknown = [n for n in names if n not in self.names]
         if unknown:
             raise KeyError(unknown[0])
-        keep_units = None if units is None else torch.tensor([int(u) for u in units])
+        keep_units = None if units is None else torch.tensor([int(u) for u in units], dtype=torch.long)
         T, H = self.h.shape
         out = {n: np.empty((T, H if keep_units is None else len(keep_units)), self.dtype) for n in names}
         if "h" in out:
             out["h"][:] = self.h if keep_units is None else self.h[:, keep_units.numpy()]
         gated = [n for n in names if n != "h"]
-        if gated:
+        if gated and (keep_units is None or len(keep_units)):
             weights = gate_weights(self.cell, self.layer, keep_units)
             into = {n: out[n] for n in gated}
             for j, s0 in enumerate(self.starts):
@@ -117,6 +117,16 @@ class RecomputedStates(Mapping):
                 _record_layer(self.cell, self.inputs(a, b), torch.from_numpy(self.h[a:b]), s0, gated, keep_units,
                               into, a, weights)
         return out
+
+    # Mapping's own versions would read (recompute) a state per call; these never do, or do it once.
+    def __contains__(self, name) -> bool:
+        return name in self.names
+
+    def items(self):
+        return self.arrays().items()
+
+    def values(self):
+        return self.arrays().values()
 
     def __iter__(self):
         return iter(self.names)
@@ -144,7 +154,7 @@ class Trace:
     text: str
     cell: str
     layer_ids: list[int]
-    states: dict[int, LayerStates]  # layer -> state -> (T, U) values
+    states: dict[int, LayerStates | RecomputedStates]  # layer -> state -> (T, U) values
     units: list[int] | None  # None = every unit
     topk_ids: np.ndarray | None  # (T, k) next-character ids, most likely first
     topk_probs: np.ndarray | None  # (T, k)

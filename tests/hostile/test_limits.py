@@ -88,6 +88,31 @@ def test_a_busy_server_answers_503_with_retry_after_and_cache_hits_still_serve(t
         assert r.status_code == 200
 
 
+def test_working_out_every_unit_of_a_gate_from_the_cache_is_model_work_on_the_scoring_slot(tiny_models_dir, tmp_path):
+    with make_client(tiny_models_dir, tmp_path / "d", queue_timeout=0.3) as c:
+        text = {"model": "tiny-lstm", "text": 'She said "yes" and left.'}
+        assert c.post(TRACE, json={**text, "layer": 1, "state": "h"}).status_code == 200  # cached, lazily
+        service = c.app.state.service
+        started, release = threading.Event(), threading.Event()
+        holder = threading.Thread(target=lambda: service.scoring.run(None, lambda: (started.set(), release.wait(10))))
+        holder.start()  # a probe's scoring holds the scoring slot
+        try:
+            assert started.wait(10)
+            every_unit = c.post(TRACE, json={**text, "layer": 1, "state": "c"})
+            one_unit = c.post(TRACE, json={**text, "layer": 1, "state": "c", "units": [3]})
+            stored = c.post(TRACE, json={**text, "layer": 1, "state": "h"})
+        finally:
+            release.set()
+            holder.join()
+        assert every_unit.status_code == 503 and every_unit.headers["retry-after"] == "5"
+        assert one_unit.status_code == 200 and one_unit.json()["cached"] is True, "one unit is cheap: no slot"
+        assert stored.status_code == 200 and stored.json()["cached"] is True, "h is held: nothing to work out"
+        again = c.post(TRACE, json={**text, "layer": 1, "state": "c"})
+        assert again.status_code == 200 and again.json()["cached"] is True
+        values = np.array(again.json()["layers"][0]["states"]["c"])
+        assert np.array_equal(values[:, 3], np.array(one_unit.json()["layers"][0]["states"]["c"])[:, 0])
+
+
 def test_a_trace_over_the_time_limit_is_a_503_and_finishes_into_the_cache(slow_models, tmp_path):
     text = ('"Yes," said she. ' * 1200)[:20_000]
     body = {"model": "tiny-lstm", "text": text, "layer": 1, "state": "c", "units": [3]}

@@ -344,8 +344,9 @@ def test_batched_trace_refuses_an_empty_text_by_position():
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 @pytest.mark.parametrize("warmup", ["", TEXT[:11]])
-def test_a_lazy_trace_recomputes_every_state_as_the_explicit_cell_loop_computes_it(cell, warmup):
-    model, vocab = tiny_model(cell, layers=3, seed=7)
+@pytest.mark.parametrize("hidden", [16, 32])  # every unit at 32 takes the [x ; h] route, a few units the other
+def test_a_lazy_trace_recomputes_every_state_as_the_explicit_cell_loop_computes_it(cell, warmup, hidden):
+    model, vocab = tiny_model(cell, layers=3, hidden=hidden, seed=7)
     texts = [TEXT * 3, TEXT[:23], TEXT]  # batched, of three lengths: chunks of 16 end mid-text
     lazy = run_traces(model, vocab, texts, warmup=warmup, chunk=16, lazy=True)
     for text, tr in zip(texts, lazy):
@@ -391,5 +392,9 @@ def test_a_lazy_trace_of_a_vanilla_rnn_is_an_eager_one_and_subsets_are_refused()
     for subset in ({"layers": [0]}, {"states": ["c"]}, {"units": [1]}):
         with pytest.raises(ValueError, match="every layer, state and unit"):
             run_trace(lstm, vocab, TEXT, lazy=True, **subset)
+    lazy = run_trace(lstm, vocab, TEXT, lazy=True)
     with pytest.raises(KeyError):
-        run_trace(lstm, vocab, TEXT, lazy=True).states[0]["r"]
+        lazy.states[0]["r"]
+    assert "c" in lazy.states[0] and "r" not in lazy.states[0]
+    assert dict(lazy.states[0].items()).keys() == set(CELL_STATES["lstm"])
+    assert lazy.states[0].arrays(["c"], units=[])["c"].shape == (len(TEXT), 0)
