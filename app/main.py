@@ -12,10 +12,9 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.gzip import GZipMiddleware
 
-from models import __version__
+from models import __version__, cell_scan
 from models.buffers import POOL
 from models.errors import RnnscopeError
-from models import cell_scan
 from models.score_kernels import compile_in_background
 
 from . import api, pages, routes_dynamics, routes_probe, routes_share

@@ -137,8 +137,9 @@ class ProbeService:
 
     def _scored(self, entry: ModelEntry, text: str, score) -> Iterator[tuple[list[UnitScore], int, bool, float, float]]:
         """(best units, units scored, cache hit, trace s, scoring s) per group of (layer, state)
-        blocks (float16; for a cached lazy trace, trace s includes working them out). A text too long to cache whole is traced and scored one
-        layer at a time, both in the same model-slot run: one wait in the queue per layer."""
+        blocks (float16; for a cached lazy trace, trace s includes working them out). A text too
+        long to cache whole is traced and scored one layer at a time, both in the same model-slot
+        run: one wait in the queue per layer."""
 
         def score_blocks(blocks: dict) -> tuple[list[UnitScore], int, float]:
             t0 = time.perf_counter()
