@@ -52,6 +52,16 @@ def server_seconds(response) -> float:
     return float(timing.split("dur=")[1].split(",")[0]) / 1000
 
 
+def timed_view(client, params: dict, expect: str, client_s: list, server_s: list):
+    """GET / as htmx sends it: client and server time appended, the page checked to say `expect`."""
+    t0 = time.perf_counter()
+    r = client.get("/", params=params, headers=HX)
+    client_s.append(time.perf_counter() - t0)
+    assert r.status_code == 200 and expect in r.text, r.text[:300]
+    server_s.append(server_seconds(r))
+    return r
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="model name in RNNSCOPE_MODELS_DIR, or a checkpoint folder")
@@ -90,25 +100,13 @@ def main() -> None:
             run_trace(model, vocab, text, topk=VIEW_TOPK, half=True, lazy=True)
             bare.append(time.perf_counter() - t0)
 
-            t0 = time.perf_counter()
-            r = client.get("/", params=params, headers=HX)
-            first.append(time.perf_counter() - t0)
-            assert r.status_code == 200 and "traced in" in r.text, r.text[:300]
-            first_server.append(server_seconds(r))
-
-            t0 = time.perf_counter()
-            r = client.get("/", params={**params, "unit": str(1 + rep % (entry.hidden - 1))}, headers=HX)
-            change.append(time.perf_counter() - t0)
-            assert r.status_code == 200 and "re-coloured from cache" in r.text, r.text[:300]
-            change_server.append(server_seconds(r))
+            timed_view(client, params, "traced in", first, first_server)
+            r = timed_view(client, {**params, "unit": str(1 + rep % (entry.hidden - 1))}, "re-coloured from cache",
+                           change, change_server)
             sizes.append(len(r.content))
             gz_sizes.append(len(gzip.compress(r.content, GZIP_LEVEL)))  # what the server sends
-
-            t0 = time.perf_counter()
-            r = client.get("/", params={**params, "layer": str(top), "state": second, "unit": str((2 + rep) % entry.hidden)}, headers=HX)
-            worked_out.append(time.perf_counter() - t0)
-            assert r.status_code == 200 and "re-coloured from cache" in r.text, r.text[:300]
-            worked_out_server.append(server_seconds(r))
+            timed_view(client, {**params, "layer": str(top), "state": second, "unit": str((2 + rep) % entry.hidden)},
+                       "re-coloured from cache", worked_out, worked_out_server)
 
     med = statistics.median
     print(f"{'bare run_trace (lazy, as the service runs it)':44s} {med(bare) * 1000:8.1f} ms")
