@@ -63,9 +63,7 @@ def trace(body: TraceRequest, request: Request) -> JSONResponse:
             status=413,
         )
     result = service.api_trace(entry, body.text, layers, states, units, body.topk)
-    layer_ids = list(range(entry.layers)) if layers is None else layers
-    state_ids = list(entry.states) if states is None else states
-    blocks = service.api_blocks(result.trace, layer_ids, state_ids, units)
+    blocks = service.api_blocks(entry, result.trace, layers, states, units)
     return JSONResponse(_trace_json(entry, body, result, blocks, units))
 
 

@@ -176,11 +176,14 @@ class TraceService:
         self.traces_run += len(traces)
         return traces
 
-    def api_blocks(self, trace: Trace, layers: list[int], states: list[str],
+    def api_blocks(self, entry: ModelEntry, trace: Trace, layers: list[int] | None, states: list[str] | None,
                    units: list[int] | None) -> dict[int, dict[str, np.ndarray]]:
-        """{layer: {state: (T, U) values}} for an API response. Every unit of a gate of a lazy
-        trace costs what recording it did (a second for the largest request), so that runs on
-        the scoring slot, bounded like any model work (503 when busy); h and a few units do not."""
+        """{layer: {state: (T, U) values}} for an API response (None: every layer, every state).
+        Every unit of a gate of a lazy trace costs what recording it did (a second for the largest
+        request), so that runs on the scoring slot, bounded like any model work (503 when busy);
+        h and a few units do not."""
+        layers = list(range(entry.layers)) if layers is None else layers
+        states = list(entry.states) if states is None else states
         subset = units if units is not None and trace.units is None else None  # a whole trace: pick the units
 
         def build() -> dict[int, dict[str, np.ndarray]]:
