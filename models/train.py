@@ -306,8 +306,8 @@ def train(cfg: TrainConfig) -> TrainResult:
             chars_seen=card_base.get("chars_seen", 0) + chars_seen if "initialised_from" in card_base else chars_seen,
             val_bpc=None if val_bpc is None else round(val_bpc, 4),
             params=model.num_params(),
-            training_seconds=round(elapsed_before + (time.time() - t0), 1)
-            + (card_base.get("training_seconds", 0) if "initialised_from" in card_base else 0),
+            training_seconds=round(elapsed_before + (time.time() - t0)
+                                   + (card_base.get("training_seconds", 0) if "initialised_from" in card_base else 0), 1),
             hardware=_hardware(cfg.device, world),
             seq_len=cfg.seq_len,
             batch=cfg.batch * world,

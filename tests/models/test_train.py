@@ -92,6 +92,9 @@ def test_init_from_committed_weights_with_fresh_optimizer(tmp_path, data_file):
     assert result.steps == 4
     card = load_checkpoint(tmp_path / "out2").card
     assert card["train_steps"] == 16 and card["initialised_from"].endswith("out")
+    first_seconds = load_checkpoint(tmp_path / "out").card["training_seconds"]
+    assert card["training_seconds"] >= first_seconds  # the parent's time carries over, rounded once
+    assert repr(card["training_seconds"]) == repr(round(card["training_seconds"], 1))
     after = _weights(tmp_path / "out2")
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
