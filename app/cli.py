@@ -35,6 +35,7 @@ def corpus(name: str = typer.Argument(..., help="austen or python-stdlib"),
 
 @cli.command()
 def train(
+    ctx: typer.Context,
     data: Path = typer.Option(..., "--data", help="training text (UTF-8); a corpus's .val twin is used for validation"),
     out: Path = typer.Option(..., "--out", help="serving checkpoint folder (best validation bpc)"),
     cell: str = typer.Option("lstm", help="rnn, lstm or gru"),
@@ -64,14 +65,18 @@ def train(
     no_progress: bool = typer.Option(False, "--no-progress"),
 ):
     """Train a char model with stateful truncated BPTT (torchrun-aware)."""
-    from models.train import TrainConfig
+    from models.train import RUN_KEYS, TrainConfig
     from models.train import train as run_training
+
+    # By the source's name: typer's context may come from its own copy of click, with its own enum.
+    given = frozenset(k for k in RUN_KEYS
+                      if getattr(ctx.get_parameter_source(k), "name", "DEFAULT") not in ("DEFAULT", "DEFAULT_MAP"))
 
     cfg = TrainConfig(data=str(data), out=str(out), cell=cell, layers=layers, hidden=hidden, emb=emb, dropout=dropout,
                       seq_len=seq_len, batch=batch, lr=lr, lr_min=lr_min, steps=steps, clip=clip, eval_every=eval_every,
                       val_chars=val_chars, time_budget_min=time_budget, stop_at=stop_at, seed=seed, device=device, resume=resume,
                       init=str(init) if init else None, run_dir=str(run_dir) if run_dir else None, half=half,
-                      threads=threads, progress=not no_progress)
+                      threads=threads, progress=not no_progress, given=given)
     try:
         result = run_training(cfg)
     except RnnscopeError as e:

@@ -62,6 +62,11 @@ class TrainConfig:
     half: bool = False  # store serving weights as float16
     threads: int | None = None
     progress: bool = True
+    given: frozenset = frozenset()  # options the user set explicitly; with --resume they must match the saved run
+
+
+# What makes a run the run it is: --resume continues with the saved run's own values for these.
+RUN_KEYS = ("cell", "layers", "hidden", "emb", "dropout", "seq_len", "batch", "lr", "lr_min", "steps", "clip", "seed")
 
 
 @dataclass
@@ -203,6 +208,17 @@ def _check_device(device: str) -> None:
         raise RnnscopeError(f"unknown device {device!r}: use cpu or cuda")
 
 
+def _resumed_config(cfg: TrainConfig, saved: dict, out: Path) -> TrainConfig:
+    """The saved run's schedule wins on --resume; a different value the user asked for is refused, not ignored."""
+    kept = {k: saved[k] for k in RUN_KEYS if k in saved}
+    clashes = [f"--{k.replace('_', '-')} {kept[k]} (asked: {getattr(cfg, k)})"
+               for k in RUN_KEYS if k in kept and k in cfg.given and getattr(cfg, k) != kept[k]]
+    if clashes:
+        raise RnnscopeError("--resume continues the saved run as it was set up: " + ", ".join(clashes)
+                            + f"; leave those options out, or start a new schedule from its weights with --init {out}")
+    return replace(cfg, **kept)
+
+
 def train(cfg: TrainConfig) -> TrainResult:
     _check_device(cfg.device)
     ModelConfig(cell=cfg.cell, n_layers=cfg.layers, hidden=cfg.hidden, emb=cfg.emb, vocab_size=1, dropout=cfg.dropout).validate()
@@ -233,6 +249,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         except Exception as e:  # a truncated or foreign file: say so, touch nothing
             raise RnnscopeError(f"resume state {resume_path} is unreadable ({type(e).__name__}); "
                                 f"delete it and restart, or use --init {out}") from None
+        cfg = _resumed_config(cfg, resume_state.get("train_config", {}), out)
 
     # Model and vocabulary: from resume state, an initial checkpoint, or fresh from the text.
     card_base: dict = {}
@@ -286,6 +303,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         if cfg.stop_at is not None and cfg.stop_at <= step:
             raise RnnscopeError(f"--stop-at {cfg.stop_at} is not after step {step}, where the resumed run stands")
         history = list(resume_state.get("history", []))
+        if is_main:
+            tqdm.write(f"resuming at step {step} of {cfg.steps}, learning rate {lr_at(cfg, step):.2e} "
+                       f"(the saved run's schedule: --lr {cfg.lr:g} --lr-min {cfg.lr_min:g})")
     else:
         _seed_all(cfg.seed + rank)
         if continuing_in_place and is_main and len(val_ids) > 1:  # the folder keeps its weights unless beaten
@@ -347,7 +367,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             "ranks": ranks if world > 1 else None,
             "history": history,
             "card_base": card_base,
-            "train_config": {k: v for k, v in asdict(cfg).items() if v is not None},
+            "train_config": {k: v for k, v in asdict(cfg).items() if v is not None and k != "given"},
         }
         tmp = resume_path.with_suffix(".tmp")
         torch.save(payload, tmp)

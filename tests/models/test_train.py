@@ -263,3 +263,33 @@ def test_init_applies_this_runs_dropout_and_keeps_the_weights(tmp_path, data_fil
     before = init.model.state_dict()
     for k, v in after.model.state_dict().items():
         assert torch.equal(before[k], v), k
+
+
+def test_resume_keeps_the_saved_runs_schedule(tmp_path, data_file):
+    """A bare --resume must not fall back to the default --steps/--lr: the saved run's own schedule goes on."""
+    full = train(_cfg(tmp_path / "a", data_file, steps=12, lr=4e-3, lr_min=1e-4))
+    train(_cfg(tmp_path / "b", data_file, steps=12, lr=4e-3, lr_min=1e-4, stop_at=7))
+    bare = TrainConfig(data=str(data_file), out=str(tmp_path / "b" / "out"), run_dir=str(tmp_path / "b" / "run"),
+                       resume=True, eval_every=4, progress=False)  # every schedule field left at its default
+    rest = train(bare)
+    assert rest.steps == 12 and rest.chars_seen == full.chars_seen
+    a = torch.load(tmp_path / "a" / "run" / "resume.pt", weights_only=True)
+    b = torch.load(tmp_path / "b" / "run" / "resume.pt", weights_only=True)
+    assert b["train_config"]["steps"] == 12 and b["train_config"]["lr"] == 4e-3
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+
+
+def test_cli_resume_refuses_a_different_schedule_and_keeps_the_run(tmp_path, data_file):
+    train(_cfg(tmp_path, data_file, steps=12, stop_at=7))
+    before = (tmp_path / "run" / "resume.pt").read_bytes()
+    exe = shutil.which("rnnscope", path=str(Path(sys.executable).parent)) or "rnnscope"
+    base = [exe, "train", "--data", str(data_file), "--out", str(tmp_path / "out"), "--run-dir", str(tmp_path / "run"),
+            "--resume", "--no-progress"]
+    r = subprocess.run(base + ["--steps", "99", "--lr", "3e-3"], capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "--steps 12 (asked: 99)" in r.stderr and "--lr " not in r.stderr  # the same --lr is no clash
+    assert (tmp_path / "run" / "resume.pt").read_bytes() == before
+    r = subprocess.run(base + ["--steps", "12", "--eval-every", "5"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "resuming at step 7 of 12" in r.stdout + r.stderr and "stopped by steps at step 12" in r.stdout + r.stderr
