@@ -318,16 +318,16 @@ def train(cfg: TrainConfig) -> TrainResult:
 
     def card(val_bpc: float | None) -> dict:
         c = dict(card_base)
+        parent = card_base if "initialised_from" in card_base else {}  # an --init run adds to its parent's totals
         c.update(
             corpus=corpus_meta.get("name"),
             corpus_sha256=corpus_meta.get("train_sha256"),
             corpus_split=corpus_meta.get("split"),
-            train_steps=card_base.get("train_steps", 0) + step if "initialised_from" in card_base else step,
-            chars_seen=card_base.get("chars_seen", 0) + chars_seen if "initialised_from" in card_base else chars_seen,
+            train_steps=parent.get("train_steps", 0) + step,
+            chars_seen=parent.get("chars_seen", 0) + chars_seen,
             val_bpc=None if val_bpc is None else round(val_bpc, 4),
             params=model.num_params(),
-            training_seconds=round(elapsed_before + (time.time() - t0)
-                                   + (card_base.get("training_seconds", 0) if "initialised_from" in card_base else 0), 1),
+            training_seconds=round(parent.get("training_seconds", 0) + elapsed_before + (time.time() - t0), 1),
             hardware=_hardware(cfg.device, world),
             seq_len=cfg.seq_len,
             batch=cfg.batch * world,

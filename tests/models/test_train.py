@@ -13,6 +13,7 @@ from models.errors import RnnscopeError
 from models.train import TrainConfig, train
 
 ROOT = Path(__file__).resolve().parents[2]
+RNNSCOPE = shutil.which("rnnscope", path=str(Path(sys.executable).parent)) or "rnnscope"
 PROSE = ('"Well," said she, "I do not know." He smiled. "Then we shall see."\n\n' * 40)
 
 
@@ -127,23 +128,21 @@ def test_bad_inputs_fail_clearly_and_keep_saved_work(tmp_path, data_file):
 
 
 def test_cli_reports_errors_in_one_line(tmp_path):
-    exe = shutil.which("rnnscope", path=str(Path(sys.executable).parent)) or "rnnscope"
-    r = subprocess.run([exe, "train", "--data", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "o")],
+    r = subprocess.run([RNNSCOPE, "train", "--data", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "o")],
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip().startswith("error: data file") and "Traceback" not in r.stderr
-    r = subprocess.run([exe, "corpus", "shakespeare", "--out", str(tmp_path / "c.txt")], capture_output=True, text=True)
+    r = subprocess.run([RNNSCOPE, "corpus", "shakespeare", "--out", str(tmp_path / "c.txt")], capture_output=True, text=True)
     assert r.returncode == 2 and "unknown corpus 'shakespeare'" in r.stderr
 
 
 def test_cli_sample_streams_text(tmp_path, data_file):
     train(_cfg(tmp_path, data_file))
-    exe = shutil.which("rnnscope", path=str(Path(sys.executable).parent)) or "rnnscope"
-    r = subprocess.run([exe, "sample", str(tmp_path / "out"), "--prime", '"Well', "--length", "40", "--seed", "3"],
+    r = subprocess.run([RNNSCOPE, "sample", str(tmp_path / "out"), "--prime", '"Well', "--length", "40", "--seed", "3"],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith('"Well') and len(r.stdout.rstrip("\n")) == 5 + 40
-    again = subprocess.run([exe, "sample", str(tmp_path / "out"), "--prime", '"Well', "--length", "40", "--seed", "3"],
+    again = subprocess.run([RNNSCOPE, "sample", str(tmp_path / "out"), "--prime", '"Well', "--length", "40", "--seed", "3"],
                            capture_output=True, text=True)
     assert again.stdout == r.stdout
 
@@ -283,8 +282,7 @@ def test_resume_keeps_the_saved_runs_schedule(tmp_path, data_file):
 def test_cli_resume_refuses_a_different_schedule_and_keeps_the_run(tmp_path, data_file):
     train(_cfg(tmp_path, data_file, steps=12, stop_at=7))
     before = (tmp_path / "run" / "resume.pt").read_bytes()
-    exe = shutil.which("rnnscope", path=str(Path(sys.executable).parent)) or "rnnscope"
-    base = [exe, "train", "--data", str(data_file), "--out", str(tmp_path / "out"), "--run-dir", str(tmp_path / "run"),
+    base = [RNNSCOPE, "train", "--data", str(data_file), "--out", str(tmp_path / "out"), "--run-dir", str(tmp_path / "run"),
             "--resume", "--no-progress"]
     r = subprocess.run(base + ["--steps", "99", "--lr", "3e-3"], capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr
