@@ -17,7 +17,10 @@ second half: the trace cache is bounded in bytes, so memory should be flat once 
     .venv/bin/python bench/load.py --duration 10 --clients 8
     .venv/bin/python bench/load.py --model-folder models/austen-lstm   # a real checkpoint (copied first)
 
-Exit status 1 when a phase saw a 5xx or a dropped connection (the target is none of either).
+    .venv/bin/python bench/load.py --clients 8 --duration 20 --attack 60   # then 60 s under attack (bench/attack.py)
+
+Exit status 1 when a phase saw a 5xx or a dropped connection (the target is none of either), or when the
+attack phase saw a 500, /healthz p99 above 300 ms, or no ordinary new trace served.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from bench import attack as hostile  # noqa: E402  (needs the root on the path)
 
 HX = {"HX-Request": "true"}
 # A visitor traces a text, then steps through units, probes, shares: most requests re-colour a cached trace.
@@ -73,7 +78,10 @@ def small_model(folder: Path, hidden: int, layers: int) -> Path:
     return save_checkpoint(folder, model, vocab, {"corpus": "austen", "note": "random weights, for bench/load.py"})
 
 
-def start_server(models_dir: Path, model: str, data_dir: Path, log_path: Path, env_extra: dict[str, str]):
+def start_server(models_dir: Path, model: str, data_dir: Path, log_path: Path, env_extra: dict[str, str],
+                 memory_cap_mb: int = 0):
+    """The server on a free loopback port; memory_cap_mb > 0 caps its address space (RLIMIT_AS), so an
+    attack that would grow it without bound fails inside the server instead of taking the machine down."""
     port = free_port()
     exe = shutil.which("rnnscope", path=str(Path(sys.executable).parent))
     cmd = [exe] if exe else [sys.executable, "-m", "app.cli"]
@@ -81,8 +89,14 @@ def start_server(models_dir: Path, model: str, data_dir: Path, log_path: Path, e
            "RNNSCOPE_DEFAULT_MODEL": model, "RNNSCOPE_RATE_LIMIT": "0", **env_extra}
     env.pop("RNNSCOPE_DATABASE_URL", None)
     log = log_path.open("w")
+    def cap() -> None:
+        if memory_cap_mb > 0:
+            import resource
+
+            resource.setrlimit(resource.RLIMIT_AS, (memory_cap_mb << 20, memory_cap_mb << 20))
+
     proc = subprocess.Popen([*cmd, "serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=cap)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -261,7 +275,8 @@ class Client:
 
 
 async def run_phase(base: str, pid: int, shared: Shared, clients: int, duration: float, timeout: float,
-                    seed: int, max_requests: int) -> Phase:
+                    seed: int, max_requests: int, beside: list | None = None) -> Phase:
+    """One phase of `clients` ordinary visitors; `beside`: coroutines (attackers) run alongside it."""
     phase = Phase(clients)
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=base, timeout=timeout, limits=limits) as http:
@@ -283,7 +298,7 @@ async def run_phase(base: str, pid: int, shared: Shared, clients: int, duration:
 
         cpu0, own0 = cpu_seconds(pid), time.process_time()
         sampler = asyncio.create_task(sample())
-        await asyncio.gather(*(loop(c) for c in workers))
+        await asyncio.gather(*(loop(c) for c in workers), *(beside or []))
         phase.seconds = time.monotonic() - t0  # includes the last requests' tails
         phase.server_cpu, phase.client_cpu = cpu_seconds(pid) - cpu0, time.process_time() - own0
         sampler.cancel()
@@ -356,7 +371,39 @@ async def main_async(args, base: str, pid: int, shared: Shared) -> list[dict]:
         s = summary(phase)
         print_summary(s)
         out.append(s)
+    if args.attack > 0:
+        out.append(await attack_phase(args, base, pid, shared))
     return out
+
+
+async def attack_phase(args, base: str, pid: int, shared: Shared) -> dict:
+    """Ordinary clients while every known attack runs beside them (bench/attack.py)."""
+    src = corpus()
+    big_text = (src * (1 + 7000 // max(1, len(src))))[:7000]
+    warm = await hostile.warm_big_trace(base, shared.model, big_text)
+    attack = hostile.Attack()
+    stop_at = time.monotonic() + args.attack
+    beside = hostile.tasks(base, shared.model, big_text, stop_at, attack, idle=args.idle_sockets,
+                           slow=args.slow_sockets, big=args.big_clients, stream_clients=args.stream_clients)
+    clients = args.attack_clients
+    print(f"\n== attack phase, {args.attack:g} s: {clients} ordinary clients beside {args.idle_sockets} idle and "
+          f"{args.slow_sockets} slowloris sockets, {args.big_clients} big-response clients, {args.stream_clients} "
+          f"generation streams and one bomb sender (big text warmed: {warm})")
+    phase = await run_phase(base, pid, shared, clients, args.attack, args.timeout, args.seed + 7, args.max_requests,
+                            beside=beside)
+    s = summary(phase)
+    print_summary(s)
+    a = hostile.summary(attack)
+    hostile.print_summary(a)
+    new_ok = sum(n for (kind, status), n in phase.by_kind_status.items() if kind in ("page_new", "api_new")
+                 and status == 200)
+    five_hundreds = s["statuses"].get("500", 0) + sum(o.get("500", 0) for o in a["attacks"].values())
+    a["ordinary_new_traces_ok"] = new_ok
+    a["errors_500"] = five_hundreds
+    a["target_met"] = a["health_target_met"] and new_ok > 0 and five_hundreds == 0
+    print(f"   ordinary new traces served: {new_ok}; 500s anywhere: {five_hundreds}; attack target "
+          f"({'met' if a['target_met'] else 'MISSED'})")
+    return {**s, "attack": a}
 
 
 def main() -> int:
@@ -376,6 +423,14 @@ def main() -> int:
                     help="extra server setting, e.g. RNNSCOPE_MAX_CONCURRENT_TRACES=2 (repeatable)")
     ap.add_argument("--mix", action="append", default=[], metavar="KIND=WEIGHT",
                     help=f"change one kind's weight, e.g. probe=0 (kinds: {', '.join(MIX)})")
+    ap.add_argument("--attack", type=float, default=0.0, help="seconds of an attack phase after the others (0 = none)")
+    ap.add_argument("--attack-clients", type=int, default=8, help="ordinary clients during the attack phase")
+    ap.add_argument("--idle-sockets", type=int, default=200, help="silent sockets held during the attack")
+    ap.add_argument("--slow-sockets", type=int, default=50, help="slowloris sockets during the attack")
+    ap.add_argument("--big-clients", type=int, default=8, help="clients asking for the largest cached response")
+    ap.add_argument("--stream-clients", type=int, default=20, help="generation streams held open during the attack")
+    ap.add_argument("--memory-cap-mb", type=int, default=8192,
+                    help="the server's address-space cap in MiB (0 = none); the attack phase must never run uncapped")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
     for kv in args.mix:
@@ -399,7 +454,7 @@ def main() -> int:
             small_model(models_dir / name, args.hidden, args.layers)
             what = f"random-weight LSTM {args.layers}x{args.hidden}"
         log_path = tmp_path / "serve.log"
-        proc, base = start_server(models_dir, name, tmp_path / "data", log_path, env_extra)
+        proc, base = start_server(models_dir, name, tmp_path / "data", log_path, env_extra, args.memory_cap_mb)
         try:
             info = next(m for m in httpx.get(base + "/api/v1/models").json() if m["name"] == name)
             shared = Shared(name, info["layers"], info["hidden"], info["states"])
@@ -412,12 +467,15 @@ def main() -> int:
                   f"{'yes' if shared.probe_api else 'absent (skipped)'}; share links made: {len(shared.links):,}")
         finally:
             stop_server(proc)
-        errors = [line for line in log_path.read_text().splitlines() if "Traceback" in line or "ERROR" in line]
+        log_text = log_path.read_text(errors="replace")
+        print(f"server log: {len(log_text.encode()):,} bytes, {log_text.count(chr(10)):,} lines")
+        errors = [line for line in log_text.splitlines() if "Traceback" in line or "ERROR" in line]
         if errors:
             print(f"server log: {len(errors)} error line(s), first: {errors[0][:200]}")
     if args.json:
         args.json.write_text(json.dumps({"model": what, "peak_rss_mb": peak, "phases": results}, indent=2))
-    failed = any(r["errors_5xx"] or r["dropped"] for r in results)
+    failed = any(r["errors_5xx"] or r["dropped"] for r in results if "attack" not in r)
+    failed = failed or any(not r["attack"]["target_met"] for r in results if "attack" in r)
     print("target (no 5xx, no dropped connections):", "MISSED" if failed else "met")
     return 1 if failed else 0
 
