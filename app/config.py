@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import models
@@ -48,6 +49,38 @@ class Settings(BaseSettings):
     max_body_bytes: int | None = Field(None, ge=1024, description="largest request body (None = enough for "
                                        "max_chars of text, %-encoded or JSON-escaped, plus 64 KiB)")
 
+    # Share store growth (app/share.py, app/share_service.py): on by default, as any visitor can create links.
+    share_rate_limit: int = Field(30, ge=0, description="share links a client address may create per minute "
+                                  "(POST /api/v1/share and the page's Share button); 0 = off")
+    share_rate_burst: int = Field(10, ge=1, description="share links a client may create at once")
+    share_store_bytes: int = Field(512 * 1024 * 1024, ge=0, description="total size of the stored views (their "
+                                   "canonical JSON, UTF-8); a new link past it is a 507, existing links still "
+                                   "open and re-sharing one still works; 0 = no budget")
+    public_url: str | None = Field(None, description="the server's public base URL (e.g. https://rnnscope.example"
+                                   ".org or https://example.org/rnnscope): share links, link-preview tags and "
+                                   "export source URLs use it instead of the request's Host header")
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        return check_public_url(value)
+
     @property
     def body_limit(self) -> int:
         return self.max_body_bytes or self.max_chars * 12 + 64 * 1024
+
+
+def check_public_url(value: str | None) -> str | None:
+    """RNNSCOPE_PUBLIC_URL: an absolute http(s) URL without query or fragment; its trailing slash dropped."""
+    if value is None or not value.strip():
+        return None
+    url = value.strip()
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"public_url must be an absolute http:// or https:// URL such as https://rnnscope.example.org, "
+                         f"not {url[:80]!r}")
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        raise ValueError(f"public_url must not hold a query (?...) or fragment (#...): {url[:80]!r}")
+    if parts.username or parts.password:
+        raise ValueError("public_url must not hold a user name or password")
+    return url.rstrip("/")

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from . import pages
 from .errors import InputError
 from .exports import export_data, to_csv, to_html, to_json
+from .limits import Overloaded, client_key
 from .preview import preview_svg
 from .probe_schemas import PROBE_IDS
 from .probe_views import DEFAULT_PROBE, MAX_PATTERN_CHARS
@@ -37,6 +38,15 @@ ERRORS = {
     413: {"model": ErrorDetail, "description": "text over the limit"},
     422: {"model": ErrorDetail, "description": "a setting the page would refuse, or a malformed one"},
     503: {"model": ErrorDetail, "description": "the share database is unavailable, locked or read-only"},
+}
+CREATE_ERRORS = {
+    **ERRORS,
+    429: {"model": ErrorDetail, "description": "too many links from this address (RNNSCOPE_SHARE_RATE_LIMIT a "
+                                               "minute); see Retry-After",
+          "headers": {"Retry-After": {"description": "seconds until a link may be made again",
+                                      "schema": {"type": "integer"}}}},
+    507: {"model": ErrorDetail, "description": "the share store is full (RNNSCOPE_SHARE_STORE_BYTES): a view "
+                                               "already shared still gets its link"},
 }
 FORM_FIELDS = 64
 
@@ -73,14 +83,37 @@ def _shares(request: Request) -> ShareService:
     return shares
 
 
+def absolute_url(request: Request, name: str, **params: str) -> str:
+    """The absolute URL of a route: under settings.public_url when set, so a forged Host header never
+    reaches a link, a preview tag or an export; else from the request (as it came, Host and all)."""
+    public = getattr(request.app.state.settings, "public_url", None)
+    if public:
+        return public + request.app.url_path_for(name, **params)
+    return str(request.url_for(name, **params))
+
+
+def base_url(request: Request) -> str:
+    """The server's own address, ending in /: settings.public_url when set, else the request's."""
+    public = getattr(request.app.state.settings, "public_url", None)
+    return public + "/" if public else str(request.base_url)
+
+
 def _link(request: Request, sid: str) -> str:
-    return str(request.url_for("share_page", sid=sid))
+    return absolute_url(request, "share_page", sid=sid)
+
+
+def _admit(request: Request) -> None:
+    """One token of the client's share-creation bucket, or Overloaded (429 + Retry-After)."""
+    _shares(request).admit(client_key(request.scope))
 
 
 # ---- JSON API ---------------------------------------------------------------------------
-@api.post("/share", response_model=ShareLink, responses=ERRORS, summary="Make a short link to a view")
+@api.post("/share", response_model=ShareLink, responses=CREATE_ERRORS, summary="Make a short link to a view")
 def create_share(body: ShareRequest, request: Request) -> ShareLink:
-    """Checks the view as the page would, stores it and returns its link. Same view, same link."""
+    """Checks the view as the page would, stores it and returns its link. Same view, same link.
+    Each client address may make RNNSCOPE_SHARE_RATE_LIMIT links a minute (429 past it), and the store holds
+    at most RNNSCOPE_SHARE_STORE_BYTES (507 for a new view past it)."""
+    _admit(request)
     shared = _shares(request).create(body.model_dump(exclude_none=True))
     return ShareLink(id=shared.id, url=_link(request, shared.id), view=shared.view)
 
@@ -96,10 +129,14 @@ def read_share(sid: str, request: Request) -> ShareLink:
 async def share_button(request: Request) -> HTMLResponse:
     """The form's fields in, a small partial out: the link and a copy button, or why there is none."""
     try:
+        _admit(request)
         params = await _form(request, _shares(request).traces.settings.max_chars)
         shared = await run_in_threadpool(_shares(request).create, params)
     except InputError as e:
         return HTMLResponse(render_page("share_result.html", {"error": e.message}), status_code=e.status)
+    except Overloaded as e:
+        return HTMLResponse(render_page("share_result.html", {"error": e.message}), status_code=e.status,
+                            headers={"Retry-After": str(e.retry_after)})
     return HTMLResponse(render_page("share_result.html", {"url": _link(request, shared.id)}))
 
 
@@ -135,7 +172,7 @@ def share_page(sid: str, request: Request) -> HTMLResponse:
         return HTMLResponse(render_page("share_error.html", context), status_code=e.status)
     page = _index_page(request, params)
     installed = shares.traces.registry.entries
-    info = {"sid": sid, "url": _link(request, sid), "preview": str(request.url_for("share_preview", sid=sid)),
+    info = {"sid": sid, "url": _link(request, sid), "preview": absolute_url(request, "share_preview", sid=sid),
             "title": _title(params), "description": _description(params.get("text", "")),
             "model": params.get("model", ""), "missing_model": params.get("model") not in installed,
             "no_models": not installed, "refused": page.status_code != 200, "text": params.get("text", "")}
@@ -192,7 +229,7 @@ def _download(request: Request, ext: str):
 @html.get("/export.html")
 def export_html(request: Request) -> Response:
     data, headers = _download(request, "html")
-    return HTMLResponse(to_html(data, str(request.base_url)), headers=headers)
+    return HTMLResponse(to_html(data, base_url(request)), headers=headers)
 
 
 @html.get("/export.csv")

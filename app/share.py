@@ -10,6 +10,12 @@ A stored view is one JSON object of settings, so a setting added later (the Find
 its regex pattern were) is a new optional key, not a schema change: rows written before it stay
 readable as they are, and a view that does not set it canonicalises, and so hashes, exactly as
 before. Only a change to the table itself, or to how an existing key is read, needs a migration.
+
+The store has a size budget (max_bytes): the bytes of every stored view's canonical JSON, kept as a
+running total in the one-row table share_totals, updated in the same transaction as each insert, so
+it stays exact with several processes on one database and costs no scan per link. A new view that
+would pass the budget is refused (ShareStoreFull); a view already stored still gets its id, as it
+stores nothing new; nothing stored is ever dropped to make room.
 """
 
 from __future__ import annotations
@@ -22,7 +28,8 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import Column, Integer, MetaData, String, Table, Text, create_engine, event, func, select, text
+from sqlalchemy import (BigInteger, Column, Integer, LargeBinary, MetaData, String, Table, Text, cast, create_engine,
+                        event, func, select, text)
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, SQLAlchemyError
@@ -40,6 +47,8 @@ shares = Table(
     Column("opened", Integer, nullable=False, server_default="0"),
 )
 schema_info = Table("rnnscope_schema", metadata, Column("version", Integer, nullable=False))
+# One row: the UTF-8 bytes of every stored view, kept up to date by each insert (the size budget's count).
+totals = Table("share_totals", metadata, Column("bytes", BigInteger, nullable=False))
 
 
 class ShareStoreError(Exception):
@@ -48,6 +57,15 @@ class ShareStoreError(Exception):
 
 class ShareNotFound(ShareStoreError):
     pass
+
+
+class ShareStoreFull(ShareStoreError):
+    """A new view would take the store past its size budget; the links already made are untouched."""
+
+    def __init__(self, message: str, used: int, budget: int):
+        super().__init__(message)
+        self.used = used
+        self.budget = budget
 
 
 def _m1_create(conn: Connection) -> None:
@@ -60,8 +78,24 @@ def _m2_opened_counter(conn: Connection) -> None:
         conn.execute(text("ALTER TABLE shares ADD COLUMN opened INTEGER NOT NULL DEFAULT 0"))
 
 
+def _m3_size_totals(conn: Connection) -> None:
+    """The running total of stored bytes, counted once here from the rows already stored."""
+    totals.create(conn, checkfirst=True)
+    conn.execute(totals.delete())
+    conn.execute(totals.insert().values(bytes=_sum_bytes(conn)))
+
+
+def _sum_bytes(conn: Connection) -> int:
+    """The UTF-8 bytes of every stored view, by a scan (at migration, and for check_totals)."""
+    if conn.dialect.name == "sqlite":
+        size = func.length(cast(shares.c.view, LargeBinary))  # length() of TEXT counts characters
+    else:
+        size = func.octet_length(shares.c.view)
+    return int(conn.execute(select(func.coalesce(func.sum(size), 0))).scalar_one())
+
+
 # Each entry upgrades the schema by one version; never edit a shipped one, append a new one.
-MIGRATIONS: list[Callable[[Connection], None]] = [_m1_create, _m2_opened_counter]
+MIGRATIONS: list[Callable[[Connection], None]] = [_m1_create, _m2_opened_counter, _m3_size_totals]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -79,14 +113,19 @@ def sqlite_url(data_dir: Path) -> str:
 
 
 class ShareStore:
-    def __init__(self, url: str, max_text_chars: int = 20_000, lock_timeout: float | None = None):
+    max_bytes = 0  # the size budget; 0 = none
+
+    def __init__(self, url: str, max_text_chars: int = 20_000, lock_timeout: float | None = None,
+                 max_bytes: int = 0):
         """Open (creating if needed) and migrate the store. Raises ShareStoreError with a fix-it message.
 
         lock_timeout: seconds a write waits for another writer's lock before failing with "locked";
         a SQLite URL may also set it (`?timeout=0.5`). Default 5 s.
+        max_bytes: the size budget of the stored views (UTF-8 bytes of their canonical JSON); 0 = none.
         """
         self.url = url
         self.max_text_chars = max_text_chars
+        self.max_bytes = max(0, int(max_bytes))
         try:
             parsed = make_url(url)
         except ArgumentError:
@@ -143,12 +182,18 @@ class ShareStore:
             raise ShareStoreError(f"the text is {len(body):,} characters; share links hold at most {self.max_text_chars:,}")
         sid = share_id(view)
         payload = canonical(view)
+        size = len(payload.encode("utf-8"))
         try:
             with self.engine.begin() as conn:
-                existing = conn.execute(select(shares.c.view).where(shares.c.id == sid)).first()
-                if existing is None:
+                existing = conn.execute(select(shares.c.id).where(shares.c.id == sid)).first()
+                if existing is None:  # a view already stored is never refused: it stores nothing new
+                    grow = totals.update().values(bytes=totals.c.bytes + size)
+                    if self.max_bytes:
+                        grow = grow.where(totals.c.bytes + size <= self.max_bytes)
+                    if conn.execute(grow).rowcount == 0 and not self._restore_totals(conn, grow):
+                        raise self._full(conn, size)
                     conn.execute(shares.insert().values(id=sid, view=payload, created=_now()))
-                    return sid
+                    return sid  # the insert and the new total commit together, or neither does
         except IntegrityError:
             pass  # another request stored the same view a moment ago
         except SQLAlchemyError as e:
@@ -175,9 +220,42 @@ class ShareStore:
             raise ShareNotFound(f"no shared view {sid!r}: the link is wrong or was made on another server")
         return json.loads(row[0])
 
+    @staticmethod
+    def _restore_totals(conn: Connection, grow) -> bool:
+        """When the totals row was deleted by hand, recount it and try the update again; else False."""
+        if conn.execute(select(totals.c.bytes)).first() is not None:
+            return False
+        conn.execute(totals.insert().values(bytes=_sum_bytes(conn)))
+        return conn.execute(grow).rowcount > 0
+
+    def _full(self, conn: Connection, size: int) -> ShareStoreFull:
+        used = int(conn.execute(select(totals.c.bytes)).scalar_one_or_none() or 0)
+        return ShareStoreFull(
+            f"the share store is full ({_size(used)} of its {_size(self.max_bytes)} budget used; this view needs "
+            f"{_size(size)}): links already made still open, and sharing one of them again still works, but new "
+            f"links cannot be saved until the operator raises RNNSCOPE_SHARE_STORE_BYTES", used, self.max_bytes)
+
     def count(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(shares)).scalar_one())
+
+    def stored_bytes(self) -> int:
+        """The running total the size budget counts: UTF-8 bytes of every stored view (one row read, no scan)."""
+        try:
+            with self.engine.connect() as conn:
+                return int(conn.execute(select(totals.c.bytes)).scalar_one_or_none() or 0)
+        except SQLAlchemyError as e:
+            raise ShareStoreError(_explain(e, self.url)) from None
+
+    def recount_bytes(self) -> int:
+        """Recount the stored bytes by a scan and store the total (e.g. after rows were deleted by hand)."""
+        try:
+            with self.engine.begin() as conn:
+                used = _sum_bytes(conn)
+                conn.execute(totals.update().values(bytes=used))
+                return used
+        except SQLAlchemyError as e:
+            raise ShareStoreError(_explain(e, self.url)) from None
 
     def close(self) -> None:
         self.engine.dispose()
@@ -229,6 +307,13 @@ def _where(url: str) -> str:
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         return parsed.database.removeprefix("file:")
     return f"the share database {_redact(url)}"
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n:,} bytes"
 
 
 def _now() -> str:

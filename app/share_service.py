@@ -15,7 +15,9 @@ so a view that names no probe keeps exactly the id (and link) it had before prob
 from __future__ import annotations
 
 import logging
+import math
 import re
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -24,9 +26,10 @@ from models.probes import PROBES, regex_mask
 
 from .config import Settings
 from .errors import InputError
+from .limits import Overloaded, TokenBuckets
 from .probe_views import DEFAULT_PROBE, MAX_PATTERN_CHARS
 from .service import TraceService
-from .share import ShareNotFound, ShareStore, ShareStoreError, sqlite_url
+from .share import ShareNotFound, ShareStore, ShareStoreError, ShareStoreFull, sqlite_url
 from .views import Page, build_page
 
 log = logging.getLogger("rnnscope.share")
@@ -146,19 +149,41 @@ def stored_params(view: Mapping[str, object]) -> dict[str, str]:
 
 
 class ShareService:
-    """Creates and opens share links; knows why sharing is off when the store could not be opened."""
+    """Creates and opens share links; knows why sharing is off when the store could not be opened.
+
+    Link creation is limited per client address (a token bucket: settings.share_rate_limit a minute,
+    share_rate_burst at once; admit() answers 429 with Retry-After past it), and the store by its size
+    budget (settings.share_store_bytes: a 507 for a new view past it; a view already stored still works).
+    """
 
     def __init__(self, traces: TraceService, store: ShareStore | None, unavailable: str = ""):
         self.traces = traces
         self.store = store
         self.unavailable = unavailable
+        settings = traces.settings
+        rate = getattr(settings, "share_rate_limit", 0)
+        self.buckets = TokenBuckets(rate, getattr(settings, "share_rate_burst", rate) or rate) if rate > 0 else None
+        self._bucket_lock = threading.Lock()  # admit() runs on the event loop and in worker threads
+
+    def admit(self, client: str) -> None:
+        """Take one link-creation token for this client, or raise Overloaded (429, with Retry-After)."""
+        if self.buckets is None:
+            return
+        with self._bucket_lock:
+            wait = self.buckets.take(client)
+        if wait > 0:
+            retry = max(1, math.ceil(wait))
+            per_minute = self.buckets.per_second * 60
+            raise Overloaded(f"too many share links from your address: this server makes at most {per_minute:g} "
+                             f"a minute ({self.buckets.burst:g} at once) per client. Try again in {retry} s.",
+                             retry, status=429)
 
     @classmethod
     def open(cls, settings: Settings, traces: TraceService) -> ShareService:
         """Never raises: a store that cannot be opened turns sharing off, with the reason, and traces still serve."""
         url = settings.database_url or sqlite_url(settings.data_dir)
         try:
-            store = ShareStore(url, max_text_chars=settings.max_chars)
+            store = ShareStore(url, max_text_chars=settings.max_chars, max_bytes=settings.share_store_bytes)
         except ShareStoreError as e:
             reason = str(e)
         except Exception as e:  # noqa: BLE001 - a broken store must never take the trace pages down
@@ -182,6 +207,8 @@ class ShareService:
         view = canonical_view(checked_page(self.traces, params, with_view=False), params)
         try:
             return Shared(store.create(view), view)
+        except ShareStoreFull as e:  # the size budget: a 507 naming it, not a 503 (waiting does not help)
+            raise InputError(str(e), field="share", status=507) from None
         except ShareStoreError as e:  # locked, read-only, gone: the links already made are untouched
             raise ShareUnavailable(f"cannot save the link: {e}") from None
 

@@ -47,7 +47,8 @@ def test_acknowledged_links_survive_sigkill_mid_load(tmp_path):
     failures: list[str] = []
     refused: list[tuple[int, dict]] = []
     lock = threading.Lock()
-    server = start(models, data, tmp_path / "serve-1.log", RNNSCOPE_TORCH_THREADS="1")
+    server = start(models, data, tmp_path / "serve-1.log", RNNSCOPE_TORCH_THREADS="1",
+                   RNNSCOPE_SHARE_RATE_LIMIT="0")  # hundreds of links from one address: no share rate limit
     try:
         def client(i: int) -> None:
             n = 0

@@ -16,8 +16,10 @@ TEXTAREA = re.compile(r'<textarea id="text"[^>]*>\n?(.*?)</textarea>', re.S)
 
 
 def make_client(models_dir, data_dir, **overrides) -> TestClient:
+    # share_rate_limit 0: these tests make many links from the one test client; test_limits.py passes its own
+    # limits, and tests/hostile/test_share_limits.py checks the default one against a real server.
     values = {"models_dir": models_dir, "data_dir": data_dir, "default_model": "tiny-lstm", "rescan_seconds": 0,
-              **overrides}
+              "share_rate_limit": 0, **overrides}
     return TestClient(create_app(Settings(**values)))
 
 

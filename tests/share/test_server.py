@@ -60,7 +60,8 @@ def test_concurrent_creation_of_the_same_and_different_links(models, tmp_path):
     results: list[tuple[int, int, dict]] = []
     lock = threading.Lock()
     start = threading.Barrier(n)
-    with running_server(models, tmp_path / "data", tmp_path / "serve.log") as base:
+    # 24 links at once from one address: over the default share rate limit (tests/hostile/test_share_limits.py)
+    with running_server(models, tmp_path / "data", tmp_path / "serve.log", RNNSCOPE_SHARE_RATE_LIMIT="0") as base:
         def make(i: int) -> None:
             view = VIEW if i % 2 == 0 else {**VIEW, "unit": i % 16, "text": f"text number {i}"}
             start.wait()
