@@ -48,6 +48,28 @@ class Settings(BaseSettings):
     rate_burst: int | None = Field(None, ge=1, description="requests a client may make at once (None = rate_limit)")
     max_body_bytes: int | None = Field(None, ge=1024, description="largest request body (None = enough for "
                                        "max_chars of text, %-encoded or JSON-escaped, plus 64 KiB)")
+    # Connections (app/server.py: what `rnnscope serve` runs). See docs/threat-model.md, "Connections".
+    header_timeout: float = Field(20.0, gt=0.0, le=300.0, description="seconds a connection may take to send a "
+                                  "whole request head, from connecting or from its last response; the deadline "
+                                  "does not move as bytes arrive, so a silent client and a slowloris both go")
+    body_timeout: float = Field(30.0, gt=0.0, le=600.0, description="seconds a request body may take to arrive, "
+                                "from the end of its head")
+    send_timeout: float = Field(30.0, gt=0.0, le=600.0, description="seconds a response may stall with the client "
+                                "reading nothing before the connection is dropped")
+    keep_alive_timeout: float = Field(5.0, gt=0.0, le=300.0, description="seconds an idle keep-alive connection "
+                                      "stays open after a response (uvicorn's timeout_keep_alive)")
+    max_connections: int = Field(1000, ge=16, description="open client connections; at the cap a new one closes "
+                                 "the connection idle longest, or is closed when none is idle. Kept 256 below "
+                                 "the open-file limit, whose soft value is raised to the hard one at start")
+    max_requests: int = Field(1000, ge=1, description="requests in progress at once, counting those whose client "
+                              "has gone; more get a 503 with Retry-After")
+    log_repeat_window: float = Field(10.0, ge=0.0, description="seconds the log holds back repeats of one warning "
+                                     "or error (then one line says how many); 0 = log every one")
+    # Work outside the model slots (app/heavy.py).
+    response_slots: int = Field(1, ge=1, le=16, description="large API responses (from ~200,000 values) built and "
+                                "compressed at once; more queue, up to queue_timeout, then a 503")
+    max_streams: int = Field(4, ge=1, le=256, description="generation streams (GET /api/v1/generate/stream) at "
+                             "once; one more is a 503 with Retry-After")
 
     # Share store growth (app/share.py, app/share_service.py): on by default, as any visitor can create links.
     share_rate_limit: int = Field(30, ge=0, description="share links a client address may create per minute "

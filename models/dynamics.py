@@ -6,7 +6,6 @@ Everything here works on a CharLM and plain tensors; the web layer only draws th
 
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import dataclass
 
@@ -16,7 +15,8 @@ import torch.nn.functional as F
 
 from .charlm import CharLM
 from .errors import RnnscopeError
-from .trace import check_request, run_trace
+from . import deadline
+from .trace import _record_layer, check_request, gate_weights, run_trace
 from .vocab import CharVocab
 
 LN2 = math.log(2)
@@ -207,8 +207,12 @@ def intervene(model: CharLM, vocab: CharVocab, text: str, layer: int, state: str
               start: int = 0, watch: str | None = None, topk: int = 5) -> Intervention:
     """Clamp one unit of h (or an LSTM's c) to `value` from position `start` on; compare predictions.
 
-    Before `start` both runs are the fused forward; from `start` the clamped run steps one
-    character at a time so the clamped value feeds every later step (a causal test).
+    The clamped run differs from the free one only from `start` on and only in layers from `layer`
+    up: layers below run fused over the whole text (once, shared by both runs); the clamped layer
+    steps its cell equations one character at a time from `start` (its input projections for a
+    chunk at once, one h W_hh product per step), so the clamped value feeds every later step (a
+    causal test); the layers above run fused over its new output. Equal to stepping every layer
+    with the unit set by hand, up to float32 rounding (tests/models/test_dynamics.py).
     The `topk` likeliest next characters per position (at most the vocabulary), before and after,
     and the `topk` largest probability changes come from the same two runs' logits.
     """
@@ -229,41 +233,28 @@ def intervene(model: CharLM, vocab: CharVocab, text: str, layer: int, state: str
     k_top = min(int(topk), model.config.vocab_size)
     model.eval()
     ids = vocab.encode_tensor(text)
-    base = run_trace(model, vocab, text, layers=[layer], states=[state], units=[unit], topk=0)
-    logits_before, _, _ = model(ids[None])
-    value_before = base.states[layer][state][:, 0]
+    T = len(ids)
+    # The free run, layer by layer (fused, in chunks): the clamped run shares everything before
+    # `start`, and every layer below `layer` entirely.
+    x = model.embed(ids)  # (T, E)
+    entering = []  # each layer's state entering position `start` (None at 0: zeros)
+    x_clamped, value_before = None, None
+    for k, mod in enumerate(model.layers):
+        h_seq, s_start = _fused(mod, x, start)
+        entering.append(s_start)
+        if k == layer:
+            x_clamped, value_before = x[start:], _unit_values(model.config.cell, mod, x, h_seq, state, unit)
+        x = h_seq
+    logits_before = model.head(x)  # (T, V)
+    deadline.check()
 
-    pieces, values = [], list(value_before[:start])
-    if start > 0:
-        _, _, st = model(ids[None, :start])  # the state entering the clamp
-        pieces.append(logits_before[0, :start])  # before the clamp both runs are the same run
-    else:
-        st = None
-    for t in range(start, len(ids)):
-        x = model.embed(ids[t : t + 1])[None]  # (1, 1, E)
-        new = []
-        for k, mod in enumerate(model.layers):
-            s_in = None if st is None else st[k]
-            out, s = mod(x, s_in)
-            if k == layer:
-                if state == "h":
-                    h = (s[0] if isinstance(s, tuple) else s).clone()
-                    h[..., unit] = value
-                    s = (h, s[1]) if isinstance(s, tuple) else h
-                    values.append(float(h[0, 0, unit]))
-                else:
-                    h, c = s
-                    c = c.clone()
-                    c[..., unit] = value
-                    h = _output_gate(mod, x[0], s_in) * torch.tanh(c)  # h_t = o_t * tanh(c_t), c clamped
-                    s = (h, c)
-                    values.append(float(c[0, 0, unit]))
-                out = h.transpose(0, 1)
-            new.append(s)
-            x = out
-        st = new
-        pieces.append(model.head(x[0]))
-    logits_after = torch.cat(pieces)  # (T, V)
+    # The clamped run: the clamped layer steps from `start` on its (unchanged) input, with the unit
+    # set after every step; the layers above read its new output, fused.
+    out = _clamped_layer(model.config.cell, model.layers[layer], x_clamped, entering[layer], state, unit, float(value))
+    for k in range(layer + 1, len(model.layers)):
+        out, _ = _fused(model.layers[k], out, None, entering[k])
+    logits_after = torch.cat([logits_before[:start], model.head(out)])  # before the clamp both runs are one run
+    values = np.concatenate([value_before[:start], np.full(T - start, value, dtype=np.float32)])
 
     def summarise(logits):
         logp = F.log_softmax(logits, -1)
@@ -273,11 +264,11 @@ def intervene(model: CharLM, vocab: CharVocab, text: str, layer: int, state: str
         prob = logp[:, vocab.chars.index(watch)].exp().numpy() if watch else np.full(len(ids), np.nan, np.float32)
         return surprisal, prob
 
-    s0, p0 = summarise(logits_before[0])
+    s0, p0 = summarise(logits_before)
     s1, p1 = summarise(logits_after)
-    res = Intervention(s0, s1, p0, p1, value_before.astype(np.float32), np.array(values, dtype=np.float32))
+    res = Intervention(s0, s1, p0, p1, value_before.astype(np.float32), values.astype(np.float32))
     if k_top:
-        _top_predictions(res, F.softmax(logits_before[0].float(), -1), F.softmax(logits_after.float(), -1), k_top)
+        _top_predictions(res, F.softmax(logits_before.float(), -1), F.softmax(logits_after.float(), -1), k_top)
     return res
 
 
@@ -293,12 +284,80 @@ def _top_predictions(res: Intervention, before: torch.Tensor, after: torch.Tenso
     res.change_after = after.gather(-1, ic).numpy().astype(np.float32)
 
 
-def _output_gate(mod, x, s0):
-    """The LSTM output gate o_t for input x (1, E) and incoming state s0."""
+FUSED_CHUNK = 1024  # characters per fused forward in an intervention: bounded memory, a deadline check each
+STEP_CHECK = 32  # clamped steps between deadline checks
+
+
+def _fused(mod, x: torch.Tensor, split: int | None, s0=None):
+    """One layer's fused module over x (T, In) in chunks, from state s0: its output (T, H) and its
+    state entering position `split` (the state after x[:split]; None when split is 0 or None)."""
+    T = x.shape[0]
+    cuts = sorted({0, T, *range(FUSED_CHUNK, T, FUSED_CHUNK), *(() if split is None else (split,))})
+    pieces, s, at_split = [], s0, None
+    for a, b in zip(cuts, cuts[1:]):
+        deadline.check()
+        if a == split:
+            at_split = s
+        h, s = mod(x[None, a:b], s)
+        pieces.append(h[0])
+    return (pieces[0] if len(pieces) == 1 else torch.cat(pieces)), at_split
+
+
+def _unit_values(cell: str, mod, x: torch.Tensor, h_seq: torch.Tensor, state: str, unit: int) -> np.ndarray:
+    """One unit of h or c at every position of the free run: h from the fused output, c rebuilt by
+    the trace engine's own maths for that one unit (what a trace reports)."""
+    if state == "h":
+        return h_seq[:, unit].numpy().astype(np.float32, copy=True)
+    keep = torch.tensor([unit])
+    into = {"c": np.empty((h_seq.shape[0], 1), dtype=np.float32)}
+    _record_layer(cell, x, h_seq, None, ["c"], keep, into, 0, gate_weights(cell, mod, keep))
+    return into["c"][:, 0]
+
+
+def _clamped_layer(cell: str, mod, x: torch.Tensor, s0, state: str, unit: int, value: float) -> torch.Tensor:
+    """The layer's output (S, H) over its input x (S, In) from state s0, with `unit` of h (or an
+    LSTM's c) set to `value` after every step: the cell equations one step at a time, the input
+    projections x W_ih for a whole chunk at once, one h W_hh product per step."""
     H = mod.hidden_size
-    h_prev = torch.zeros(1, H) if s0 is None else s0[0][0]
-    pre = x @ mod.weight_ih_l0.T + mod.bias_ih_l0 + h_prev @ mod.weight_hh_l0.T + mod.bias_hh_l0
-    return pre[:, 3 * H :].sigmoid()[None]  # (1, 1, H)
+    w_ih, w_hh, b_ih, b_hh = mod.weight_ih_l0, mod.weight_hh_l0, mod.bias_ih_l0, mod.bias_hh_l0
+    w_hh_t = w_hh.T.contiguous()  # (H, G): h (1, H) @ w_hh_t is one row-vector product
+    if cell == "lstm":
+        h, c = (torch.zeros(1, H), torch.zeros(1, H)) if s0 is None else (s0[0][0].clone(), s0[1][0].clone())
+    else:
+        h, c = torch.zeros(1, H) if s0 is None else s0[0].clone(), None
+    relu = cell == "rnn" and getattr(mod, "nonlinearity", "tanh") == "relu"
+    S = x.shape[0]
+    out = torch.empty(S, H)
+    for a in range(0, S, FUSED_CHUNK):
+        b = min(S, a + FUSED_CHUNK)
+        # The GRU keeps b_hh apart: its candidate scales (h W_hn + b_hn) by r.
+        xp = F.linear(x[a:b], w_ih, b_ih if cell == "gru" else b_ih + b_hh)  # (n, G)
+        for t in range(a, b):
+            if t % STEP_CHECK == 0:
+                deadline.check()
+            pre = xp[t - a : t - a + 1]
+            if cell == "lstm":
+                g = torch.addmm(pre, h, w_hh_t)  # (1, 4H): i, f, g, o
+                i_g, f_g, g_g, o_g = g.split(H, dim=1)
+                c = torch.sigmoid(f_g) * c + torch.sigmoid(i_g) * torch.tanh(g_g)
+                if state == "c":
+                    c[0, unit] = value
+                h = torch.sigmoid(o_g) * torch.tanh(c)
+            elif cell == "gru":
+                gh = torch.addmm(b_hh, h, w_hh_t)  # (1, 3H)
+                x_r, x_z, x_n = pre.split(H, dim=1)
+                h_r, h_z, h_n = gh.split(H, dim=1)
+                r = torch.sigmoid(x_r + h_r)
+                z = torch.sigmoid(x_z + h_z)
+                n = torch.tanh(x_n + r * h_n)
+                h = n + z * (h - n)  # (1 - z) n + z h
+            else:
+                a_t = torch.addmm(pre, h, w_hh_t)
+                h = torch.relu(a_t) if relu else torch.tanh(a_t)
+            if state == "h":
+                h[0, unit] = value
+            out[t] = h[0]
+    return out
 
 
 # ------------------------------------------------------------------ counterfactual edits
@@ -313,17 +372,167 @@ class Counterfactual:
 
 
 def counterfactual(model: CharLM, vocab: CharVocab, original: str, edited: str, layer: int, state: str,
-                   unit: int) -> Counterfactual:
-    """Trace both texts and colour each edited character by the change in the chosen unit."""
+                   unit: int, max_edits: int | None = None) -> Counterfactual:
+    """Trace both texts and colour each edited character by the change in the chosen unit.
+
+    Each edited character is compared with its counterpart in the original (align): None where it
+    has none (inserted or changed)."""
     if not original or not edited:
         raise RnnscopeError("both the original and the edited text must be non-empty")
     a = run_trace(model, vocab, original, layers=[layer], states=[state], units=[unit], topk=0).states[layer][state][:, 0]
+    deadline.check()
     b = run_trace(model, vocab, edited, layers=[layer], states=[state], units=[unit], topk=0).states[layer][state][:, 0]
-    before: list[float | None] = [None] * len(edited)
-    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=original, b=edited, autojunk=False).get_opcodes():
-        if tag == "equal":
-            for off in range(i2 - i1):
-                before[j1 + off] = float(a[i1 + off])
+    deadline.check()
+    where = align(original, edited, MAX_ALIGN_EDITS if max_edits is None else max_edits)
+    before: list[float | None] = [None if i < 0 else float(a[i]) for i in where.tolist()]
     after = [float(v) for v in b]
     delta = [None if p is None else q - p for p, q in zip(before, after)]
     return Counterfactual(edited=edited, delta=delta, before=before, after=after)
+
+
+# ------------------------------------------------------------------ alignment
+
+# Most characters inserted plus deleted that align() looks for between the common prefix and suffix.
+# Its work grows as the square of this (numpy, one vector step per edit): 2,000 costs well under a
+# second on the adversarial "a" * 5,000 against "ab" * 2,500 (bench/dynamics_speed.py).
+MAX_ALIGN_EDITS = 2_000
+SNAKE_STEPS = 8  # matches followed along every diagonal at once before the long ones go one by one
+_NONE = -(1 << 40)  # no point reached on this diagonal (yet)
+
+
+def align(original: str, edited: str, max_edits: int = MAX_ALIGN_EDITS) -> np.ndarray:
+    """For each character of `edited`, the index of the character of `original` it is kept from
+    (unchanged by the edit), or -1 when it has none (inserted or changed).
+
+    The common prefix and suffix match as they stand; in between, Myers' O((N+M) D) shortest edit
+    script (a longest common subsequence) when it takes at most `max_edits` insertions and
+    deletions, else the whole middle counts as replaced. Vectorised over diagonals, so the cost is
+    bounded by the texts' lengths and max_edits, whatever the texts (difflib's SequenceMatcher took
+    25 minutes on 5,000 against 5,000 adversarial characters). Where an edit is unambiguous it
+    gives what difflib does; where several alignments are equally short it may pick another.
+    """
+    N, M = len(original), len(edited)
+    where = np.full(M, -1, dtype=np.int64)
+    p = _common_run(original, edited, 0, 0, min(N, M))
+    where[:p] = np.arange(p)
+    if p == N == M:
+        return where
+    q = _common_run(original[::-1], edited[::-1], 0, 0, min(N, M) - p)
+    where[M - q :] = np.arange(N - q, N)
+    middle = _myers(original[p : N - q], edited[p : M - q], max_edits)
+    if middle is not None:
+        i, j = middle
+        where[p + j] = p + i
+    return where
+
+
+def _common_run(a: str, b: str, x: int, y: int, limit: int) -> int:
+    """How many characters a[x:] and b[y:] share from the start (at most `limit`): whole slices
+    compared at C speed, the step doubling while they match and halving where they part."""
+    n, step = 0, 16
+    while n < limit:
+        s = min(step, limit - n)
+        if a[x + n : x + n + s] == b[y + n : y + n + s]:
+            n += s
+            step *= 2
+        elif s == 1:
+            break
+        else:
+            step = max(1, s // 2)
+    return n
+
+
+def _codes(s: str) -> np.ndarray:
+    return np.frombuffer(s.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
+def _myers(a: str, b: str, max_d: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The matched (i, j) index pairs of a shortest edit script between a and b (Myers 1986),
+    or None when it needs more than max_d insertions and deletions.
+
+    Round d holds, for every diagonal k = x - y in -d..d (step 2), the furthest x reachable with d
+    edits (V): each is one step right or down from a neighbour of round d-1, then along its run of
+    matches (the snake). Every round is a few numpy operations over its d+1 diagonals; snakes
+    longer than SNAKE_STEPS are followed one by one with whole-slice comparisons.
+    """
+    N, M = len(a), len(b)
+    if N == 0 or M == 0:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    A, B = _codes(a), _codes(b)
+    off = max_d + 1
+    V = np.full(2 * max_d + 3, _NONE, dtype=np.int64)  # V[k + off]
+    history: list[np.ndarray] = []  # round d: x after the snake on diagonals -d, -d+2, ..., d
+    for d in range(max_d + 1):
+        if d % 64 == 0:
+            deadline.check()
+        ks = np.arange(-d, d + 1, 2)
+        if d == 0:
+            x = np.zeros(1, dtype=np.int64)
+        else:
+            x = _step(V[ks - 1 + off], V[ks + 1 + off], ks, N, M)
+        x = _snake(A, B, a, b, x, ks, N, M)
+        V[ks + off] = x
+        history.append(x)
+        k_end = N - M
+        if -d <= k_end <= d and (k_end + d) % 2 == 0 and x[(k_end + d) // 2] == N:
+            return _backtrack(history, N, M)
+    return None
+
+
+def _step(left: np.ndarray, right: np.ndarray, ks: np.ndarray, N: int, M: int) -> np.ndarray:
+    """Round d's starting x on each diagonal k: a step right from k-1 (x + 1) or down from k+1 (same
+    x), whichever reaches further inside the N x M grid (down on a tie); _NONE where neither does."""
+    across = np.where((left != _NONE) & (left + 1 <= N), left + 1, _NONE)
+    down = np.where((right != _NONE) & (right - ks <= M), right, _NONE)
+    return np.maximum(across, down)
+
+
+def _snake(A, B, a: str, b: str, x: np.ndarray, ks: np.ndarray, N: int, M: int) -> np.ndarray:
+    """x moved along each diagonal's run of matching characters."""
+    x = x.copy()
+    live = np.flatnonzero(x != _NONE)
+    for _ in range(SNAKE_STEPS):
+        if not live.size:
+            return x
+        xl = x[live]
+        yl = xl - ks[live]
+        ok = (xl < N) & (yl < M)
+        live, xl, yl = live[ok], xl[ok], yl[ok]
+        same = A[xl] == B[yl]
+        live = live[same]
+        x[live] += 1
+    for n in live.tolist():  # long runs: whole slices at a time
+        xn = int(x[n])
+        yn = xn - int(ks[n])
+        x[n] = xn + _common_run(a, b, xn, yn, min(N - xn, M - yn))
+    return x
+
+
+def _backtrack(history: list[np.ndarray], N: int, M: int) -> tuple[np.ndarray, np.ndarray]:
+    """The matched pairs on the path from (N, M) back to (0, 0), taking at each round the move
+    the forward pass took (_step's rule)."""
+    xs, ys = [], []
+    x, k = N, N - M
+    for d in range(len(history) - 1, 0, -1):
+        prev = history[d - 1]
+
+        def at(kk: int) -> int:
+            return int(prev[(kk + d - 1) // 2]) if -(d - 1) <= kk <= d - 1 else _NONE
+
+        left, right = at(k - 1), at(k + 1)
+        across = left + 1 if left != _NONE and left + 1 <= N else _NONE
+        down = right if right != _NONE and right - k <= M else _NONE
+        if down >= across:
+            start, k_prev, x_prev = down, k + 1, right
+        else:
+            start, k_prev, x_prev = across, k - 1, left
+        if x > start:  # the snake of this round: matches from start up to x on diagonal k
+            xs.append(np.arange(start, x))
+            ys.append(np.arange(start, x) - k)
+        x, k = x_prev, k_prev
+    if x > 0:  # round 0: the run of matches from (0, 0)
+        xs.append(np.arange(0, x))
+        ys.append(np.arange(0, x))
+    if not xs:
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    return np.concatenate(xs[::-1]), np.concatenate(ys[::-1])

@@ -1,10 +1,16 @@
+import difflib
 import math
+import random
+import time
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
-from models.dynamics import MAX_TOPK, counterfactual, gate_saturation, gradient_flow, intervene, scalar_rnn
+from models import deadline
+from models.dynamics import (MAX_ALIGN_EDITS, MAX_TOPK, align, counterfactual, gate_saturation, gradient_flow, intervene,
+                             scalar_rnn)
 from models.errors import RnnscopeError
 from models.trace import run_trace
 
@@ -186,6 +192,77 @@ def test_intervention_topk_after_equals_a_recomputation_with_the_unit_set_by_han
     assert np.all(res.change_after[:start] == res.change_before[:start])
 
 
+def reference_clamped_logits(model, vocab, text, layer, state, unit, value, start):
+    """The clamped run the slow way: every layer's own nn module stepped one character at a time
+    from `start` (the fused forward before it), the unit set after each step. (T, V) logits."""
+    ids = vocab.encode_tensor(text)
+    with torch.no_grad():
+        logits_free, _, _ = model(ids[None])
+        pieces, st = [logits_free[0, :start]], None
+        if start > 0:
+            _, _, st = model(ids[None, :start])
+        for t in range(start, len(ids)):
+            x = model.embed(ids[t : t + 1])[None]
+            new = []
+            for k, mod in enumerate(model.layers):
+                s_in = None if st is None else st[k]
+                out, s = mod(x, s_in)
+                if k == layer:
+                    if state == "h":
+                        h = (s[0] if isinstance(s, tuple) else s).clone()
+                        h[..., unit] = value
+                        s = (h, s[1]) if isinstance(s, tuple) else h
+                    else:
+                        h_prev = torch.zeros(1, mod.hidden_size) if s_in is None else s_in[0][0]
+                        pre = (x[0] @ mod.weight_ih_l0.T + mod.bias_ih_l0 + h_prev @ mod.weight_hh_l0.T
+                               + mod.bias_hh_l0)
+                        o = pre[:, 3 * mod.hidden_size :].sigmoid()[None]
+                        c = s[1].clone()
+                        c[..., unit] = value
+                        h = o * torch.tanh(c)
+                        s = (h, c)
+                    out = h.transpose(0, 1)
+                new.append(s)
+                x = out
+            st = new
+            pieces.append(model.head(x[0]))
+    return torch.cat(pieces)
+
+
+@pytest.mark.parametrize("cell,state", [("rnn", "h"), ("gru", "h"), ("lstm", "h"), ("lstm", "c")])
+@pytest.mark.parametrize("layer", [0, 1, 2])
+@pytest.mark.parametrize("start", [0, 23])
+def test_intervention_matches_a_stepped_reference_run(cell, state, layer, start):
+    model, vocab = tiny_model(cell, layers=3, hidden=12, seed=layer + start)
+    value = 2.5 if state == "c" else -0.7
+    res = intervene(model, vocab, TEXT, layer=layer, state=state, unit=4, value=value, start=start, watch='"', topk=6)
+    ref = F.log_softmax(reference_clamped_logits(model, vocab, TEXT, layer, state, 4, value, start), -1)
+    ids = vocab.encode_tensor(TEXT)
+    bits = (-ref[torch.arange(len(ids) - 1), ids[1:]] / math.log(2)).numpy()
+    np.testing.assert_allclose(res.surprisal_after[:-1], bits, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(res.prob_after, ref[:, vocab.chars.index('"')].exp().numpy(), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(res.topk_probs_after, np.take_along_axis(ref.exp().numpy(), res.topk_ids_after, 1),
+                               atol=1e-5, rtol=1e-5)
+    assert np.all(res.value_after[start:] == np.float32(value))
+    np.testing.assert_array_equal(res.value_after[:start], res.value_before[:start])
+    tr = run_trace(model, vocab, TEXT, layers=[layer], states=[state], units=[4], topk=0)
+    np.testing.assert_allclose(res.value_before, tr.states[layer][state][:, 0], atol=1e-5)
+    if layer > 0:  # layers below the clamp see nothing of it: the free run's predictions only move through it
+        assert np.abs(res.surprisal_after[start:-1] - res.surprisal_before[start:-1]).max() > 1e-6
+
+
+def test_intervention_over_several_chunks_matches_one_chunk(monkeypatch):
+    import models.dynamics as dyn
+
+    model, vocab = tiny_model("lstm", layers=2)
+    text = TEXT * 3
+    whole = intervene(model, vocab, text, layer=1, state="c", unit=2, value=1.5, start=40, topk=3)
+    monkeypatch.setattr(dyn, "FUSED_CHUNK", 7)  # chunk edges everywhere, start inside one
+    chunked = intervene(model, vocab, text, layer=1, state="c", unit=2, value=1.5, start=40, topk=3)
+    for name in ("surprisal_before", "surprisal_after", "value_before", "value_after", "topk_probs_after"):
+        np.testing.assert_allclose(getattr(chunked, name), getattr(whole, name), atol=1e-5, err_msg=name)
+
+
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_intervention_topk_before_is_the_plain_traces_topk(cell):
     model, vocab = tiny_model(cell)
@@ -224,6 +301,105 @@ def test_counterfactual_aligns_edited_text():
     assert cf.delta[0] == pytest.approx(0.0, abs=1e-6)  # identical prefix, identical state
     later = [d for d in cf.delta[13:] if d is not None]
     assert later and max(abs(d) for d in later) > 0
+
+
+def difflib_counterparts(original: str, edited: str) -> np.ndarray:
+    """What counterfactual() used to align with: difflib's 'equal' opcodes (cubic in the worst case)."""
+    where = np.full(len(edited), -1)
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=original, b=edited, autojunk=False).get_opcodes():
+        if tag == "equal":
+            where[j1:j2] = np.arange(i1, i2)
+    return where
+
+
+PROSE = ("It is a truth universally acknowledged, that a single man in possession of a good fortune, must be "
+         "in want of a wife. However little known the feelings or views of such a man may be on his first entering "
+         "a neighbourhood, this truth is so well fixed in the minds of the surrounding families.")
+
+
+def random_edits(rng: random.Random, text: list[str], fresh, n: int) -> list[str]:
+    out = list(text)
+    for _ in range(n):
+        op = rng.choice("idr")
+        if op == "i":
+            out.insert(rng.randrange(len(out) + 1), next(fresh))
+        elif op == "d" and len(out) > 1:
+            del out[rng.randrange(len(out))]
+        elif op == "r":
+            out[rng.randrange(len(out))] = next(fresh)
+    return out
+
+
+def test_align_equals_difflib_where_the_edits_are_unambiguous():
+    rng = random.Random(0)
+    for trial in range(200):
+        # Every character distinct and inserted ones new: exactly one alignment keeps the most.
+        pool = [chr(0x4E00 + i) for i in range(600)]
+        rng.shuffle(pool)
+        original = pool[: rng.randint(1, 300)]
+        edited = random_edits(rng, original, iter(pool[300:]), rng.randint(1, 8))
+        a, b = "".join(original), "".join(edited)
+        assert np.array_equal(align(a, b), difflib_counterparts(a, b)), (trial, a, b)
+    for trial in range(200):  # ordinary text, one edit with a character it does not hold
+        text = list(TEXT + PROSE)  # no long repeats: difflib's longest block is then the right one
+        p = rng.randrange(1, len(text) - 1)
+        op = rng.choice("idr")
+        if op == "d" and text[p] in (text[p - 1], text[p + 1]):
+            continue  # which of two equal neighbours went is a matter of taste
+        edited = text[:p] + (["~"] if op == "i" else []) + ([] if op == "d" else ["~"] if op == "r" else [text[p]]) \
+            + text[p + 1 :]
+        a, b = "".join(text), "".join(edited)
+        assert np.array_equal(align(a, b), difflib_counterparts(a, b)), (op, p)
+
+
+def test_align_keeps_a_longest_common_subsequence_on_any_text():
+    rng = random.Random(1)
+    for _ in range(300):
+        a = "".join(rng.choice("ab ") for _ in range(rng.randint(0, 25)))
+        b = "".join(rng.choice("ab ") for _ in range(rng.randint(0, 25)))
+        where = align(a, b)
+        pairs = [(int(i), j) for j, i in enumerate(where) if i >= 0]
+        assert all(a[i] == b[j] for i, j in pairs)
+        assert all(p[0] < q[0] for p, q in zip(pairs, pairs[1:]))  # in order, each used once
+        best = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+        for i in range(len(a)):
+            for j in range(len(b)):
+                best[i + 1][j + 1] = best[i][j] + 1 if a[i] == b[j] else max(best[i][j + 1], best[i + 1][j])
+        assert len(pairs) == best[-1][-1]
+
+
+def test_align_past_max_edits_counts_the_whole_middle_as_replaced():
+    original = "same start " + "abcdefghij" + " same end"
+    edited = "same start " + "ABCDEFGHIJ" + " same end"  # 10 deleted + 10 inserted = 20 edits
+    exact = align(original, edited, max_edits=20)
+    capped = align(original, edited, max_edits=19)
+    assert np.array_equal(exact, capped)  # nothing in the middle matches either way
+    two = "same start " + "abcdeXfghiYj" + " same end"  # two insertions: a middle "fghi" -> "XfghiY"
+    assert (align(original, two, max_edits=2) >= 0).sum() == len(two) - 2
+    capped = align(original, two, max_edits=1)
+    assert (capped >= 0).sum() == len(two) - 6  # the middle gave up: "XfghiY" has no counterpart
+    assert np.array_equal(capped[:16], np.arange(16)) and np.array_equal(capped[-10:], np.arange(20, 30))
+    one = "same start " + "abcdeXfghij" + " same end"  # one edit never reaches the middle search
+    assert (align(original, one, max_edits=0) >= 0).sum() == len(one) - 1
+
+
+def test_align_is_bounded_on_adversarial_texts():
+    # difflib took ~25 minutes on this; the cap bounds align's work whatever the texts
+    # (timed in bench/dynamics_speed.py, not here).
+    for original, edited in (("a" * 5000, "ab" * 2500), ("ab" * 2500, "ba" * 2500),
+                             ("a" * 2500 + "b" * 2500, "b" * 2500 + "a" * 2500)):
+        where = align(original, edited)
+        assert where.shape == (len(edited),)
+        pairs = where[where >= 0]
+        assert np.all(np.diff(pairs) > 0)
+    assert (align("a" * 5000, "ab" * 2500) >= 0).sum() == 1  # 5,000 edits > MAX_ALIGN_EDITS: the middle gave up
+    assert (align("a" * 1100, "ab" * 550) >= 0).sum() == 550  # within the cap: the longest alignment
+    assert MAX_ALIGN_EDITS >= 1000
+
+
+def test_align_stops_at_its_deadline():
+    with deadline.until(time.monotonic() - 1), pytest.raises(deadline.Overdue):
+        align("a" * 3000, "ab" * 1500)
 
 
 def test_probe_estimate_of_jacobian_norm_tracks_the_exact_one():

@@ -1,0 +1,211 @@
+"""Work that is not a model run but still costs seconds of CPU: big response bodies and generation streams.
+
+Measured on 2 cores (bench/heavy_responses.py, models/austen-lstm, 7,000 characters, layer 1, state c,
+every unit, top-100 predictions: 39 MB of JSON): eight such requests at once took 17-23 s each and
+stalled /healthz for 5.5 s. Two things did it: every request built its body at once (json.dumps of a
+39 MB value is one C call that holds the GIL for seconds, so the event loop cannot run), and
+compression ran once per request with no bound.
+
+- ResponseSlots: big bodies are built on one of a few slots, in arrival order (FifoSlots); a request
+  that cannot get one within the queue timeout gets a 503 with Retry-After (app.limits.Overloaded).
+- json_bytes: the body, serialised in the worker thread in pieces of a few thousand numbers, so the
+  GIL changes hands between pieces and the event loop keeps answering.
+- ready_response: gzip in the same thread (zlib lets go of the GIL) when the client accepts it; the
+  response carries Content-Encoding, so GZipMiddleware passes it through untouched.
+- StreamSlots: at most N generation streams at once; one more is a 503 at once (a stream is
+  minutes of stepping a model, so queueing for one would only hold a connection open).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from fastapi import Request
+from fastapi.responses import Response
+
+from .limits import BUSY_RETRY_S, FifoSlots, Overloaded
+
+HEAVY_VALUES = 200_000  # numbers in one response from which it takes a response slot (~1.5 MB of JSON)
+PIECE_VALUES = 4_096  # numbers serialised per json.dumps call: ~1-2 ms holding the GIL
+GZIP_MIN_BYTES = 1024  # as GZipMiddleware's minimum_size in app/main.py
+GZIP_LEVEL = 1  # as app.main.GZIP_LEVEL: 39 MB -> ~14 MB in ~0.4 s on one core
+STREAM_RETRY_S = 10
+
+_dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode  # JSONResponse's
+
+
+class ResponseSlots:
+    """n slots for building big bodies, handed out in arrival order; a 503 after queue_timeout s."""
+
+    def __init__(self, slots: int, queue_timeout: float):
+        self.slots = slots
+        self.queue_timeout = queue_timeout
+        self._free = FifoSlots(slots)
+        self.served = 0  # bodies built on a slot (tests, stats)
+
+    @contextmanager
+    def hold(self) -> Iterator[None]:
+        if self._free.acquire(self.queue_timeout) is None:
+            raise Overloaded(f"the server is busy building other large responses (waited {self.queue_timeout:g} s); "
+                             "try again shortly, or ask for fewer values (one state, fewer units, a smaller topk)",
+                             BUSY_RETRY_S)
+        try:
+            yield
+            self.served += 1
+        finally:
+            self._free.release()
+
+
+class StreamSlots:
+    """At most n streams at once; take() is the ticket of one (its release() is idempotent)."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self._open = 0
+        self._lock = threading.Lock()
+
+    @property
+    def open(self) -> int:
+        return self._open
+
+    def take(self) -> StreamTicket:
+        with self._lock:
+            if self._open >= self.n:
+                raise Overloaded(f"{self.n} generation streams are already running, the most this server runs at "
+                                 "once; try again shortly", STREAM_RETRY_S)
+            self._open += 1
+        return StreamTicket(self)
+
+    def _give_back(self) -> None:
+        with self._lock:
+            self._open -= 1
+
+
+class StreamTicket:
+    def __init__(self, slots: StreamSlots):
+        self._slots = slots
+        self._held = True
+        self._lock = threading.Lock()
+
+    def release(self) -> None:
+        with self._lock:
+            if not self._held:
+                return
+            self._held = False
+        self._slots._give_back()
+
+    def bind(self, owner: Any) -> None:
+        """Release when `owner` (the stream's generator) is collected, should nothing else release it:
+        Starlette may drop a stream that never started without closing it."""
+        weakref.finalize(owner, self.release)
+
+
+# ---- bodies built in pieces ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Rounded:
+    """A float array, written as nested lists rounded to `decimals` (as app.json_values.rounded)."""
+
+    array: Any
+    decimals: int
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Per-position [{char, p}] lists (as app.json_values.predictions)."""
+
+    chars: list[str]
+    ids: np.ndarray
+    probs: np.ndarray
+    decimals: int
+
+
+def json_bytes(value: Any) -> bytes:
+    """`value` as compact UTF-8 JSON (what JSONResponse writes), serialised in pieces."""
+    parts: list[str] = []
+    _write(value, parts)
+    return "".join(parts).encode("utf-8")
+
+
+def _rows(n: int, per_row: int) -> Iterator[slice]:
+    step = max(1, PIECE_VALUES // max(1, per_row))
+    for start in range(0, n, step):
+        yield slice(start, start + step)
+
+
+def _list_of_pieces(pieces: Iterator[str], parts: list[str]) -> None:
+    """'[' + the pieces' items joined by ',' + ']'; each piece is a JSON list whose brackets are dropped."""
+    parts.append("[")
+    first = True
+    for piece in pieces:
+        if piece == "[]":
+            continue
+        if not first:
+            parts.append(",")
+        parts.append(piece[1:-1])
+        first = False
+    parts.append("]")
+
+
+def _write(value: Any, parts: list[str]) -> None:
+    if isinstance(value, dict):
+        parts.append("{")
+        for n, (k, v) in enumerate(value.items()):
+            if n:
+                parts.append(",")
+            parts.append(_dumps(str(k)))
+            parts.append(":")
+            _write(v, parts)
+        parts.append("}")
+    elif isinstance(value, Rounded):
+        a = np.asarray(value.array)
+        if a.ndim <= 1:
+            _list_of_pieces((_dumps(np.round(a[s].astype(np.float64), value.decimals).tolist())
+                             for s in _rows(len(a), 1)), parts)
+        else:
+            per_row = int(np.prod(a.shape[1:]))
+            _list_of_pieces((_dumps(np.round(a[s].astype(np.float64), value.decimals).tolist())
+                             for s in _rows(len(a), per_row)), parts)
+    elif isinstance(value, Predictions):
+        chars = value.chars
+
+        def pieces() -> Iterator[str]:
+            k = value.ids.shape[1] if value.ids.ndim > 1 else 1
+            for s in _rows(len(value.ids), 2 * k):
+                ids = np.asarray(value.ids[s]).tolist()
+                probs = np.round(np.asarray(value.probs[s], dtype=np.float64), value.decimals).tolist()
+                yield _dumps([[{"char": chars[i], "p": p} for i, p in zip(ri, rp)] for ri, rp in zip(ids, probs)])
+
+        _list_of_pieces(pieces(), parts)
+    elif isinstance(value, (list, tuple)) and len(value) > PIECE_VALUES:
+        _list_of_pieces((_dumps(list(value[s])) for s in _rows(len(value), 1)), parts)
+    elif isinstance(value, list) and any(isinstance(v, (dict, Rounded, Predictions)) for v in value):
+        parts.append("[")
+        for n, v in enumerate(value):
+            if n:
+                parts.append(",")
+            _write(v, parts)
+        parts.append("]")
+    else:
+        parts.append(_dumps(value))
+
+
+def accepts_gzip(request: Request) -> bool:
+    return "gzip" in request.headers.get("accept-encoding", "").lower()
+
+
+def ready_response(body: bytes, gzip_ok: bool, media_type: str = "application/json") -> Response:
+    """A response whose bytes are final: gzipped here (in the caller's worker thread) when the client
+    accepts it, with Content-Encoding set so GZipMiddleware leaves it alone."""
+    headers = {"Vary": "Accept-Encoding"}
+    if gzip_ok and len(body) >= GZIP_MIN_BYTES:
+        body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
+        headers["Content-Encoding"] = "gzip"
+    return Response(body, media_type=media_type, headers=headers)
