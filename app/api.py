@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from .errors import InputError
+from .heavy import HEAVY_VALUES, Predictions, Rounded, accepts_gzip, json_bytes, ready_response
 from .json_values import predictions, rounded
 from .registry import ModelEntry
 from .schemas import ErrorDetail, Health, ModelInfo, TraceRequest, TraceResponse
@@ -64,7 +65,12 @@ def trace(body: TraceRequest, request: Request) -> JSONResponse:
         )
     result = service.api_trace(entry, body.text, layers, states, units, body.topk)
     blocks = service.api_blocks(entry, result.trace, layers, states, units)
-    return JSONResponse(_trace_json(entry, body, result, blocks, units))
+    if n_values + 2 * len(body.text) * min(body.topk, entry.vocab_size) < HEAVY_VALUES:
+        return JSONResponse(_trace_json(entry, body, result, blocks, units))
+    # Tens of MB of JSON: built here in the worker thread, in pieces, on a response slot; gzipped here too.
+    with request.app.state.responses.hold():
+        content = json_bytes(_trace_json(entry, body, result, blocks, units, pieces=True))
+        return ready_response(content, accepts_gzip(request))
 
 
 @health.get("/healthz", response_model=Health, summary="Liveness: cheap, runs no model")
@@ -77,13 +83,17 @@ def _info(e: ModelEntry) -> ModelInfo:
                      val_bpc=e.val_bpc, corpus=e.corpus, states=list(e.states))
 
 
-def _trace_json(entry: ModelEntry, body: TraceRequest, result: TraceResult, blocks: dict, units) -> dict:
+def _trace_json(entry: ModelEntry, body: TraceRequest, result: TraceResult, blocks: dict, units,
+                pieces: bool = False) -> dict:
+    """The response; with `pieces`, its big arrays stay arrays for app.heavy.json_bytes to write in pieces."""
     trace = result.trace
-    out_layers = [{"layer": k, "states": {s: rounded(a, 4) for s, a in per.items()}} for k, per in blocks.items()]
+    values = (lambda a: Rounded(a, 4)) if pieces else (lambda a: rounded(a, 4))
+    out_layers = [{"layer": k, "states": {s: values(a) for s, a in per.items()}} for k, per in blocks.items()]
     topk = None
     k_top = min(body.topk, entry.vocab_size)
     if k_top and trace.topk_ids is not None:
-        topk = predictions(entry.checkpoint.vocab.chars, trace.topk_ids[:, :k_top], trace.topk_probs[:, :k_top], 4)
+        chars, ids, probs = entry.checkpoint.vocab.chars, trace.topk_ids[:, :k_top], trace.topk_probs[:, :k_top]
+        topk = Predictions(chars, ids, probs, 4) if pieces else predictions(chars, ids, probs, 4)
     surprisal = [None if not np.isfinite(x) else x for x in rounded(trace.surprisal_bits, 4)]
     return {
         "model": entry.name,

@@ -246,7 +246,6 @@ def serve(
     import logging
     import os
 
-    import uvicorn
     from pydantic import ValidationError
 
     from app.config import Settings
@@ -258,11 +257,10 @@ def serve(
     except ValidationError as e:
         _fail("bad RNNSCOPE_ setting: " + "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()))
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
-    # The whole view lives in the URL: let a request line carry the longest allowed text, %-encoded.
-    max_line = settings.max_chars * 12 + 64 * 1024
-    uvicorn.run("app.main:create_app", factory=True, host=host, port=port, http="h11",
-                h11_max_incomplete_event_size=max_line, log_level=log_level, proxy_headers=True,
-                access_log=False)  # app.access_log logs requests without their query (the user's text)
+    # uvicorn with h11, header/body/send deadlines, a connection cap and repeat-limited error logs.
+    from app.server import serve as run_server
+
+    run_server(settings, host, port, log_level)
 
 
 def main() -> None:

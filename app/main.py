@@ -21,6 +21,7 @@ from . import api, pages, routes_dynamics, routes_probe, routes_share
 from .access_log import AccessLog
 from .config import Settings
 from .errors import InputError
+from .heavy import ResponseSlots, StreamSlots
 from .limits import (BodyGuard, Overloaded, RateLimit, bound_native_memory, default_torch_threads, document_limits,
                      error_response)
 from .registry import Registry
@@ -93,6 +94,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.registry = registry
     app.state.service = service
+    app.state.responses = ResponseSlots(settings.response_slots, settings.queue_timeout)  # big bodies (app/heavy.py)
+    app.state.streams = StreamSlots(settings.max_streams)  # generation streams at once
 
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=GZIP_LEVEL)
     app.add_middleware(BodyGuard, max_bytes=settings.body_limit)  # bounded, clean bodies before any parsing

@@ -32,6 +32,7 @@ from .dynamics_schemas import (
     ToyResponse,
 )
 from .dynamics_service import SATURATION_HIGH, SATURATION_LOW, DynamicsService, GenerationPlan
+from .heavy import StreamTicket
 from .json_values import predictions, rounded
 from .render import render_block, render_page, wants_partial
 from .schemas import ErrorDetail
@@ -277,14 +278,21 @@ async def generate_stream(
     unit: int | None = Query(None, description="the unit to report: index (default 0)"),
 ) -> StreamingResponse:
     svc = _service(request)
-    plan = await run_in_threadpool(_plan, svc, model, text, n, temperature, seed, layer, state, unit)
-    _, scale = await run_in_threadpool(svc.prime_scale, plan)  # before the stream: a refusal is still a 4xx/503
+    ticket = request.app.state.streams.take()  # at most max_streams at once: one more is a 503 now
+    try:
+        plan = await run_in_threadpool(_plan, svc, model, text, n, temperature, seed, layer, state, unit)
+        _, scale = await run_in_threadpool(svc.prime_scale, plan)  # before the stream: a refusal is still a 4xx/503
+    except BaseException:
+        ticket.release()
+        raise
     events = svc.generation_events(plan, scale)
-    return StreamingResponse(_in_threadpool(events), media_type="text/event-stream",
+    stream = _in_threadpool(events, ticket)
+    ticket.bind(stream)  # released when the stream ends, or is dropped unstarted
+    return StreamingResponse(stream, media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 
-async def _in_threadpool(events: Iterator[str]) -> AsyncIterator[str]:
+async def _in_threadpool(events: Iterator[str], ticket: StreamTicket | None = None) -> AsyncIterator[str]:
     """Step the model in the threadpool. When the reader goes away Starlette stops iterating;
     closing the generator then ends the run (unless a step is still running in its thread)."""
     try:
@@ -297,6 +305,8 @@ async def _in_threadpool(events: Iterator[str]) -> AsyncIterator[str]:
                 close()
             except ValueError:  # "generator already executing": that step finishes, no further one starts
                 pass
+        if ticket is not None:
+            ticket.release()
 
 
 router.include_router(pages)
