@@ -435,6 +435,22 @@ def _reject_constant(name: str) -> Any:
     raise _NonFinite(name)
 
 
+class _HugeInt:
+    """An integer literal too long to convert (Python refuses over 4,300 digits): kept as its length, so the
+    walk below can say which field holds it, instead of the parser's field-less 400."""
+
+    def __init__(self, digits: int):
+        self.digits = digits
+
+
+MAX_INT_DIGITS = 4300  # Python's default int-string conversion limit; no field of this API comes near it
+
+
+def _parse_int(literal: str) -> int | _HugeInt:
+    digits = len(literal) - literal.startswith("-")
+    return _HugeInt(digits) if digits > MAX_INT_DIGITS else int(literal)
+
+
 def json_problem(body: bytes) -> str | None:
     """Why a JSON body must be refused before any route sees it, or None (malformed JSON is the route's to name)."""
     try:
@@ -442,7 +458,7 @@ def json_problem(body: bytes) -> str | None:
     except UnicodeDecodeError as e:
         return f"the request body is not UTF-8 text (byte {body[e.start]:#04x} at offset {e.start:,}): send JSON in UTF-8"
     try:
-        value = json.loads(decoded, parse_constant=_reject_constant)
+        value = json.loads(decoded, parse_constant=_reject_constant, parse_int=_parse_int)
     except _NonFinite as e:
         return f"the request body holds {e.args[0]}, which is not a JSON number: send a finite number"
     except RecursionError:
@@ -455,6 +471,24 @@ def json_problem(body: bytes) -> str | None:
         return f"the request body nests deeper than {MAX_JSON_DEPTH} levels"
     if where is not None:
         return f"{where or 'the body'} holds an unpaired UTF-16 surrogate (e.g. \\ud800): send valid Unicode text"
+    huge = _huge_int(value, "")
+    if huge is not None:
+        where, digits = huge
+        return (f"{where or 'the body'} is a {digits:,}-digit integer; numbers in a request have at most "
+                f"{MAX_INT_DIGITS:,} digits")
+    return None
+
+
+def _huge_int(value: Any, where: str) -> tuple[str, int] | None:
+    """The path and length of the first integer too long to convert, or None (depth is bounded already)."""
+    if isinstance(value, _HugeInt):
+        return where, value.digits
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        path = f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}" if where else str(key)
+        found = _huge_int(item, path)
+        if found is not None:
+            return found
     return None
 
 

@@ -21,6 +21,7 @@ from . import api, pages, routes_dynamics, routes_probe, routes_share
 from .access_log import AccessLog
 from .config import Settings
 from .errors import InputError
+from .fallbacks import HeadAsGet, install_not_found_page
 from .heavy import ResponseSlots, StreamSlots
 from .limits import (BodyGuard, Overloaded, RateLimit, bound_native_memory, default_torch_threads, document_limits,
                      error_response)
@@ -101,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyGuard, max_bytes=settings.body_limit)  # bounded, clean bodies before any parsing
     app.add_middleware(RateLimit, per_minute=settings.rate_limit, burst=settings.rate_burst)  # off when 0
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(HeadAsGet)  # HEAD wherever GET is answered (health checkers send HEAD)
     app.add_middleware(AccessLog)  # outermost: its time (log line, Server-Timing) covers everything inside
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.include_router(pages.router)
@@ -115,6 +117,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return HTMLResponse(render_page("docs.html", {}))
 
     _add_error_handlers(app)
+    install_not_found_page(app)  # unknown paths: an HTML page for browsers, JSON for the API
     document_limits(app)  # 413/415/429/503 from app.limits, in OpenAPI
     return app
 
