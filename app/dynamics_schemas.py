@@ -10,9 +10,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from models.dynamics import MAX_CLAMP, MAX_LOOKBACK, MAX_TOPK
 
+from .dynamics_service import MAX_INTERVENE_CHARS
 from .schemas import Prediction
 
 MAX_COMPARE = 3
+# The intervention page's one text limit (app/dynamics_service.py), for the clamp and both counterfactual texts.
+INTERVENE_TEXT = (f"1 to {MAX_INTERVENE_CHARS:,} characters (or the server's RNNSCOPE_MAX_CHARS if lower); "
+                  "longer is a 413")
+LIMITED = {"maxLength": MAX_INTERVENE_CHARS}  # documented, not validated here: the service's 413 names the limit
 
 
 class GradientsRequest(BaseModel):
@@ -87,7 +92,8 @@ class InterveneRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as documented: no true for 1, no "3" for 3
 
     model: str = Field(min_length=1, max_length=128, examples=["austen-lstm"])
-    text: str = Field(examples=['She said, "I shall go." He left.'])
+    text: str = Field(examples=['She said, "I shall go." He left.'], json_schema_extra=LIMITED,
+                      description=INTERVENE_TEXT)
     layer: int
     state: str = Field(description="h, or c for an LSTM")
     unit: int
@@ -140,8 +146,10 @@ class CounterfactualRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)  # JSON types as documented: no true for 1, no "3" for 3
 
     model: str = Field(min_length=1, max_length=128, examples=["austen-lstm"])
-    original: str = Field(examples=['She said, "I shall go." He left.'])
-    edited: str = Field(examples=['She said, I shall go. He left.'])
+    original: str = Field(examples=['She said, "I shall go." He left.'], json_schema_extra=LIMITED,
+                          description=INTERVENE_TEXT)
+    edited: str = Field(examples=['She said, I shall go. He left.'], json_schema_extra=LIMITED,
+                        description=INTERVENE_TEXT)
     layer: int
     state: str
     unit: int

@@ -285,7 +285,7 @@ async def generate_stream(
     except BaseException:
         ticket.release()
         raise
-    events = svc.generation_events(plan, scale)
+    events = await run_in_threadpool(svc.generation_events, plan, scale)  # takes a model slot: busy is a 503 here
     stream = _in_threadpool(events, ticket)
     ticket.bind(stream)  # released when the stream ends, or is dropped unstarted
     return StreamingResponse(stream, media_type="text/event-stream",

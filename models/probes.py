@@ -9,6 +9,7 @@ way), |Pearson r| for numeric ones.
 from __future__ import annotations
 
 import io
+import sys
 import tokenize
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import regex
 
+from . import regex_limits
 from .errors import RnnscopeError
 from .score_kernels import column_sums, counts_above, twice_mann_whitney_u
 
@@ -177,13 +179,24 @@ def _scan_spans(text: str) -> PythonSpans:
     return PythonSpans(comment, string, long_string)
 
 
+def _forget(pattern: str) -> None:
+    """Drop what `regex` remembers about a pattern even uncached: whether it is locale-sensitive, a small
+    entry per distinct pattern that its module otherwise trims only when its (unused) cache fills."""
+    remembered = getattr(sys.modules.get(regex.compile.__module__), "_locale_sensitive", None)
+    if isinstance(remembered, dict):
+        remembered.pop((str, pattern), None)
+
+
 def regex_mask(text: str, pattern: str | None) -> np.ndarray:
     if not pattern:
         raise RnnscopeError("the regex probe needs a pattern")
-    try:
-        compiled = regex.compile(pattern)
-    except regex.error as e:
+    regex_limits.check(pattern)  # compiling is not time-limited: refuse what would compile too big first
+    try:  # never kept in the module's cache: 500 visitors' patterns would stay in memory for good
+        compiled = regex.compile(pattern, cache_pattern=False)
+    except (regex.error, ValueError, OverflowError, RecursionError) as e:  # ValueError: (?V0V1), (?au)
         raise RnnscopeError(f"invalid regular expression: {e}") from None
+    finally:
+        _forget(pattern)
     out = np.zeros(len(text), dtype=bool)
     try:
         for m in compiled.finditer(text, timeout=REGEX_TIMEOUT_S):
