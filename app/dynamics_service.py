@@ -37,11 +37,14 @@ from models.dynamics import (
     intervene,
     scalar_rnn,
 )
+from models import deadline
+from models.deadline import Overdue
 from models.errors import RnnscopeError
 from models.sample import generate
 from models.trace import _record_layer, gate_weights  # the trace's own per-layer maths: a stepped value equals a traced one
 
 from .errors import InputError
+from .limits import ModelSlots, SlotStream
 from .registry import ModelEntry
 from .render import ROOT
 from .scale import STATE_INFO, Scale, neuron_scale
@@ -59,11 +62,13 @@ MAX_TEMPERATURE = 10.0
 MAX_SEED = 2**32 - 1
 DEFAULT_LOOKBACK = 50
 MAX_COMPARE = 3
-# The clamped run steps the model one character at a time (a few ms per step for a 2x512 LSTM).
-MAX_INTERVENE_STEPS = 4_000
+# The one text-length limit of the intervention page and its two APIs (clamp and counterfactual).
+# A clamp steps its layer one character at a time from `start` (~0.2 ms a step on a 2x512 LSTM, one
+# core) and runs every layer fused over the text for the free run: 5,000 characters take ~2-4 s
+# (bench/dynamics_speed.py); a counterfactual traces both texts and aligns them in bounded time.
+MAX_INTERVENE_CHARS = 5_000
+MAX_COUNTERFACTUAL_CHARS = MAX_INTERVENE_CHARS
 DEFAULT_INTERVENE_TOPK = 5  # next-character predictions per position, before and after a clamp
-# difflib's alignment is quadratic in the worst case; both texts of a counterfactual stay below this.
-MAX_COUNTERFACTUAL_CHARS = 5_000
 MAX_TOY_STEPS = 500
 TOY_LIMIT = 1e6  # |weight| bound: beyond it every step saturates and the plot says nothing more
 
@@ -243,19 +248,22 @@ class DynamicsService:
     def generation_events(self, plan: GenerationPlan, scale: Scale) -> Iterator[str]:
         """Server-sent events: `meta`, one `char` per sampled character, then `done` (or `fail`).
 
-        The steps run outside the model slots: each is a few ms, and a stream is bounded by MAX_GENERATE."""
+        Blocks until a model slot is free (Overloaded, a 503, when none is in time: call it before
+        the response starts). The sampling runs on that slot like any model run, at its own pace
+        (never waiting for the reader), and stops at the run timeout: the stream then ends with `fail`."""
+        slots = self.traces.slots
+        return self._events(plan, scale, slots.stream(lambda emit: _sample(plan, emit)), slots)
+
+    def _events(self, plan: GenerationPlan, scale: Scale, stream: SlotStream, slots: ModelSlots) -> Iterator[str]:
         try:
             yield sse("meta", {"model": plan.entry.name, "n": plan.n, "temperature": plan.temperature,
                                "seed": plan.seed, "seed_given": plan.seed_given,
                                "what": f"{plan.state}[{plan.layer}][{plan.unit}]",
                                "scale": {"lo": scale.lo, "hi": scale.hi, "label": scale.label,
                                          "bounded": STATE_INFO.get(plan.state, ("", "free"))[1] != "free"}})
-            model, vocab = plan.entry.checkpoint.model, plan.entry.checkpoint.vocab
-            stepper = UnitStepper(plan.entry, plan.prime, plan.layer, plan.state, plan.unit)
             t0 = time.perf_counter()
             out: list[str] = []
-            for i, ch in enumerate(generate(model, vocab, plan.prime, plan.n, plan.temperature, plan.seed)):
-                v = stepper.step(ch)
+            for i, (ch, v) in enumerate(stream):
                 out.append(ch)
                 pos = float(scale.positions(np.array([v]))[0])
                 yield sse("char", {"i": i, "ch": ch, "v": round(v, 4), "pos": round(pos, 3)})
@@ -263,9 +271,13 @@ class DynamicsService:
                                "seconds": round(time.perf_counter() - t0, 3)})
         except RnnscopeError as e:
             yield sse("fail", {"detail": str(e)})
+        except Overdue:
+            yield sse("fail", {"detail": slots.slow().message})
         except Exception:  # noqa: BLE001 - a stream cannot change its status any more: say so in-band
             log.exception("generation stream failed")
             yield sse("fail", {"detail": "internal error: the server log has the details"})
+        finally:
+            stream.close()  # a reader that went away stops the sampling at its next character
 
     # ---- gradient flow ------------------------------------------------------------------
     def compare_models(self, names: list[str]) -> list[ModelEntry]:
@@ -317,9 +329,7 @@ class DynamicsService:
             if position + 1 < len(text):
                 target = text[position + 1]
             else:  # gradient_flow differentiates the model's top guess here: name it
-                with torch.no_grad():
-                    logits, _, _ = model(vocab.encode_tensor(text)[None])
-                target = vocab.chars[int(logits[0, position].argmax())]
+                target = vocab.chars[flow.target_id]
             return FlowResult(entry, flow, target, time.perf_counter() - t0, False)
 
         result, hit = self._once(key, self._flows, compute)
@@ -411,7 +421,7 @@ class DynamicsService:
 
     def check_intervention(self, entry: ModelEntry, text: str, layer: int, state: str, unit: int, value: float,
                            start: int, watch: str | None, topk: int = DEFAULT_INTERVENE_TOPK) -> None:
-        self.check_text(text)
+        self.check_text(text, limit=MAX_INTERVENE_CHARS)
         self.traces.check_layer(entry, layer)
         self.traces.check_state(entry, state)
         self.check_clampable(entry, state)
@@ -420,11 +430,6 @@ class DynamicsService:
             raise InputError("the clamp value must be a finite number", field="value")
         if not 0 <= start < len(text):
             raise InputError(f"start {start} is out of range: the text has positions 0..{len(text) - 1}", field="start")
-        steps = len(text) - start
-        if steps > MAX_INTERVENE_STEPS:
-            raise InputError(f"the clamped run steps the model one character at a time from start; it allows "
-                             f"{MAX_INTERVENE_STEPS:,} steps and this asks for {steps:,}: shorten the text or move "
-                             "start later", field="start", status=413)
         if watch is not None:
             if len(watch) != 1:
                 raise InputError(f"watch must be exactly one character, got {len(watch)}", field="watch")
@@ -448,8 +453,8 @@ class DynamicsService:
 
     def check_counterfactual(self, entry: ModelEntry, original: str, edited: str, layer: int, state: str,
                              unit: int) -> None:
-        self.check_text(original, what="the original text", limit=MAX_COUNTERFACTUAL_CHARS)
-        self.check_text(edited, field="edited", what="the edited text", limit=MAX_COUNTERFACTUAL_CHARS)
+        self.check_text(original, what="the original text", limit=MAX_INTERVENE_CHARS)
+        self.check_text(edited, field="edited", what="the edited text", limit=MAX_INTERVENE_CHARS)
         self.check_unit(entry, layer, state, unit)
 
     def counterfactual(self, entry: ModelEntry, original: str, edited: str, layer: int, state: str,
@@ -518,6 +523,16 @@ class UnitStepper:
             self.carry[k] = s1
             x = h_seq
         return value
+
+
+def _sample(plan: GenerationPlan, emit: Callable[[tuple[str, float]], None]) -> None:
+    """On a model slot: each sampled character and the unit's value after it, checking the run's
+    deadline between characters."""
+    model, vocab = plan.entry.checkpoint.model, plan.entry.checkpoint.vocab
+    stepper = UnitStepper(plan.entry, plan.prime, plan.layer, plan.state, plan.unit)
+    for ch in generate(model, vocab, plan.prime, plan.n, plan.temperature, plan.seed):
+        deadline.check()
+        emit((ch, stepper.step(ch)))
 
 
 def sse(event: str, data: dict) -> str:

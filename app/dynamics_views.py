@@ -23,6 +23,7 @@ from .dynamics_service import (
     DEFAULT_LOOKBACK,
     MAX_COMPARE,
     MAX_GENERATE,
+    MAX_INTERVENE_CHARS,
     SATURATION_CHARS,
     SATURATION_HIGH,
     SATURATION_LOW,
@@ -706,7 +707,7 @@ def build_intervene(service: DynamicsService, query: Mapping[str, str], compute:
     page = IntervenePage(**vars(_base("intervene", query, service)))
     r = Reader(query)
     page.text = r.text()
-    page.max_chars = service.settings.max_chars
+    page.max_chars = min(MAX_INTERVENE_CHARS, service.settings.max_chars)  # the clamp's and the edit's limit
     entry = resolve_model(service, r)
     if entry is None:
         return page
@@ -722,7 +723,8 @@ def build_intervene(service: DynamicsService, query: Mapping[str, str], compute:
     page.topk = r.int("topk", DEFAULT_INTERVENE_TOPK, "topk")  # type: ignore[assignment]
     page.at = r.int("at", None, "the position to compare")
     page.at_label = "" if page.at is None else str(page.at)
-    if r.check(lambda: service.check_text(page.text)) and page.at is not None and "at" not in r.errors:
+    if r.check(lambda: service.check_text(page.text, limit=MAX_INTERVENE_CHARS)) and page.at is not None \
+            and "at" not in r.errors:
         r.check(lambda: check_at(page.at, page.text))
     if "topk" not in r.errors:
         r.check(lambda: service.check_topk(page.topk))

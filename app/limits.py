@@ -4,8 +4,10 @@
   parallel, only slower for everyone); a request that cannot get a slot within the queue timeout,
   or whose run outlives the run timeout, gets a clean 503 with Retry-After instead of hanging.
   Slots go to waiting requests in arrival order (FifoSlots), so none starves behind newcomers.
-  A run that outlives its request still finishes on its slot and fills the cache, so the retry is
-  cheap. Identical runs in flight are shared (single flight), so a burst of the same view costs one run.
+  A run that outlives the run timeout is stopped (models/deadline.py: the model loops check the
+  deadline between chunks and steps), so its slot is free again within a moment of the 503 instead
+  of being held for however long the run would have taken. Identical runs in flight are shared
+  (single flight), so a burst of the same view costs one run.
   A batched run (run_batched) also takes queued requests of its group along: one model pass for
   several texts costs less than one each (bench/batch_trace_speed.py).
 - RateLimit: a token bucket per client address (OFF unless RNNSCOPE_RATE_LIMIT is set).
@@ -20,6 +22,7 @@ import ipaddress
 import json
 import math
 import os
+import queue
 import threading
 import time
 from collections import OrderedDict, deque
@@ -33,10 +36,16 @@ from typing import Any, TypeVar
 from markupsafe import escape
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from models import deadline
+
 T = TypeVar("T")
 
 BUSY_RETRY_S = 5  # Retry-After when every model slot stayed busy for the whole queue timeout
-SLOW_RETRY_S = 10  # Retry-After when one run outlived the run timeout (it finishes and is cached)
+SLOW_RETRY_S = 10  # Retry-After when one run outlived the run timeout (it was stopped)
+# How long past the run timeout a request waits for its run to stop: the loops check their deadline
+# every chunk or step (tens of ms), so the 503 normally comes with the slot already free again; a
+# run stuck in one long operation still gets its request answered after this.
+STOP_GRACE_S = 2.0
 MAX_JSON_DEPTH = 32  # no request shape of this API nests deeper than a few levels
 # When the request reached the app (set by RateLimit, the outermost limit): the queue timeout counts
 # from here, so time spent waiting for a worker thread is queueing too. Worker threads see it because
@@ -183,7 +192,11 @@ class Batch:
 
 class ModelSlots:
     """A bounded set of model-run slots with a queue timeout, a run timeout, single flight and
-    optional batching (one run serves several queued requests; see Batch)."""
+    optional batching (one run serves several queued requests; see Batch).
+
+    Each run's work has a deadline (models/deadline.py) of run_timeout from the moment it got its
+    slot: past it the model loops raise deadline.Overdue, the run ends, its slot goes to the next
+    request, and every request it was serving gets the 503 (a batch ends as a whole)."""
 
     def __init__(self, slots: int, queue_timeout: float, run_timeout: float):
         self.slots = slots
@@ -201,36 +214,66 @@ class ModelSlots:
         """work() on a slot; raises Overloaded when no slot frees up in time or the run takes too long."""
         return self._run(key, work, None, None)
 
+    def slow(self) -> Overloaded:
+        """The 503 for a run stopped at the run timeout."""
+        return Overloaded(
+            f"this model run took longer than the {self.run_timeout:g} s limit and was stopped: a shorter text "
+            f"(or a smaller request) is faster. Try again in {SLOW_RETRY_S} s.", SLOW_RETRY_S)
+
     def run_batched(self, key: Hashable, item: Any, batch: Batch) -> Any:
         """batch.work([item, ...])'s result for `item`, from a run that may serve other queued items too."""
         return self._run(key, None, item, batch)
 
-    def _run(self, key: Hashable | None, work: Callable[[], T] | None, item: Any, batch: Batch | None) -> Any:
+    def stream(self, produce: Callable[[Callable[[Any], None]], None]) -> SlotStream:
+        """Start produce(emit) on a slot and return an iterator over what it emits, as it emits it.
+
+        Raises Overloaded when no slot frees up within the queue timeout (before anything is
+        produced, so a stream can still answer 503). The run has the same deadline as any other:
+        past the run timeout it stops, and the iterator raises deadline.Overdue. It never waits for
+        the reader: the slot is held while producing, not while a slow client reads. Closing the
+        iterator stops the run at its next emit."""
+        self._acquire(None, None, None)
+        stream = SlotStream()
+        with self._lock:
+            try:
+                future = self._submit([None], lambda: [produce(stream.emit)])[0]
+            except BaseException:
+                self._free.release()  # never lose a slot
+                raise
+        stream.follow(future)  # (a stream has no batch group: no batch run takes it along)
+        return stream
+
+    def _acquire(self, key: Hashable | None, item: Any, batch: Batch | None) -> Waiter:
+        """A slot for this request (or a batch run that took it along: waiter.joined is then set);
+        Overloaded when none frees up within the queue timeout."""
         started = time.monotonic()
         arrived = min(ARRIVED.get() or started, started)
         ARRIVED.set(None)  # only a request's first run had to wait for a thread; its later runs queue afresh
+        with self._lock:
+            self.waiting += 1
+        try:
+            budget = self.queue_timeout - (started - arrived)  # what is left after waiting for a thread
+            got = self._free.acquire(budget, Waiter(batch and batch.group, key, item))
+        finally:
+            with self._lock:
+                self.waiting -= 1
+        if got is None:
+            raise Overloaded(
+                f"the server is busy: every model slot stayed taken for {round(time.monotonic() - arrived, 1):g} s. "
+                f"Try again in {BUSY_RETRY_S} s.", BUSY_RETRY_S)
+        return got
+
+    def _run(self, key: Hashable | None, work: Callable[[], T] | None, item: Any, batch: Batch | None) -> Any:
         future = self._joinable(key)
         if future is None:
-            with self._lock:
-                self.waiting += 1
-            try:
-                budget = self.queue_timeout - (started - arrived)  # what is left after waiting for a thread
-                got = self._free.acquire(budget, Waiter(batch and batch.group, key, item))
-            finally:
-                with self._lock:
-                    self.waiting -= 1
-            if got is None:
-                raise Overloaded(
-                    f"the server is busy: every model slot stayed taken for {round(time.monotonic() - arrived, 1):g} s. "
-                    f"Try again in {BUSY_RETRY_S} s.", BUSY_RETRY_S)
+            got = self._acquire(key, item, batch)
             future = got.joined if got.joined is not None else self._start(key, work, item, batch)
-        try:
-            return future.result(timeout=self.run_timeout)  # counted from getting a slot (or joining a run)
-        except FutureTimeout:
-            raise Overloaded(
-                f"this trace took longer than the {self.run_timeout:g} s limit; it goes on in the background "
-                f"and is kept, so the same request in {SLOW_RETRY_S} s should be quick. A shorter text is "
-                "faster.", SLOW_RETRY_S) from None
+        else:
+            ARRIVED.set(None)  # only a request's first run had to wait for a thread; its later runs queue afresh
+        try:  # the run stops at its deadline; the grace only covers one stuck in a long operation
+            return future.result(timeout=self.run_timeout + STOP_GRACE_S)
+        except (FutureTimeout, deadline.Overdue):
+            raise self.slow() from None
 
     def _start(self, key: Hashable | None, work: Callable[[], T] | None, item: Any, batch: Batch | None) -> Future:
         """On a slot just acquired: start the run (taking queued items of its batch group along),
@@ -310,25 +353,75 @@ class ModelSlots:
         return futures
 
     def _job(self, keys: list[Hashable | None], futures: list[Future], work: Callable[[], list]) -> None:
+        results: list | BaseException
         try:
-            results = work()  # an exception among them is that item's own failure
-            for f, r in zip(futures, results):
-                if not f.done():
-                    f.set_exception(r) if isinstance(r, BaseException) else f.set_result(r)
+            with deadline.until(time.monotonic() + self.run_timeout):  # the model loops stop past it
+                results = work()  # an exception among them is that item's own failure
         except BaseException as e:
-            for f in futures:
-                if not f.done():
-                    f.set_exception(e)
+            results = e
         finally:
+            # The slot first: a request that hears its run ended (a 503 for a stopped one) finds it free.
             with self._lock:
                 for key, f in zip(keys, futures):
                     if key is not None and self._inflight.get(key) is f:
                         del self._inflight[key]
             self._free.release()
+        for n, f in enumerate(futures):
+            if f.done():
+                continue
+            if isinstance(results, BaseException):
+                r = results
+            else:
+                r = results[n] if n < len(results) else RuntimeError("the run gave no result for this request")
+            f.set_exception(r) if isinstance(r, BaseException) else f.set_result(r)
 
     def close(self) -> None:
         """Let the worker threads end once idle; runs in progress finish (and the next run starts a new pool)."""
         self._pool.shutdown(wait=False)
+
+
+class StreamClosed(Exception):
+    """The reader of a SlotStream went away: its run stops at its next emit."""
+
+
+_END = object()
+
+
+class SlotStream:
+    """What a run started by ModelSlots.stream emits, in order, as it emits it (see there)."""
+
+    def __init__(self) -> None:
+        self._items: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed = threading.Event()
+        self._future: Future | None = None
+
+    def emit(self, item: Any) -> None:
+        """Called by the run on its slot; raises StreamClosed once nobody reads any more."""
+        if self._closed.is_set():
+            raise StreamClosed
+        self._items.put(item)
+
+    def follow(self, future: Future) -> None:
+        self._future = future
+        future.add_done_callback(lambda f: self._items.put(_END))
+
+    def __iter__(self) -> SlotStream:
+        return self
+
+    def __next__(self) -> Any:
+        if self._closed.is_set():
+            raise StopIteration
+        item = self._items.get()
+        if item is _END:
+            self._closed.set()
+            error = self._future.exception() if self._future is not None else None
+            if error is not None and not isinstance(error, StreamClosed):
+                raise error
+            raise StopIteration
+        return item
+
+    def close(self) -> None:
+        self._closed.set()
 
 
 # ---- responses from middleware (outside the routers, so no exception handlers) -------------
@@ -606,7 +699,7 @@ LIMIT_RESPONSES = {
     "413": "the request body is over the size limit",
     "415": "the request body is not JSON",
     "429": "too many requests from this address (when the server sets a rate limit); see Retry-After",
-    "503": "the server is busy, or the model run took longer than its limit; see Retry-After",
+    "503": "the server is busy, or the model run took longer than its limit (and was stopped); see Retry-After",
 }
 
 

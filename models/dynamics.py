@@ -38,6 +38,7 @@ class GradientFlow:
     saliency: np.ndarray  # (T - start + 1,) ||d log p(next char at T) / d x_t|| (x_t = input embedding)
     layer: int
     probes: int | None = None  # None: exact; else the number of random probes behind the estimate
+    target_id: int | None = None  # the character whose log-probability the saliency differentiates
 
 
 def gradient_flow(model: CharLM, vocab: CharVocab, text: str, position: int | None = None, layer: int | None = None,
@@ -63,8 +64,7 @@ def gradient_flow(model: CharLM, vocab: CharVocab, text: str, position: int | No
     H = model.config.hidden
     start = max(0, T - lookback)
     ids = vocab.encode_tensor(text)
-    with torch.no_grad():  # the state entering the window, from the text before it
-        _, _, state = model(ids[None, :start]) if start > 0 else (None, None, None)
+    state = _state_after(model, ids[:start])  # the state entering the window, from the text before it
 
     def expand(s, n):
         if s is None:
@@ -89,6 +89,7 @@ def gradient_flow(model: CharLM, vocab: CharVocab, text: str, position: int | No
         steps = T - start + 1
         h_nodes = []
         for t in range(steps):
+            deadline.check()
             x = x_in[:, t : t + 1]  # (B, 1, E)
             new_state = []
             for k, mod in enumerate(model.layers[: layer + 1]):  # layers above do not reach h_T
@@ -114,7 +115,19 @@ def gradient_flow(model: CharLM, vocab: CharVocab, text: str, position: int | No
         target = int(ids[T + 1]) if T + 1 < len(ids) else int(logp.argmax())
         logp[target].backward()
         sal = e.grad[0].norm(dim=-1).numpy()
-    return GradientFlow(position=T, start=start, jacobian_norm=jac, saliency=sal, layer=layer, probes=probes)
+    return GradientFlow(position=T, start=start, jacobian_norm=jac, saliency=sal, layer=layer, probes=probes,
+                        target_id=target)
+
+
+@torch.no_grad()
+def _state_after(model: CharLM, ids: torch.Tensor):
+    """Every layer's state after reading ids (None when there are none): fused, a chunk at a time,
+    with a deadline check between chunks."""
+    state = None
+    for a in range(0, len(ids), FUSED_CHUNK):
+        deadline.check()
+        _, _, state = model(ids[None, a : a + FUSED_CHUNK], state)
+    return state
 
 
 def _rewire(state, out):

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import deadline
 from .buffers import POOL
 from .cell_scan import cell_recurrence
 from .charlm import CELL_STATES, CharLM
@@ -109,6 +110,7 @@ class RecomputedStates(Mapping):
             weights = gate_weights(self.cell, self.layer, keep_units)
             into = {n: out[n] for n in gated}
             for j, s0 in enumerate(self.starts):
+                deadline.check()
                 a, b = j * self.chunk, min(T, (j + 1) * self.chunk)
                 _record_layer(self.cell, self.inputs(a, b), torch.from_numpy(self.h[a:b]), s0, gated, keep_units,
                               into, a, weights)
@@ -319,6 +321,8 @@ class _TraceRun:
     def __init__(self, model: CharLM, rows, chunk, carry, recorded, state_ids, keep_units, k_top, width, dtype):
         self.model, self.rows, self.chunk = model, rows, max(1, int(chunk))
         self.recorded, self.state_ids, self.keep_units, self.k_top = recorded, state_ids, keep_units, k_top
+        # The caller's deadline (models/deadline.py): the graph's worker threads check it before each forward.
+        self.until = deadline.current()
         L = model.config.n_layers
         self.lengths = [len(r) for r in rows]
         self.n_chunks = math.ceil(self.lengths[0] / self.chunk)
@@ -372,6 +376,7 @@ class _TraceRun:
             return held[0]
 
     def forward(self, k: int, j: int) -> None:
+        deadline.check(self.until)
         active = self._active(j)
         if k == 0:
             start = j * self.chunk

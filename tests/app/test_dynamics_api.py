@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from app.dynamics_service import MAX_GENERATE, MAX_INTERVENE_STEPS, DynamicsService
+from app.dynamics_service import MAX_GENERATE, MAX_INTERVENE_CHARS, DynamicsService
 from models.checkpoint import load_checkpoint
 from models.dynamics import MAX_LOOKBACK, MAX_TOPK, counterfactual, gate_saturation, gradient_flow, intervene
 from models.sample import generate
@@ -398,13 +398,26 @@ def test_openapi_documents_the_top_k_fields(client):
     ({"start": 99}, 422, "start 99 is out of range"),
     ({"watch": "ab"}, 422, "watch must be exactly one character"),
     ({"watch": "~"}, 422, "never saw '~' in training"),
-    ({"text": "a" * (MAX_INTERVENE_STEPS + 1)}, 413, f"it allows {MAX_INTERVENE_STEPS:,} steps"),
+    ({"text": "a" * (MAX_INTERVENE_CHARS + 1)}, 413,
+     f"the text is {MAX_INTERVENE_CHARS + 1:,} characters long; the limit here is {MAX_INTERVENE_CHARS:,}"),
 ])
 def test_intervene_bad_inputs(client, patch, status, fragment):
     body = {"model": "tiny-lstm", "text": QUOTE_TEXT, "layer": 1, "state": "c", "unit": 3, **patch}
     r = client.post("/api/v1/intervene", json=body)
     assert r.status_code == status, r.text
     assert fragment in r.json()["detail"]
+
+
+def test_intervene_takes_the_whole_limit_from_any_start_and_says_the_limit_in_its_schema(client):
+    body = {"model": "tiny-lstm", "text": ('"Yes," she said. ' * 400)[:MAX_INTERVENE_CHARS], "layer": 0, "state": "h",
+            "unit": 1, "start": 0, "topk": 0}
+    r = client.post("/api/v1/intervene", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["length"] == MAX_INTERVENE_CHARS
+    schemas = client.get("/openapi.json").json()["components"]["schemas"]
+    assert schemas["InterveneRequest"]["properties"]["text"]["maxLength"] == MAX_INTERVENE_CHARS
+    for name in ("original", "edited"):
+        assert schemas["CounterfactualRequest"]["properties"][name]["maxLength"] == MAX_INTERVENE_CHARS
 
 
 def test_intervene_non_finite_value_is_refused(client):
@@ -473,24 +486,19 @@ def test_odd_inputs_never_reach_a_500(client, method, path, payload):
     assert isinstance(r.json()["detail"], str)
 
 
-def test_a_run_slower_than_the_limit_is_a_503_and_its_result_is_kept_for_the_retry(tiny_models_dir):
-    import time
-
+def test_a_run_slower_than_the_limit_is_a_503_and_is_stopped(tiny_models_dir):
     body = {"models": ["tiny-lstm"], "text": QUOTE_TEXT, "lookback": 40}
     with make_client(tiny_models_dir, trace_timeout=0.001) as c:
         r = c.post("/api/v1/gradients", json=body)
         assert r.status_code == 503, r.text
-        assert "took longer than the 0.001 s limit" in r.json()["detail"] and r.headers["retry-after"]
+        assert "took longer than the 0.001 s limit and was stopped" in r.json()["detail"] and r.headers["retry-after"]
         page = c.get("/gradients", params={"text": QUOTE_TEXT, "lookback": "39", "compare": "tiny-lstm"},
                      headers={"HX-Request": "true"})
         assert page.status_code == 200 and "took longer than" in page.text and "Try again" in page.text
-        deadline = time.monotonic() + 30
-        while True:  # the run goes on on its slot and fills the cache
-            again = c.post("/api/v1/gradients", json=body)
-            if again.status_code == 200 or time.monotonic() > deadline:
-                break
-            time.sleep(0.1)
-        assert again.status_code == 200 and again.json()["flows"][0]["cached"] is True
+        slots = c.app.state.service.slots
+        assert slots._free._free == slots.slots  # the stopped runs hold no slot
+        svc = c.app.state.dynamics
+        assert len(svc._flows) == 0  # and left nothing half-done in the cache
 
 
 @pytest.mark.parametrize("value", [1e39, -3.4e38, 10_000.5])
