@@ -13,14 +13,16 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 import urllib.request
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
 
-from app.server import RepeatFilter, connection_cap
+from app.server import RepeatFilter, connection_cap, raise_nofile
 from tests.conftest import write_tiny_model
 from tests.share.server import free_port
 
@@ -232,3 +234,44 @@ def test_connection_cap_keeps_room_under_the_open_file_limit():
     assert connection_cap(1000, 1024) == 1024 - 256
     assert connection_cap(1000, 100) == 16  # never below a usable minimum
     assert connection_cap(5000, resource.RLIM_INFINITY) == 5000
+
+
+def test_requests_in_progress_past_max_requests_get_a_503(models, tmp_path):
+    with hardened(models, tmp_path, RNNSCOPE_MAX_REQUESTS="1", RNNSCOPE_SEND_TIMEOUT="30") as (port, pid, log_path):
+        text = "The quick brown fox. " * 200
+        body = ('{"model": "tiny-lstm", "topk": 100, "text": "%s"}' % text).encode()
+        done: list[int] = []
+
+        def big() -> None:
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/trace", data=body,
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=60) as r:
+                r.read()
+                done.append(r.status)
+
+        worker = threading.Thread(target=big)
+        worker.start()
+        time.sleep(0.3)  # the big one is in progress first: its model run and its 18 MB body take seconds
+        refused = []
+        for _ in range(100):  # bounded: while the big one is in progress
+            if not worker.is_alive():
+                break
+            try:
+                get(port, timeout=10)
+            except urllib.error.HTTPError as e:
+                refused.append((e.code, e.headers.get("retry-after"), e.read()))
+            time.sleep(0.02)
+        worker.join(timeout=60)
+        assert done == [200]
+        assert refused, "no request was refused while another was in progress"
+        code, retry_after, detail = refused[0]
+        assert code == 503 and int(retry_after) >= 1 and b"too many requests" in detail
+        assert get(port)[0] == 200  # free again
+    assert len(log_path.read_text()) < 20_000
+
+
+def test_raise_nofile_never_lowers_the_limit():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    before, now = raise_nofile()
+    assert before == soft and now >= soft
+    assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == now
