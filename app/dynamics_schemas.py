@@ -7,6 +7,7 @@ Floats that can be undefined (no next character, no counterpart in the original)
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import StreamingResponse
 
 from models.dynamics import MAX_CLAMP, MAX_LOOKBACK, MAX_TOPK
 
@@ -26,9 +27,9 @@ class GradientsRequest(BaseModel):
     models: list[str] = Field(min_length=1, max_length=MAX_COMPARE, examples=[["austen-lstm"]],
                               description=f"1 to {MAX_COMPARE} installed models, compared on the same text")
     text: str = Field(examples=['"Hello," she said.'])
-    position: int | None = Field(None, description="T: the position differentiated; omitted = the second-last "
+    position: int | None = Field(None, ge=0, description="T: the position differentiated; omitted = the second-last "
                                                     "character (so there is a true next character)")
-    lookback: int = Field(50, description=f"how many steps back from T, 1 to {MAX_LOOKBACK}")
+    lookback: int = Field(50, ge=1, le=MAX_LOOKBACK, description=f"how many steps back from T, 1 to {MAX_LOOKBACK}")
 
 
 class ModelFlow(BaseModel):
@@ -94,11 +95,11 @@ class InterveneRequest(BaseModel):
     model: str = Field(min_length=1, max_length=128, examples=["austen-lstm"])
     text: str = Field(examples=['She said, "I shall go." He left.'], json_schema_extra=LIMITED,
                       description=INTERVENE_TEXT)
-    layer: int
+    layer: int = Field(ge=0)
     state: str = Field(description="h, or c for an LSTM")
-    unit: int
+    unit: int = Field(ge=0)
     value: float = Field(0.0, ge=-MAX_CLAMP, le=MAX_CLAMP, description="the clamp value (0 zeroes the unit)")
-    start: int = Field(0, description="first position the clamp holds at")
+    start: int = Field(0, ge=0, description="first position the clamp holds at")
     watch: str | None = Field('"', description="one character whose next-character probability is reported")
     topk: int = Field(5, ge=0, le=MAX_TOPK,
                       description=f"how many next-character predictions (and largest probability changes) to report "
@@ -150,9 +151,9 @@ class CounterfactualRequest(BaseModel):
                           description=INTERVENE_TEXT)
     edited: str = Field(examples=['She said, I shall go. He left.'], json_schema_extra=LIMITED,
                         description=INTERVENE_TEXT)
-    layer: int
+    layer: int = Field(ge=0)
     state: str
-    unit: int
+    unit: int = Field(ge=0)
 
 
 class CounterfactualResponse(BaseModel):
@@ -166,3 +167,20 @@ class CounterfactualResponse(BaseModel):
     before: list[float | None]
     after: list[float]
     unaligned: int = Field(description="edited characters with no counterpart")
+
+
+class EventStreamResponse(StreamingResponse):
+    """Server-sent events: what GET /api/v1/generate/stream declares (and sends), so OpenAPI says text/event-stream."""
+
+    media_type = "text/event-stream"
+
+
+# The stream's 200 in OpenAPI: SSE text (events separated by a blank line), described event by event.
+EVENT_STREAM_CONTENT = {"text/event-stream": {
+    "schema": {"type": "string", "description": "server-sent events: `event: NAME` and `data: JSON` lines, a blank "
+                                                 "line after each event"},
+    "example": 'event: meta\ndata: {"model": "austen-lstm", "n": 1, "temperature": 0.8, "seed": 7, "seed_given": true, '
+               '"what": "h[1][3]", "scale": {"lo": -1.0, "hi": 1.0, "label": "tanh range", "bounded": true}}\n\n'
+               'event: char\ndata: {"i": 0, "ch": "e", "v": 0.4123, "pos": 0.412}\n\n'
+               'event: done\ndata: {"n": 1, "text": "e", "seed": 7, "seconds": 0.031}\n\n',
+}}

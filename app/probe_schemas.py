@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 from models.probes import PROBES
 
@@ -27,11 +28,23 @@ class SpanRequest(BaseModel):
 
     model: str = Field(min_length=1, max_length=128, examples=["austen-lstm"])
     text: str = Field(examples=['"Hello," she said. "Are you there?"'])
-    start: int = Field(description="first character of the span (0-based)", examples=[1])
-    end: int = Field(description="one past the last character of the span", examples=[7])
+    start: int = Field(ge=0, description="first character of the span (0-based)", examples=[1])
+    end: int = Field(ge=1, description="one past the last character of the span: greater than start",
+                     examples=[7])
     threshold: float = Field(0.3, allow_inf_nan=False,
                              description="a unit is 'on' at a character when its value is above this")
     top: int = Field(20, ge=1, le=200, description="how many units to return, best first")
+
+    @model_validator(mode="after")
+    def _span_holds_a_character(self) -> SpanRequest:
+        """end > start: not expressible in JSON Schema, so said here (the bounds above are in the schema)."""
+        if self.end < self.start:
+            raise PydanticCustomError("span_order", "the span starts at {start} and ends at {end}: end must come "
+                                      "after start", {"start": self.start, "end": self.end})
+        if self.end == self.start:
+            raise PydanticCustomError("span_empty", "the selected span is empty: select at least one character "
+                                      "of the text (end must be greater than start)")
+        return self
 
 
 class UnitRank(BaseModel):

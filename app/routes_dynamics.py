@@ -19,8 +19,10 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from . import dynamics_views as dv
 from .dynamics_schemas import (
+    EVENT_STREAM_CONTENT,
     CounterfactualRequest,
     CounterfactualResponse,
+    EventStreamResponse,
     GateSaturation,
     GradientsRequest,
     GradientsResponse,
@@ -250,9 +252,12 @@ STREAM_DOC = {
         "description": "text/event-stream: `meta` (seed, scale, unit), one `char` event per sampled character "
                        "({i, ch, v: the unit's value after it, pos: its position on the colour scale}), then `done` "
                        "({n, text, seed, seconds}) or `fail` ({detail}).",
-        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        "content": EVENT_STREAM_CONTENT,
     },
-    **ERRORS,
+    # the refusals are JSON: said outright, as the route's own media type (text/event-stream) is not theirs
+    **{status: {"description": doc["description"],
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorDetail"}}}}
+       for status, doc in ERRORS.items()},
 }
 
 
@@ -264,7 +269,7 @@ def _plan(svc: DynamicsService, model: str, text: str, n: int, temperature: floa
                                state or d_state, d_unit if unit is None else unit)
 
 
-@api.get("/generate/stream", response_class=StreamingResponse, responses=STREAM_DOC,
+@api.get("/generate/stream", response_class=EventStreamResponse, responses=STREAM_DOC,
          summary="Sample characters, streamed as server-sent events, each with the chosen unit's value")
 async def generate_stream(
     request: Request,

@@ -3,7 +3,7 @@ neuron page. Thin: validate, call app.probe_service, shape or render."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, Path, Request
 from fastapi.responses import HTMLResponse
 
 from .errors import InputError
@@ -61,7 +61,8 @@ def span(body: SpanRequest, request: Request) -> list[UnitRank]:
 
 @api.get("/neurons/{model}/{layer}/{state}/{unit}", response_model=NeuronResponse, responses=ERRORS,
          summary="One unit's dashboard from the model's atlas")
-def neuron(model: str, layer: int, state: str, unit: int, request: Request) -> NeuronResponse:
+def neuron(model: str, state: str, request: Request, layer: int = Path(ge=0),
+           unit: int = Path(ge=0)) -> NeuronResponse:
     """Histogram, top and bottom contexts, quantile samples and probe matches come from the atlas
     (`rnnscope atlas MODEL`); without one they are empty and `atlas_problem` says how to build it.
     Next-character pushes (top layer h only) come from the weights when the atlas has none."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -21,9 +23,11 @@ class TraceRequest(BaseModel):
 
     model: str = Field(min_length=1, max_length=128, examples=["austen-lstm"])
     text: str = Field(examples=['"Hello," she said.'])
-    layer: int | None = Field(None, description="one layer; omitted = every layer")
+    layer: int | None = Field(None, ge=0, description="one layer (0 = the first); omitted = every layer")
     state: str | None = Field(None, description="one state (see /api/v1/models); omitted = every state")
-    units: list[int] | None = Field(None, max_length=4096, description="unit indices; omitted = every unit")
+    units: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1, max_length=4096,
+                                                            description="unit indices (at least one); "
+                                                                        "omitted = every unit")
     topk: int = Field(5, ge=0, le=100, description="next-character predictions per position; 0 = none")
 
 

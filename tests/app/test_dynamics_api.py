@@ -172,9 +172,9 @@ def test_gradients_default_position_and_last_position_target(client, tiny_models
     ({"models": ["tiny-lstm", "tiny-gru", "tiny-rnn", "tiny-lstm2"]}, 422, "models:"),
     ({"text": ""}, 422, "the text is empty"),
     ({"position": 99}, 422, "position 99 is out of range: the text has positions 0..5"),
-    ({"position": -1}, 422, "position -1 is out of range"),
-    ({"lookback": 0}, 422, f"lookback must be between 1 and {MAX_LOOKBACK}"),
-    ({"lookback": MAX_LOOKBACK + 1}, 422, f"lookback must be between 1 and {MAX_LOOKBACK}"),
+    ({"position": -1}, 422, "position: Input should be greater than or equal to 0"),
+    ({"lookback": 0}, 422, "lookback: Input should be greater than or equal to 1"),
+    ({"lookback": MAX_LOOKBACK + 1}, 422, f"lookback: Input should be less than or equal to {MAX_LOOKBACK}"),
     ({"colour": "red"}, 422, "colour is not a field of this request"),
 ])
 def test_gradients_bad_inputs(client, body, status, fragment):
@@ -393,7 +393,7 @@ def test_openapi_documents_the_top_k_fields(client):
     ({"model": "tiny-gru", "state": "z"}, 422, "only a state can be clamped, not 'z': choose h (the hidden state)"),
     ({"model": "nope"}, 404, "unknown model 'nope'"),
     ({"layer": 2}, 422, "layer 2 is out of range"),
-    ({"unit": -1}, 422, "unit -1 is out of range"),
+    ({"unit": -1}, 422, "unit: Input should be greater than or equal to 0"),
     ({"text": ""}, 422, "the text is empty"),
     ({"start": 99}, 422, "start 99 is out of range"),
     ({"watch": "ab"}, 422, "watch must be exactly one character"),
