@@ -99,8 +99,8 @@ def check_public_url(value: str | None) -> str | None:
     url = value.strip()
     parts = urlsplit(url)
     if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"public_url must be an absolute http:// or https:// URL such as https://rnnscope.example.org, "
-                         f"not {url[:80]!r}")
+        raise ValueError("public_url must be an absolute http:// or https:// URL such as "
+                         f"https://rnnscope.example.org, not {url[:80]!r}")
     if parts.query or parts.fragment or "?" in url or "#" in url:
         raise ValueError(f"public_url must not hold a query (?...) or fragment (#...): {url[:80]!r}")
     if parts.username or parts.password:

@@ -121,7 +121,8 @@ def test_public_url_keeps_a_forged_host_out_of_links_previews_and_exports(models
             page = r.read().decode()
         assert "evil.example" not in page
         assert f'<meta property="og:url" content="https://rnnscope.example.org/demo/s/{body["id"]}">' in page
-        req = urllib.request.Request(base + "/export.html?model=tiny-lstm&text=Hosted.", headers={"Host": "evil.example"})
+        req = urllib.request.Request(base + "/export.html?model=tiny-lstm&text=Hosted.",
+                                     headers={"Host": "evil.example"})
         with urllib.request.urlopen(req, timeout=60) as r:
             export = r.read().decode()
         assert "evil.example" not in export and "from https://rnnscope.example.org/demo/" in export
