@@ -166,13 +166,9 @@ def _write(value: Any, parts: list[str]) -> None:
         parts.append("}")
     elif isinstance(value, Rounded):
         a = np.asarray(value.array)
-        if a.ndim <= 1:
-            _list_of_pieces((_dumps(np.round(a[s].astype(np.float64), value.decimals).tolist())
-                             for s in _rows(len(a), 1)), parts)
-        else:
-            per_row = int(np.prod(a.shape[1:]))
-            _list_of_pieces((_dumps(np.round(a[s].astype(np.float64), value.decimals).tolist())
-                             for s in _rows(len(a), per_row)), parts)
+        per_row = int(np.prod(a.shape[1:]))  # 1 for a vector
+        _list_of_pieces((_dumps(np.round(a[s].astype(np.float64), value.decimals).tolist())
+                         for s in _rows(len(a), per_row)), parts)
     elif isinstance(value, Predictions):
         chars = value.chars
 
