@@ -242,7 +242,8 @@ class RepeatFilter(logging.Filter):
             self._kinds.move_to_end(kind)
             return False
         if seen is not None and seen[1]:
-            record.msg = f"{record.getMessage()} [{seen[1]:,} more like this held back in the last {now - seen[0]:.0f} s]"
+            held = f"{seen[1]:,} more like this held back in the last {now - seen[0]:.0f} s"
+            record.msg = f"{record.getMessage()} [{held}]"
             record.args = ()
             record.exc_info = None  # the first one had the traceback
             record.exc_text = None

@@ -155,7 +155,7 @@ def test_a_client_that_does_not_read_its_response_is_dropped(models, tmp_path):
             sock.connect(("127.0.0.1", port))
             sock.sendall(b"POST /api/v1/trace HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                          b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-            time.sleep(DEADLINE + SLACK + 2)  # read nothing for longer than the send timeout (and the response's making)
+            time.sleep(DEADLINE + SLACK + 2)  # read nothing for longer than the send timeout and the response's making
             sock.settimeout(5)
             got = 0
             head = b""
@@ -170,7 +170,8 @@ def test_a_client_that_does_not_read_its_response_is_dropped(models, tmp_path):
                 if len(head) < 4096:
                     head += chunk[:4096]
         assert head.startswith(b"HTTP/1.1 200 ")
-        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length")))
         assert got < length, "the whole response arrived: the server never gave up on the reader"
         assert get(port)[0] == 200
 
