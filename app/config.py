@@ -41,7 +41,7 @@ class Settings(BaseSettings):
     # 30 s: at 64 clients without think time on 2 shared cores, 20 s shed ~1 request in 500 (bench/load.py).
     queue_timeout: float = Field(30.0, gt=0.0, description="seconds a request waits for a model slot before a 503")
     trace_timeout: float = Field(30.0, gt=0.0, description="seconds one model run may take before its request gets "
-                                 "a 503 (the run finishes in the background and is cached)")
+                                 "a 503 (the run is then stopped, freeing its slot)")
     worker_threads: int = Field(128, ge=8, le=1024, description="threads for plain-def routes (anyio's default is "
                                 "40): requests blocked on a model slot must not keep cache hits waiting")
     rate_limit: int = Field(0, ge=0, description="requests per minute per client address; 0 = off (local use)")

@@ -237,7 +237,8 @@ def _changes(chars: list[str], ids: np.ndarray | None, before: np.ndarray | None
           summary="How one unit changes when the text is edited")
 def counterfactual(body: CounterfactualRequest, request: Request) -> CounterfactualResponse:
     """Both texts are traced; each edited character's value is compared with its aligned original
-    character (difflib). Characters with no counterpart get null."""
+    character (a shortest edit script after the common prefix and suffix, models.dynamics.align). Characters
+    with no counterpart get null."""
     svc = _service(request)
     entry = svc.model(body.model)
     res = svc.counterfactual(entry, body.original, body.edited, body.layer, body.state, body.unit)
