@@ -4,6 +4,8 @@
   HEAD. The request goes in as a GET; the response goes out with the GET's status and headers
   (Content-Length included) and no body. A streamed response (the generation stream) is told the
   client went away as soon as its headers are out, so a HEAD never runs a whole generation.
+- PublicLocation: with RNNSCOPE_PUBLIC_URL set, a redirect to this server's own address (Starlette's
+  trailing-slash redirect builds an absolute URL from the Host header) points at the public URL instead.
 - not_found: an unknown path answers a browser (Accept: text/html, outside /api/) with an HTML page in
   the site's layout; the API and every other client keep FastAPI's JSON {"detail": "Not Found"}.
 """
@@ -14,6 +16,7 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import HTMLResponse, Response
+from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -54,6 +57,30 @@ class HeadAsGet:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
         await self.app({**scope, "method": "GET"}, head_receive, head_send)
+
+
+class PublicLocation:
+    """Move a redirect's Location from the request's own base URL (Host header and all) onto the public URL."""
+
+    def __init__(self, app: ASGIApp, public_url: str | None):
+        self.app = app
+        self.public = public_url
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not self.public or scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        own = str(Request(scope).base_url)  # scheme://host[:port][root_path]/ as the request names it
+
+        async def public_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and 300 <= message["status"] < 400:
+                headers = MutableHeaders(scope=message)
+                location = headers.get("location", "")
+                if location.startswith(own):
+                    headers["location"] = f"{self.public}/{location[len(own):]}"
+            await send(message)
+
+        await self.app(scope, receive, public_send)
 
 
 def wants_html(request: Request) -> bool:

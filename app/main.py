@@ -21,7 +21,7 @@ from . import api, pages, routes_dynamics, routes_probe, routes_share
 from .access_log import AccessLog
 from .config import Settings
 from .errors import InputError
-from .fallbacks import HeadAsGet, install_not_found_page
+from .fallbacks import HeadAsGet, PublicLocation, install_not_found_page
 from .heavy import ResponseSlots, StreamSlots
 from .limits import (BodyGuard, Overloaded, RateLimit, bound_native_memory, default_torch_threads, document_limits,
                      error_response)
@@ -102,6 +102,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyGuard, max_bytes=settings.body_limit)  # bounded, clean bodies before any parsing
     app.add_middleware(RateLimit, per_minute=settings.rate_limit, burst=settings.rate_burst)  # off when 0
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(PublicLocation, public_url=settings.public_url)  # redirects: no Host-derived URL
     app.add_middleware(HeadAsGet)  # HEAD wherever GET is answered (health checkers send HEAD)
     app.add_middleware(AccessLog)  # outermost: its time (log line, Server-Timing) covers everything inside
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")

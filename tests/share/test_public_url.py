@@ -84,3 +84,15 @@ def test_without_public_url_links_follow_the_request_as_before(client):
     assert f'<meta property="og:url" content="http://testserver/s/{sid}">' in page.text
     html = client.get("/export.html", params={k: str(v) for k, v in VIEW.items()}).text
     assert "Made with rnnscope from http://testserver/." in html
+
+
+@pytest.mark.parametrize("path, target", [("/healthz/", "/healthz"), ("/api/v1/models/?x=1", "/api/v1/models?x=1"),
+                                          ("/generate/", "/generate")])
+def test_a_forged_host_stays_out_of_trailing_slash_redirects(public, path, target):
+    r = public.get(path, headers=EVIL, follow_redirects=False)
+    assert r.status_code == 307 and r.headers["location"] == PUBLIC + target
+
+
+def test_without_public_url_redirects_follow_the_request_as_before(client):
+    r = client.get("/healthz/", headers=EVIL, follow_redirects=False)
+    assert r.status_code == 307 and r.headers["location"] == "http://evil.example/healthz"
