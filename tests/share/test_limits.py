@@ -154,3 +154,32 @@ def test_a_version_2_store_is_counted_when_it_upgrades(tmp_path):
     con = sqlite3.connect(path)
     assert con.execute("SELECT version FROM rnnscope_schema").fetchone()[0] == SCHEMA_VERSION
     con.close()
+
+
+def test_concurrent_links_never_take_the_store_past_its_budget(tmp_path):
+    import threading
+
+    one = len(canonical({"text": "t00 " + "y" * 200}).encode())
+    store = ShareStore(sqlite_url(tmp_path), max_bytes=5 * one + 10)
+    results: list[str] = []
+    lock = threading.Lock()
+    start = threading.Barrier(16)
+
+    def make(i: int) -> None:
+        start.wait()
+        try:
+            store.create({"text": f"t{i:02d} " + "y" * 200})
+            outcome = "ok"
+        except ShareStoreFull:
+            outcome = "full"
+        with lock:
+            results.append(outcome)
+
+    threads = [threading.Thread(target=make, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(results) == ["full"] * 11 + ["ok"] * 5
+    assert store.count() == 5 and store.stored_bytes() == 5 * one == store.recount_bytes()
+    store.close()
