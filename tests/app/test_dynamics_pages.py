@@ -277,6 +277,19 @@ def test_intervene_bad_inputs_show_inline(client, params, field, fragment):
     assert fragment in err(r.text, field)
 
 
+def test_intervene_page_states_the_limit_it_applies(client, tiny_models_dir):
+    from app.dynamics_service import MAX_INTERVENE_CHARS
+
+    page = client.get("/intervene", params={"model": "tiny-lstm", "text": TEXT, "state": "h"})
+    assert page.status_code == 200
+    assert f"(up to {MAX_INTERVENE_CHARS:,} characters)" in page.text and "20,000" not in page.text
+    long = client.get("/intervene", params={"model": "tiny-lstm", "text": "a" * (MAX_INTERVENE_CHARS + 1), "state": "h"})
+    assert long.status_code == 422
+    assert f"the limit here is {MAX_INTERVENE_CHARS:,}" in err(long.text, "text")
+    with make_client(tiny_models_dir, max_chars=300) as small:  # a server limit below it is the one shown
+        assert "(up to 300 characters)" in small.get("/intervene", params={"model": "tiny-lstm", "state": "h"}).text
+
+
 def test_intervene_escapes_text_everywhere(client):
     evil = '<img src=x onerror=alert(1)>"'
     r = client.get("/intervene", params={"model": "tiny-lstm", "text": evil, "state": "h", "layer": "0", "unit": "0",

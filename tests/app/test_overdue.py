@@ -107,3 +107,45 @@ def test_a_generation_waits_for_a_slot_and_is_a_503_before_the_stream_when_none_
         with c.stream("GET", "/api/v1/generate/stream", params={"model": "big-lstm", "text": "Hi", "n": 5}) as ok:
             assert ok.status_code == 200 and "event: done" in "".join(ok.iter_text())
         assert slots._free._free == 1
+
+
+def test_a_stream_stops_at_the_run_timeout_and_when_its_reader_leaves():
+    import threading
+
+    from app.limits import ModelSlots, StreamClosed
+    from models import deadline
+
+    slots = ModelSlots(1, queue_timeout=5.0, run_timeout=0.3)
+
+    def forever(emit) -> None:
+        while True:
+            deadline.check()
+            emit("x")
+            time.sleep(0.005)
+
+    t0 = time.monotonic()
+    with pytest.raises(deadline.Overdue):
+        for _ in slots.stream(forever):
+            pass
+    assert time.monotonic() - t0 < 0.3 + 1.0
+    assert slots.run(None, lambda: "free") == "free"
+
+    patient = ModelSlots(1, queue_timeout=5.0, run_timeout=30.0)
+    left = threading.Event()
+
+    def until_closed(emit) -> None:
+        try:
+            for i in range(100_000):
+                emit(i)
+                time.sleep(0.001)
+        except StreamClosed:
+            left.set()
+            raise
+
+    stream = patient.stream(until_closed)
+    assert [next(stream), next(stream)] == [0, 1]
+    stream.close()  # the reader went away
+    assert left.wait(2)
+    assert patient.run(None, lambda: "free") == "free"
+    patient.close()
+    slots.close()
