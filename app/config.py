@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     keep_alive_timeout: float = Field(5.0, gt=0.0, le=300.0, description="seconds an idle keep-alive connection "
                                       "stays open after a response (uvicorn's timeout_keep_alive)")
     max_connections: int = Field(1000, ge=16, description="open client connections; at the cap a new one closes "
-                                 "the connection idle longest, or is closed when none is idle. Kept 256 below "
+                                 "the connection idle (or slow) longest, or is closed when none is. Kept 256 below "
                                  "the open-file limit, whose soft value is raised to the hard one at start")
     max_requests: int = Field(1000, ge=1, description="requests in progress at once, counting those whose client "
                               "has gone; more get a 503 with Retry-After")

@@ -10,7 +10,9 @@ accept() logged a traceback (221,183 of them, 94 MB in 20 s). Here:
   not all arrived within body_timeout s of its head, and a response that could not write a byte
   for send_timeout s (a client that does not read).
 - At most `cap` connections are open: at the cap a new connection closes the one idle longest
-  (no request in progress); when none is idle, the new one is closed at once. The cap stays
+  (no request in progress); when none is idle, the one that has been sending its body, or not
+  reading its response, longest (for SLOW_GRACE s at least); failing that, the new one is closed
+  at once. So holding every slot takes a stream of requests, not a pile of sockets. The cap stays
   FD_RESERVE below the open-file limit, whose soft value is raised to the hard one at start.
 - More than max_requests requests in progress (counting those whose client has left) get a 503.
 - RepeatFilter: one record of a kind per window, then a count of those it held back.
@@ -37,6 +39,7 @@ log = logging.getLogger("rnnscope.server")
 
 FD_RESERVE = 256  # descriptors kept for everything that is not a client: models, SQLite, threads, logs
 MIN_CONNECTIONS = 16
+SLOW_GRACE = 1.0  # seconds a body upload or a stalled response runs before a newcomer may close it at the cap
 REQUESTS_RETRY_S = 5
 
 
@@ -70,6 +73,8 @@ class GuardedH11(H11Protocol):
     send_timeout: float = 30.0
     max_requests: int = 1000
     idle: OrderedDict[GuardedH11, None]  # connections waiting for a request head, oldest first
+    receiving: OrderedDict[GuardedH11, float]  # connections sending a body -> since when (monotonic)
+    stalled: OrderedDict[GuardedH11, float]  # connections whose client reads nothing -> since when
     stats: dict[str, int]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -83,16 +88,16 @@ class GuardedH11(H11Protocol):
     # ---- connections -------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         if len(self.connections) >= self.cap:
-            victim = next(iter(self.idle), None)
+            victim = self._victim()
             if victim is None:
                 self.transport = transport
                 self.stats["refused"] += 1
-                log.warning("%d connections open, the most allowed, none of them idle: new connections are "
-                            "closed at once (RNNSCOPE_MAX_CONNECTIONS)", self.cap)
+                log.warning("%d connections open, the most allowed, all busy: new connections are closed at once "
+                            "(RNNSCOPE_MAX_CONNECTIONS)", self.cap)
                 transport.abort()
                 return
             self.stats["evicted"] += 1
-            log.warning("%d connections open, the most allowed: closing the one idle longest for a new one",
+            log.warning("%d connections open, the most allowed: closing the one idle or slow longest for a new one",
                         self.cap)
             victim._drop()
             self.connections.discard(victim)  # its connection_lost comes on the next loop turn
@@ -102,8 +107,25 @@ class GuardedH11(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
         self._cancel_write_stall()
-        self.idle.pop(self, None)
+        self._forget()
         super().connection_lost(exc)
+
+    def _victim(self) -> GuardedH11 | None:
+        """Who makes room at the cap: the longest idle, else the longest slow past SLOW_GRACE."""
+        victim = next(iter(self.idle), None)
+        if victim is not None:
+            return victim
+        now = time.monotonic()
+        for slow in (self.receiving, self.stalled):
+            oldest = next(iter(slow.items()), None)
+            if oldest is not None and now - oldest[1] >= SLOW_GRACE:
+                return oldest[0]
+        return None
+
+    def _forget(self) -> None:
+        self.idle.pop(self, None)
+        self.receiving.pop(self, None)
+        self.stalled.pop(self, None)
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
@@ -120,6 +142,7 @@ class GuardedH11(H11Protocol):
         super().pause_writing()
         if self._write_stall is None:
             self._write_stall = self.loop.call_later(self.send_timeout, self._expired, "send")
+            self.stalled[self] = time.monotonic()
 
     def resume_writing(self) -> None:
         super().resume_writing()
@@ -132,15 +155,18 @@ class GuardedH11(H11Protocol):
             return
         theirs = self.conn.their_state
         if theirs is h11.IDLE:  # waiting for a request head: since connecting, or since the last response
+            self.receiving.pop(self, None)
             if self._deadline_kind != "header":
                 self.idle[self] = None
                 self._arm("header", self.header_timeout)
         elif theirs is h11.SEND_BODY:
             self.idle.pop(self, None)
             if self._deadline_kind != "body":
+                self.receiving[self] = time.monotonic()
                 self._arm("body", self.body_timeout)
         else:  # the request is all here: the app has it (its own limits apply)
             self.idle.pop(self, None)
+            self.receiving.pop(self, None)
             self._cancel_deadline()
 
     def _arm(self, kind: str, seconds: float) -> None:
@@ -158,6 +184,7 @@ class GuardedH11(H11Protocol):
         if self._write_stall is not None:
             self._write_stall.cancel()
             self._write_stall = None
+        self.stalled.pop(self, None)
 
     def _expired(self, kind: str) -> None:
         if kind == "send":
@@ -170,8 +197,9 @@ class GuardedH11(H11Protocol):
 
     def _drop(self) -> None:
         """Close now; abort (drop unsent bytes) when the client is not reading what was sent."""
-        self.idle.pop(self, None)
+        self._forget()
         self._cancel_deadline()
+        self._cancel_write_stall()
         if self.transport is None or self.transport.is_closing():
             return
         if self.conn.our_state not in (h11.ERROR, h11.CLOSED):
@@ -205,6 +233,8 @@ def protocol_class(settings: Settings, cap: int) -> type[GuardedH11]:
         "send_timeout": settings.send_timeout,
         "max_requests": settings.max_requests,
         "idle": OrderedDict(),
+        "receiving": OrderedDict(),
+        "stalled": OrderedDict(),
         "stats": {"refused": 0, "evicted": 0, "header_timeout": 0, "body_timeout": 0, "send_timeout": 0,
                   "busy": 0},
     })

@@ -276,3 +276,23 @@ def test_raise_nofile_never_lowers_the_limit():
     before, now = raise_nofile()
     assert before == soft and now >= soft
     assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == now
+
+
+def test_at_the_cap_a_newcomer_closes_a_slow_upload_when_none_is_idle(models, tmp_path):
+    cap = 16
+    with hardened(models, tmp_path, RNNSCOPE_MAX_CONNECTIONS=str(cap), RNNSCOPE_BODY_TIMEOUT="60") as (port, pid, _):
+        with ExitStack() as stack:
+            uploads = []
+            for _ in range(cap + 4):  # every slot holds a body that never finishes
+                s = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=5))
+                s.sendall(b"POST /api/v1/trace HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: 100000\r\n\r\n{")
+                uploads.append(s)
+            time.sleep(1.5)  # past the grace a slow upload gets
+            times = []
+            for _ in range(5):
+                status, seconds = get(port, timeout=5)
+                assert status == 200
+                times.append(seconds)
+            assert max(times) < 0.3, times
+            assert open_fds(pid) <= 11 + cap + 10
