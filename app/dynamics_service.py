@@ -487,6 +487,9 @@ class DynamicsService:
         return self._run(key, work), False
 
 
+PRIME_CHUNK = 1024  # characters of the prime per fused forward in UnitStepper
+
+
 class UnitStepper:
     """Feeds characters one at a time and reports one unit of one (layer, state) after each.
 
@@ -503,11 +506,13 @@ class UnitStepper:
         self.keep = torch.tensor([unit])
         with torch.no_grad():
             self.weights = gate_weights(self.cell, self.model.layers[layer], self.keep)
-            x = self.model.embed(self.vocab.encode_tensor(prime)[None])  # (1, T, E)
-            self.carry = []
-            for k in range(layer + 1):
-                x, s = self.model.layers[k](x, None)  # (1, T, H)
-                self.carry.append(s)
+            ids = self.vocab.encode_tensor(prime)
+            self.carry = [None] * (layer + 1)
+            for a in range(0, len(ids), PRIME_CHUNK):  # a chunk at a time, so a run past its deadline stops
+                deadline.check()
+                x = self.model.embed(ids[None, a : a + PRIME_CHUNK])  # (1, t, E)
+                for k in range(layer + 1):
+                    x, self.carry[k] = self.model.layers[k](x, self.carry[k])  # (1, t, H)
 
     @torch.no_grad()
     def step(self, ch: str) -> float:

@@ -149,3 +149,22 @@ def test_a_stream_stops_at_the_run_timeout_and_when_its_reader_leaves():
     assert patient.run(None, lambda: "free") == "free"
     patient.close()
     slots.close()
+
+
+@pytest.mark.parametrize("model,layer,state", [("tiny-lstm", 1, "c"), ("tiny-gru", 0, "z")])
+def test_the_stepper_reads_a_long_prime_a_chunk_at_a_time_with_the_traced_values(tiny_models_dir, monkeypatch, model,
+                                                                                layer, state):
+    import numpy as np
+
+    import app.dynamics_service as ds
+    from models.trace import run_trace
+
+    monkeypatch.setattr(ds, "PRIME_CHUNK", 5)  # chunk edges all through the prime
+    prime, more = PASSAGE[:37], "Then she left."
+    with make_client(tiny_models_dir) as c:
+        entry = c.app.state.service.model(model)
+        stepper = ds.UnitStepper(entry, prime, layer, state, 2)
+        got = [stepper.step(ch) for ch in more]
+        ck = entry.checkpoint
+        ref = run_trace(ck.model, ck.vocab, prime + more, layers=[layer], states=[state], units=[2], topk=0)
+        np.testing.assert_allclose(got, ref.states[layer][state][len(prime):, 0], atol=1e-5)
