@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from .errors import InputError
-from .heavy import HEAVY_VALUES, Predictions, Rounded, accepts_gzip, json_bytes, ready_response
+from .heavy import HEAVY_VALUES, Predictions, Rounded, accepts_gzip, encoded, json_bytes, ready_response
 from .json_values import predictions, rounded
 from .registry import ModelEntry
 from .schemas import ErrorDetail, Health, ModelInfo, TraceRequest, TraceResponse
@@ -68,9 +68,12 @@ def trace(body: TraceRequest, request: Request) -> JSONResponse:
     if n_values + 2 * len(body.text) * min(body.topk, entry.vocab_size) < HEAVY_VALUES:
         return JSONResponse(_trace_json(entry, body, result, blocks, units))
     # Tens of MB of JSON: built here in the worker thread, in pieces, on a response slot; gzipped here too.
-    with request.app.state.responses.hold():
-        content = json_bytes(_trace_json(entry, body, result, blocks, units, pieces=True))
-        return ready_response(content, accepts_gzip(request))
+    gzip_ok = accepts_gzip(request)
+    key = (entry.name, entry.version, body.text, body.layer, body.state, None if units is None else tuple(units),
+           body.topk, result.cached, gzip_ok)
+    content, encoding = request.app.state.responses.build(key, lambda: encoded(
+        json_bytes(_trace_json(entry, body, result, blocks, units, pieces=True)), gzip_ok))
+    return ready_response(content, encoding)
 
 
 @health.get("/healthz", response_model=Health, summary="Liveness: cheap, runs no model")

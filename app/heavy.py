@@ -8,9 +8,10 @@ compression ran once per request with no bound.
 
 - ResponseSlots: big bodies are built on one of a few slots, in arrival order (FifoSlots); a request
   that cannot get one within the queue timeout gets a 503 with Retry-After (app.limits.Overloaded).
+  Identical requests in flight share one build.
 - json_bytes: the body, serialised in the worker thread in pieces of a few thousand numbers, so the
   GIL changes hands between pieces and the event loop keeps answering.
-- ready_response: gzip in the same thread (zlib lets go of the GIL) when the client accepts it; the
+- encoded, ready_response: gzip in the same thread (zlib lets go of the GIL) when the client accepts it; the
   response carries Content-Encoding, so GZipMiddleware passes it through untouched.
 - StreamSlots: at most N generation streams at once; one more is a 503 at once (a stream is
   minutes of stepping a model, so queueing for one would only hold a connection open).
@@ -22,16 +23,20 @@ import gzip
 import json
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Hashable, Iterator
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from fastapi import Request
 from fastapi.responses import Response
 
 from .limits import BUSY_RETRY_S, FifoSlots, Overloaded
+
+T = TypeVar("T")
 
 HEAVY_VALUES = 200_000  # numbers in one response from which it takes a response slot (~1.5 MB of JSON)
 PIECE_VALUES = 4_096  # numbers serialised per json.dumps call: ~1-2 ms holding the GIL
@@ -43,13 +48,46 @@ _dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", 
 
 
 class ResponseSlots:
-    """n slots for building big bodies, handed out in arrival order; a 503 after queue_timeout s."""
+    """n slots for building big bodies, handed out in arrival order; a 503 after queue_timeout s.
+    build() shares one body among identical requests in flight (eight clients asking for the same
+    39 MB trace at once cost one build, not eight)."""
 
     def __init__(self, slots: int, queue_timeout: float):
         self.slots = slots
         self.queue_timeout = queue_timeout
         self._free = FifoSlots(slots)
+        self._lock = threading.Lock()
+        self._inflight: dict[Hashable, Future] = {}
         self.served = 0  # bodies built on a slot (tests, stats)
+        self.shared = 0  # requests answered with a body built for an identical one
+
+    def build(self, key: Hashable, work: Callable[[], T]) -> T:
+        """work() on a slot, or the result of an identical build already in flight."""
+        with self._lock:
+            running = self._inflight.get(key)
+            if running is None:
+                mine = self._inflight[key] = Future()
+        if running is not None:
+            try:
+                result = running.result(timeout=2 * self.queue_timeout)  # its queueing, then its build
+            except FutureTimeout:
+                raise Overloaded("the server is busy building this same large response for another request; "
+                                 "try again shortly", BUSY_RETRY_S) from None
+            with self._lock:
+                self.shared += 1
+            return result
+        try:
+            with self.hold():
+                result = work()
+        except BaseException as e:
+            mine.set_exception(e)
+            raise
+        else:
+            mine.set_result(result)
+            return result
+        finally:
+            with self._lock:
+                self._inflight.pop(key, None)
 
     @contextmanager
     def hold(self) -> Iterator[None]:
@@ -197,11 +235,17 @@ def accepts_gzip(request: Request) -> bool:
     return "gzip" in request.headers.get("accept-encoding", "").lower()
 
 
-def ready_response(body: bytes, gzip_ok: bool, media_type: str = "application/json") -> Response:
-    """A response whose bytes are final: gzipped here (in the caller's worker thread) when the client
-    accepts it, with Content-Encoding set so GZipMiddleware leaves it alone."""
-    headers = {"Vary": "Accept-Encoding"}
+def encoded(body: bytes, gzip_ok: bool) -> tuple[bytes, str | None]:
+    """(the bytes to send, their Content-Encoding): gzipped here, in the caller's worker thread, when
+    the client accepts it (zlib lets go of the GIL while it works)."""
     if gzip_ok and len(body) >= GZIP_MIN_BYTES:
-        body = gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0)
-        headers["Content-Encoding"] = "gzip"
+        return gzip.compress(body, compresslevel=GZIP_LEVEL, mtime=0), "gzip"
+    return body, None
+
+
+def ready_response(body: bytes, encoding: str | None, media_type: str = "application/json") -> Response:
+    """A response whose bytes are final; with Content-Encoding set, GZipMiddleware leaves it alone."""
+    headers = {"Vary": "Accept-Encoding"}
+    if encoding:
+        headers["Content-Encoding"] = encoding
     return Response(body, media_type=media_type, headers=headers)

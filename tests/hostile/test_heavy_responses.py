@@ -67,6 +67,44 @@ def test_response_slots_queue_in_order_then_refuse_with_retry_after():
     assert slots.served == 2
 
 
+def test_identical_builds_in_flight_share_one_and_errors_reach_every_waiter():
+    slots = ResponseSlots(1, queue_timeout=5)
+    calls: list[int] = []
+    out: list[bytes] = []
+
+    def work() -> bytes:
+        calls.append(1)
+        time.sleep(0.3)
+        return b"body"
+
+    threads = [threading.Thread(target=lambda: out.append(slots.build("k", work))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert out == [b"body"] * 4 and len(calls) == 1 and slots.shared == 3
+
+    def broken() -> bytes:
+        time.sleep(0.2)
+        raise ValueError("no")
+
+    errors: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            slots.build("bad", broken)
+        except ValueError as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=ask) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=10)
+    assert len(errors) == 3
+    assert slots.build("bad", lambda: b"fine now") == b"fine now"  # a failed build is not remembered
+
+
 def test_stream_slots_cap_and_release_once():
     slots = StreamSlots(2)
     a, b = slots.take(), slots.take()
@@ -141,7 +179,8 @@ def test_parallel_big_traces_leave_healthz_and_small_traces_fast(server):
 
     def big(n: int) -> None:
         h = headers if n % 2 == 0 else {"Content-Type": "application/json"}  # half without gzip
-        results.append(request(port, "POST", "/api/v1/trace", big_body(), h))
+        # texts differ, so each request builds its own body (identical ones in flight would share one)
+        results.append(request(port, "POST", "/api/v1/trace", big_body(BIG_TEXT[:-1] + str(n)), h))
 
     def small_trace() -> None:
         time.sleep(0.5)
