@@ -11,6 +11,8 @@ import time
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .log_safety import escape
+
 log = logging.getLogger("rnnscope.access")
 
 
@@ -38,6 +40,7 @@ class AccessLog:
         finally:
             query = len(scope.get("query_string", b""))
             hx = any(k == b"hx-request" for k, _ in scope.get("headers", []))
-            log.info("%s %s%s %d %.0f ms%s", scope["method"], scope["path"],
+            # the path is the visitor's, %-decoded: %0A or %00 in it must not forge or break a log line
+            log.info("%s %s%s %d %.0f ms%s", escape(scope["method"]), escape(scope["path"]),
                      f" (query {query:,} bytes)" if query else "", status, (time.perf_counter() - t0) * 1000,
                      " htmx" if hx else "")
