@@ -11,7 +11,7 @@ fuzzy constraints like `{e<=2}`, which repeat nothing), and refuses it when
 * its program, with every repeat multiplied out (nested repeats multiply), is over MAX_PROGRAM units
   (a unit is about what one literal character costs: ~260 bytes of compiled program, ~0.3 µs), or
 * groups or classes nest deeper than MAX_DEPTH (the module's parser recurses, and a deep enough
-  pattern is a RecursionError rather than a message).
+  pattern is a RecursionError rather than a message), or it is longer than MAX_LENGTH characters.
 
 The bound is deliberately pessimistic: a repeat counts its upper bound ({0,50} counts 50, though the
 module writes out only the minimum), and under case-insensitive matching a class with a property,
@@ -36,6 +36,7 @@ from .errors import RnnscopeError
 MAX_REPEAT = 1_000  # the largest count a {n}, {n,}, {,m} or {n,m} may have
 MAX_PROGRAM = 10_000  # units of compiled program, repeats multiplied out (see above)
 MAX_DEPTH = 100  # groups and classes inside each other
+MAX_LENGTH = 5_000  # characters (the panel and the API take 500; GET /ui/find-units is not capped before this)
 
 REPEAT_COST = 3  # a repeat node around its body
 GROUP_COST = {"capture": 3, "look": 3, "atomic": 2, "cond": 3, "plain": 1}
@@ -52,6 +53,7 @@ _FLAG_LETTERS = frozenset("abefiLmprsuwx")
 _SET_OPS = ("||", "~~", "&&", "--")
 _CLASS_ESCAPES = frozenset("dDsSwWhHpPvV")  # escapes that stand for a class, not one character
 _HEX_LEN = {"x": 2, "u": 4, "U": 8}
+_COUNTED = re.compile(r"\{([0-9]*)(?:(,)([0-9]*))?\}")  # {n}, {n,}, {,m}, {n,m}, {,}: the module's repeat counts
 
 
 class RegexLimitError(RnnscopeError):
@@ -83,6 +85,9 @@ class _Frame:
 
 def check(pattern: str) -> int:
     """The pattern's compiled size bound, in units; RegexLimitError when it must not be compiled."""
+    if len(pattern) > MAX_LENGTH:
+        raise RegexLimitError(f"the regular expression is {len(pattern):,} characters long; the limit is "
+                              f"{MAX_LENGTH:,}")
     mode = (False, False)  # (version 1, case-insensitive somewhere): both change how it reads
     for _ in range(4):
         result = _Scan(pattern, *mode).run()
@@ -186,7 +191,7 @@ class _Scan:
                 lo, hi = {"?": (0, 1), "*": (0, None), "+": (1, None)}[c]
                 i = self._repeat(f, lo, hi, i + 1)
             elif c == "{":
-                m = re.compile(r"\{([0-9]*)(?:(,)([0-9]*))?\}").match(p, i)
+                m = _COUNTED.match(p, i)
                 if m and (m.group(1) or m.group(2)):
                     text = m.group(0)
                     lo = self._count(m.group(1), text) if m.group(1) else 0

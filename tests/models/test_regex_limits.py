@@ -40,10 +40,12 @@ SIZE = f"over the limit of {MAX_PROGRAM:,} steps"
     (r"[\]]{5000}", "{5000} " + COUNT),
     ("(?i)(?:[\\w--\\d]){100}", SIZE),  # case folding makes each such class ~40 KB
     ("(?V1fi)(?:[\\p{L}\\p{N}]){100}", SIZE),
-    ("a" * (MAX_PROGRAM + 1), SIZE),  # long enough on its own
+    ("(?i)" + "[\\w\\d]" * 70, SIZE),  # no repeat, but 70 case-folded classes of ~40 KB each
     ("(" * 101 + "a" + ")" * 101, "nests groups more than 100 deep"),
     ("(?x)a{1 0 0 0 0}", "verbose mode (?x)"),  # its spaces reach inside counts
     ("(?V0V1)a", "VERSION0 and VERSION1 flags are mutually incompatible"),  # a ValueError from regex, not a 500
+    ("(?#" + "x" * 5_000 + ")", "characters long; the limit is 5,000"),  # GET /ui/find-units does not cap it first
+    ("a{1000}" + "[[a]{5000}]" + "(?x)", "{5000} " + COUNT),  # the first limit broken is the one named
 ])
 def test_refused_before_compiling(pattern, message):
     with pytest.raises(RegexLimitError, match=regex.escape(message)):
