@@ -89,9 +89,10 @@ def check(pattern: str) -> int:
         raise RegexLimitError(f"the regular expression is {len(pattern):,} characters long; the limit is "
                               f"{MAX_LENGTH:,}")
     mode = (False, False)  # (version 1, case-insensitive somewhere): both change how it reads
+    seen: set[str] = set()  # like the module's global flags, what one reading turns on stays on for the next
     for _ in range(4):
         result = _Scan(pattern, *mode).run()
-        seen = result.flags
+        seen |= result.flags
         if "V0" in seen and "V1" in seen:
             raise RegexLimitError("invalid regular expression: VERSION0 and VERSION1 flags are mutually incompatible")
         new = ("V1" in seen, "i" in seen)
