@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from .errors import InputError
-from .heavy import HEAVY_VALUES, Predictions, Rounded, accepts_gzip, encoded, json_bytes, ready_response
+from .heavy import HEAVY_VALUES, Predictions, Rounded, accepts_gzip, encoded, json_chunks, ready_response
 from .json_values import predictions, rounded
 from .registry import ModelEntry
 from .schemas import ErrorDetail, Health, ModelInfo, TraceRequest, TraceResponse
@@ -72,7 +72,7 @@ def trace(body: TraceRequest, request: Request) -> JSONResponse:
     key = (entry.name, entry.version, body.text, body.layer, body.state, None if units is None else tuple(units),
            body.topk, result.cached, gzip_ok)
     content, encoding = request.app.state.responses.build(key, lambda: encoded(
-        json_bytes(_trace_json(entry, body, result, blocks, units, pieces=True)), gzip_ok))
+        json_chunks(_trace_json(entry, body, result, blocks, units, pieces=True)), gzip_ok))
     return ready_response(content, encoding)
 
 

@@ -3,6 +3,7 @@
 
     .venv/bin/python bench/heavy_responses.py                       # models/austen-lstm, 7,000 characters, 8 clients
     .venv/bin/python bench/heavy_responses.py --chars 2000 --clients 4
+    .venv/bin/python bench/heavy_responses.py --distinct --no-gzip   # the worst case: nothing shared, 39 MB each
 
 Starts the server itself on loopback (a free port, a temp share database) and stops it at the end. Reports
 each big request's time and size, /healthz p50/p99/max during the burst, and the small trace's time.
@@ -65,6 +66,8 @@ def main() -> int:
     ap.add_argument("--chars", type=int, default=7000)
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--no-gzip", action="store_true", help="clients do not send Accept-Encoding: gzip")
+    ap.add_argument("--distinct", action="store_true", help="each client's text differs by its last character "
+                    "(no two requests can share a run or a body)")
     ap.add_argument("--pythonpath", default="", help="PYTHONPATH for the server (e.g. a worktree of an older commit)")
     args = ap.parse_args()
 
@@ -94,8 +97,9 @@ def main() -> int:
                     health.append(float("inf"))
                 time.sleep(0.05)
 
-        def one() -> None:
-            results.append(post(port, big, not args.no_gzip))
+        def one(n: int) -> None:
+            body = {**big, "text": big["text"][:-1] + "abcdefghijklmnopqrstuvwxyz"[n % 26]} if args.distinct else big
+            results.append(post(port, body, not args.no_gzip))
 
         small: list[tuple[int, int, float]] = []
 
@@ -107,7 +111,7 @@ def main() -> int:
         poller = threading.Thread(target=poll)
         poller.start()
         t0 = time.perf_counter()
-        threads = [threading.Thread(target=one) for _ in range(args.clients)] + [threading.Thread(target=small_trace)]
+        threads = [threading.Thread(target=one, args=(n,)) for n in range(args.clients)] + [threading.Thread(target=small_trace)]
         for t in threads:
             t.start()
         for t in threads:

@@ -128,6 +128,7 @@ def test_big_trace_is_gzipped_once_and_equals_the_plain_answer(models, tmp_path)
         assert zipped.status_code == plain.status_code == 200
         assert zipped.headers["content-encoding"] == "gzip" and "content-encoding" not in plain.headers
         assert "accept-encoding" in zipped.headers["vary"].lower()
+        assert int(plain.headers["content-length"]) == len(plain.content) > 10_000_000  # sent in 1 MB chunks
         assert zipped.json() == plain.json()  # httpx undid the gzip: one layer of it, not two
         data = plain.json()
         assert len(data["layers"]) == 2 and len(data["layers"][0]["states"]["c"]) == len(BIG_TEXT)
