@@ -1,18 +1,21 @@
 """Work that is not a model run but still costs seconds of CPU: big response bodies and generation streams.
 
-Measured on 2 cores (bench/heavy_responses.py, models/austen-lstm, 7,000 characters, layer 1, state c,
-every unit, top-100 predictions: 39 MB of JSON): eight such requests at once took 17-23 s each and
-stalled /healthz for 5.5 s. Two things did it: every request built its body at once (json.dumps of a
-39 MB value is one C call that holds the GIL for seconds, so the event loop cannot run), and
-compression ran once per request with no bound.
+Measured on 2 shared cores (bench/heavy_responses.py, models/austen-lstm, 7,000 characters, layer 1,
+state c, every unit, top-100 predictions: 39 MB of JSON, 14 MB gzipped). Before: eight identical
+requests at once took 18-29 s each and /healthz p99 was 5.4-9.4 s; eight different ones (no gzip),
+/healthz p99 1.3 s, max 2.9 s. Every request built its body at once: json.dumps of a 39 MB value is
+one C call that holds the GIL for seconds, so the event loop could not run. After: the identical
+eight take 4.4-4.7 s each (one shared build) with /healthz p99 89-137 ms; the different eight keep
+/healthz p99 at 190-250 ms, max 290-450 ms (the box's other load included).
 
 - ResponseSlots: big bodies are built on one of a few slots, in arrival order (FifoSlots); a request
   that cannot get one within the queue timeout gets a 503 with Retry-After (app.limits.Overloaded).
   Identical requests in flight share one build.
-- json_bytes: the body, serialised in the worker thread in pieces of a few thousand numbers, so the
-  GIL changes hands between pieces and the event loop keeps answering.
-- encoded, ready_response: gzip in the same thread (zlib lets go of the GIL) when the client accepts it; the
-  response carries Content-Encoding, so GZipMiddleware passes it through untouched.
+- json_chunks: the body, serialised in the worker thread in pieces of a few thousand numbers (the
+  GIL changes hands between pieces, so the event loop keeps answering), joined into 1 MB chunks.
+- encoded, ReadyResponse: gzip in the same thread (zlib lets go of the GIL) when the client accepts
+  it; the chunks go out one at a time with Content-Length and Content-Encoding, so GZipMiddleware
+  passes them through untouched.
 - StreamSlots: at most N generation streams at once; one more is a 503 at once (a stream is
   minutes of stepping a model, so queueing for one would only hold a connection open).
 """
