@@ -487,7 +487,7 @@ class DynamicsService:
         return self._run(key, work), False
 
 
-PRIME_CHUNK = 1024  # characters of the prime per fused forward in UnitStepper
+PRIME_CHUNK = 512  # characters of the prime per fused forward in UnitStepper, as in a trace
 
 
 class UnitStepper:

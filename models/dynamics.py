@@ -247,7 +247,7 @@ def intervene(model: CharLM, vocab: CharVocab, text: str, layer: int, state: str
     model.eval()
     ids = vocab.encode_tensor(text)
     T = len(ids)
-    # The free run, layer by layer (fused, in chunks): the clamped run shares everything before
+    # The free run, layer by layer (fused, in chunks). The clamped run shares all of it before
     # `start`, and every layer below `layer` entirely.
     x = model.embed(ids)  # (T, E)
     entering = []  # each layer's state entering position `start` (None at 0: zeros)
@@ -297,7 +297,7 @@ def _top_predictions(res: Intervention, before: torch.Tensor, after: torch.Tenso
     res.change_after = after.gather(-1, ic).numpy().astype(np.float32)
 
 
-FUSED_CHUNK = 1024  # characters per fused forward in an intervention: bounded memory, a deadline check each
+FUSED_CHUNK = 512  # characters per fused forward here, as in a trace: bounded memory, a deadline check each
 STEP_CHECK = 32  # clamped steps between deadline checks
 
 

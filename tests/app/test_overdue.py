@@ -63,7 +63,7 @@ def test_a_run_past_the_limit_frees_its_slot_with_the_503(big_models, tmp_path, 
         answered = time.monotonic()
         assert r.status_code == 503, r.text[:300]
         assert "took longer than the 0.5 s limit and was stopped" in r.json()["detail"]
-        assert answered - t0 < TIMEOUT + 1.5, "the run stopped at its deadline, not at its end"
+        assert answered - t0 < TIMEOUT + 2.5, "the run stopped at its deadline, not at its end"
         quick(c)  # queued behind the stopped run if it still held the slot
         assert time.monotonic() - answered < FREED_WITHIN
         slots = c.app.state.service.slots
