@@ -72,7 +72,7 @@ async def health_prober(base: str, stop_at: float, attack: Attack) -> None:
 async def bombs(base: str, model: str, stop_at: float, attack: Attack) -> None:
     """Each kind of request that once froze or starved the server, in turn, one at a time."""
     text = '"Hello," she said. "Is it raining?" He nodded.\n' * 4
-    long_text = ('"Yes," said he. ' * 1300)[:20_000]
+    long_text = ('"Yes," said he. ' * 320)[:5_000]  # the longest text an intervention takes
     async with httpx.AsyncClient(base_url=base, timeout=60) as http:
         i = 0
         while time.monotonic() < stop_at:
@@ -91,7 +91,7 @@ async def bombs(base: str, model: str, stop_at: float, attack: Attack) -> None:
             else:
                 await _request(attack, "intervene", http, "POST", "/api/v1/intervene",
                                json={"model": model, "text": long_text, "layer": 0, "state": "h", "unit": 0,
-                                     "value": 1.0, "start": 16_000, "topk": 20})
+                                     "value": 1.0, "start": 4_000, "topk": 20})
             i += 1
 
 
