@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import weakref
 import zlib
 from collections.abc import Callable, Hashable, Iterator
@@ -204,6 +205,7 @@ def _list_of_pieces(pieces: Iterator[str], parts: list[str]) -> None:
     parts.append("[")
     first = True
     for piece in pieces:
+        time.sleep(0)  # let go of the GIL between pieces: a thread waiting for it (the event loop) may take it
         if piece == "[]":
             continue
         if not first:

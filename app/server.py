@@ -39,6 +39,10 @@ log = logging.getLogger("rnnscope.server")
 
 FD_RESERVE = 256  # descriptors kept for everything that is not a client: models, SQLite, threads, logs
 MIN_CONNECTIONS = 16
+# The event loop asks a busy worker thread for the GIL every this many seconds (Python's default: 5 ms).
+# Each request crosses threads several times (a sync route, its response model), so under big-body
+# builds every crossing waited up to 5 ms: /healthz took ~300-600 ms behind six 18 MB bodies.
+SWITCH_INTERVAL = 0.001
 SLOW_GRACE = 1.0  # seconds a body upload or a stalled response runs before a newcomer may close it at the cap
 REQUESTS_RETRY_S = 5
 
@@ -299,6 +303,7 @@ def install_repeat_filter(window: float) -> RepeatFilter:
 # ---- the server ---------------------------------------------------------------------------------
 def build(settings: Settings, host: str, port: int, log_level: str) -> uvicorn.Config:
     soft_before, nofile = raise_nofile()
+    sys.setswitchinterval(SWITCH_INTERVAL)
     cap = connection_cap(settings.max_connections, nofile)
     # The whole view lives in the URL: let a request line carry the longest allowed text, %-encoded.
     max_line = settings.max_chars * 12 + 64 * 1024
