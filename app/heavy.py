@@ -1,18 +1,23 @@
 """Work that is not a model run but still costs seconds of CPU: big response bodies and generation streams.
 
 Measured on 2 shared cores (bench/heavy_responses.py, models/austen-lstm, 7,000 characters, layer 1,
-state c, every unit, top-100 predictions: 39 MB of JSON, 14 MB gzipped). Before: eight identical
-requests at once took 18-29 s each and /healthz p99 was 5.4-9.4 s; eight different ones (no gzip),
-/healthz p99 1.3 s, max 2.9 s. Every request built its body at once: json.dumps of a 39 MB value is
-one C call that holds the GIL for seconds, so the event loop could not run. After: the identical
-eight take 4.4-4.7 s each (one shared build) with /healthz p99 89-137 ms; the different eight keep
-/healthz p99 at 190-250 ms, max 290-450 ms (the box's other load included).
+state c, every unit, top-100 predictions: 39 MB of JSON, 14 MB gzipped), eight requests at once:
+
+                                   before                           after
+  identical, gzip                  15-16 s each, /healthz p99 6.2 s  3.1-3.2 s each (one shared build), p99 32 ms
+  different texts, no gzip         5-23 s, p99 1.5 s, max 1.65 s     6-20 s, p99 34 ms, max 91 ms
+  different texts, gzip            7-24 s, p99 1.5 s, max 1.59 s     7-23 s, p99 28 ms, max 139 ms
+
+Before, every request built its body at once: json.dumps of a 39 MB value is one C call that holds
+the GIL for seconds, so the event loop could not run. (Different texts are each a model run too,
+queued on the model slots: that, not the bodies, sets their 6-23 s.)
 
 - ResponseSlots: big bodies are built on one of a few slots, in arrival order (FifoSlots); a request
   that cannot get one within the queue timeout gets a 503 with Retry-After (app.limits.Overloaded).
   Identical requests in flight share one build.
 - json_chunks: the body, serialised in the worker thread in pieces of a few thousand numbers (the
-  GIL changes hands between pieces, so the event loop keeps answering), joined into 1 MB chunks.
+  thread lets go of the GIL between pieces, so the event loop keeps answering; app.server also sets a
+  1 ms switch interval), joined into 1 MB chunks.
 - encoded, ReadyResponse: gzip in the same thread (zlib lets go of the GIL) when the client accepts
   it; the chunks go out one at a time with Content-Length and Content-Encoding, so GZipMiddleware
   passes them through untouched.
