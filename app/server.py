@@ -247,8 +247,8 @@ def protocol_class(settings: Settings, cap: int) -> type[GuardedH11]:
 # ---- logs ---------------------------------------------------------------------------------------
 class RepeatFilter(logging.Filter):
     """Lets the first warning or error of a kind through, holds back the same kind for `window` s,
-    then lets one through again saying how many it held back. A kind: logger, level, message
-    template and exception type. Records below WARNING always pass."""
+    then lets one through again saying how many it held back. A kind: logger, level, the message
+    with its arguments (first 200 characters) and exception type. Records below WARNING always pass."""
 
     def __init__(self, window: float = 10.0, max_kinds: int = 512, clock=time.monotonic):
         super().__init__()
@@ -268,7 +268,8 @@ class RepeatFilter(logging.Filter):
         if record.levelno < logging.WARNING:
             return True
         exc = record.exc_info[0].__name__ if record.exc_info and record.exc_info[0] else None
-        kind = (record.name, record.levelno, str(record.msg)[:200], exc)
+        # The message as written, arguments in: the same warning about two different models is two kinds.
+        kind = (record.name, record.levelno, record.getMessage()[:200], exc)
         now = self.clock()
         seen = self._kinds.get(kind)
         if seen is not None and now - seen[0] < self.window:

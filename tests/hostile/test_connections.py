@@ -218,7 +218,8 @@ def test_repeat_filter_lets_one_through_then_counts_the_rest():
     assert filt.filter(record())
     passed = sum(filt.filter(record()) for _ in range(10_000))
     assert passed == 0
-    assert filt.filter(record("another message"))  # another kind is not held back
+    assert filt.filter(record("another message", args=()))  # another kind is not held back
+    assert filt.filter(record(args=("ENFILE",)))  # nor the same template saying something else
     assert all(filt.filter(record(level=logging.INFO)) for _ in range(5))  # info lines never are
     now[0] = 11.0
     summary = record()
@@ -226,7 +227,7 @@ def test_repeat_filter_lets_one_through_then_counts_the_rest():
     assert "10,000 more like this held back" in summary.getMessage()
     assert not filt.filter(record())
     # the same record through a second handler gets the same answer
-    again = record("third kind")
+    again = record("third kind", args=())
     assert filt.filter(again) and filt.filter(again)
 
 
