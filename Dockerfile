@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # rnnscope web app: CPU-only torch, htmx from npm (no CDN), non-root, listens on $PORT (7860).
 #   docker build -t rnnscope .
-#   docker run -p 7860:7860 rnnscope            # models: the checkpoint folders under models/
+#   docker run -p 7860:7860 rnnscope            # models: the checkpoint folders under models/zoo/
 #   docker run -p 7860:7860 -v $PWD/my-models:/models -e RNNSCOPE_MODELS_DIR=/models rnnscope
 
 # ---- stage 1: browser files from the npm lockfile (htmx, Swagger UI) ------------------------

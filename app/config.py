@@ -10,8 +10,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 import models
 
-# Shipped checkpoint folders (models/austen-lstm/ ...) live inside the models package.
-SHIPPED_MODELS_DIR = Path(models.__file__).resolve().parent
+# Shipped checkpoint folders (models/zoo/austen-lstm/ ...) live inside the models package.
+SHIPPED_MODELS_DIR = Path(models.__file__).resolve().parent / "zoo"
 
 
 class Settings(BaseSettings):

@@ -1,6 +1,6 @@
 """Work that is not a model run but still costs seconds of CPU: big response bodies and generation streams.
 
-Measured on 2 shared cores (bench/heavy_responses.py, models/austen-lstm, 7,000 characters, layer 1,
+Measured on 2 shared cores (bench/heavy_responses.py, models/zoo/austen-lstm, 7,000 characters, layer 1,
 state c, every unit, top-100 predictions: 39 MB of JSON, 14 MB gzipped), eight requests at once:
 
                                    before                           after

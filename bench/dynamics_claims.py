@@ -25,7 +25,7 @@ from models.checkpoint import load_checkpoint
 from models.corpora import load_corpus_files
 from models.dynamics import gradient_flow, intervene
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models" / "zoo"
 
 
 def gradient_table(val: str, positions: list[int], names: list[str]) -> dict[str, list[float]]:

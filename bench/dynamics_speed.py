@@ -1,4 +1,4 @@
-"""Time the intervention and counterfactual runs on a shipped model (default models/austen-lstm).
+"""Time the intervention and counterfactual runs on a shipped model (default models/zoo/austen-lstm).
 
     python bench/dynamics_speed.py [--model austen-lstm] [--repeat 1] [--skip-counterfactual]
 
@@ -19,7 +19,7 @@ import torch
 from models.checkpoint import load_checkpoint
 from models.dynamics import counterfactual, intervene
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models" / "zoo"
 PASSAGE = ('It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in '
            'want of a wife. "My dear Mr. Bennet," said his lady to him one day, "have you heard that Netherfield '
            'Park is let at last?" Mr. Bennet replied that he had not.\n')

@@ -1,7 +1,7 @@
 """Big API responses against a real `rnnscope serve`: N parallel whole-layer traces with top-100 predictions
 (tens of MB of JSON each) while /healthz is polled and a small new trace is asked for.
 
-    .venv/bin/python bench/heavy_responses.py                       # models/austen-lstm, 7,000 characters, 8 clients
+    .venv/bin/python bench/heavy_responses.py                       # models/zoo/austen-lstm, 7,000 characters, 8 clients
     .venv/bin/python bench/heavy_responses.py --chars 2000 --clients 4
     .venv/bin/python bench/heavy_responses.py --distinct --no-gzip   # the worst case: nothing shared, 39 MB each
 
@@ -61,7 +61,7 @@ def post(port: int, body: dict, gzip_ok: bool, timeout: float = 300, parse: bool
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models-dir", default=str(ROOT / "models"))
+    ap.add_argument("--models-dir", default=str(ROOT / "models" / "zoo"))
     ap.add_argument("--model", default="austen-lstm")
     ap.add_argument("--chars", type=int, default=7000)
     ap.add_argument("--clients", type=int, default=8)

@@ -15,7 +15,7 @@ second half: the trace cache is bounded in bytes, so memory should be flat once 
 
     .venv/bin/python bench/load.py                      # small random-weight LSTM, 32 and 64 clients, 60 s each
     .venv/bin/python bench/load.py --duration 10 --clients 8
-    .venv/bin/python bench/load.py --model-folder models/austen-lstm   # a real checkpoint (copied first)
+    .venv/bin/python bench/load.py --model-folder models/zoo/austen-lstm   # a real checkpoint (copied first)
 
     .venv/bin/python bench/load.py --clients 8 --duration 20 --attack 60   # then 60 s under attack (bench/attack.py)
 

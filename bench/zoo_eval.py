@@ -22,7 +22,7 @@ from models.checkpoint import CONFIG, load_checkpoint
 from models.corpora import load_corpus_files
 from models.evaluate import CORPUS_PROBES, best_units, card_entries, summarise, validation_bpc
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models" / "zoo"
 CORPUS_FILES = {"austen": "data/austen.txt", "python-stdlib": "data/python.txt"}
 
 

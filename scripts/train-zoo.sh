@@ -29,12 +29,12 @@ declare -A arch=([austen-lstm]="--cell lstm --hidden 512" [austen-gru]="--cell g
 
 for name in "${models[@]}"; do
   [ -n "${data[$name]:-}" ] || { echo "unknown zoo model $name (one of: ${!data[*]})" >&2; exit 2; }
-  common=(--data "${data[$name]}" --out "models/$name" --layers 2 --seq-len 200 --batch 32
+  common=(--data "${data[$name]}" --out "models/zoo/$name" --layers 2 --seq-len 200 --batch 32
           --eval-every 500 --time-budget "$minutes" --device "$device")
   if [ -f "runs/$name/resume.pt" ]; then
     how=(--resume)
-  elif [ -f "models/$name/config.json" ]; then
-    how=(--init "models/$name" --lr 1e-3 --lr-min 1e-4 --steps 3000)
+  elif [ -f "models/zoo/$name/config.json" ]; then
+    how=(--init "models/zoo/$name" --lr 1e-3 --lr-min 1e-4 --steps 3000)
   else
     how=(${arch[$name]} --lr 2e-3 --lr-min 2e-4 --steps 3000)
   fi

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.e2e
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = Path(__file__).resolve().parents[2]
-MODELS = ROOT / "models"
+MODELS = ROOT / "models" / "zoo"
 ARTIFACTS = ROOT / "artifacts"
 TEXT = ('"I cannot think what you mean," said Elizabeth, turning away.\n'
         'Her aunt smiled and said nothing for some time; then, "You will see him tomorrow," she replied, '

@@ -19,7 +19,7 @@ from models.checkpoint import load_checkpoint
 from models.corpora import austen
 from models.errors import RnnscopeError
 
-MODELS = Path(__file__).resolve().parents[2] / "models"
+MODELS = Path(__file__).resolve().parents[2] / "models" / "zoo"
 LSTM = MODELS / "austen-lstm"
 
 if not (LSTM / "model.safetensors").is_file():
