@@ -6,98 +6,13 @@ Never runs `playwright install`: the system chromium is the browser.
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
-
 import pytest
 
-from tests.conftest import write_tiny_model
+from tests.e2e.conftest import ARTIFACTS, query
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "artifacts"
 TEXT = 'She said, "I shall go." He said nothing.\nThen: "Why?"'
-
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium to run the browser tests", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    models = tmp_path_factory.mktemp("e2e-models")
-    write_tiny_model(models / "tiny-lstm", "lstm", seed=3)
-    write_tiny_model(models / "tiny-gru", "gru", seed=4, hidden=12)
-    port = _free_port()
-    exe = shutil.which("rnnscope", path=str(Path(sys.executable).parent))
-    cmd = [exe] if exe else [sys.executable, "-m", "app.cli"]
-    env = {**os.environ, "RNNSCOPE_MODELS_DIR": str(models), "RNNSCOPE_DEFAULT_MODEL": "tiny-lstm",
-           "RNNSCOPE_TORCH_THREADS": "1"}
-    log = (tmp_path_factory.mktemp("e2e-log") / "serve.log").open("w+")
-    proc = subprocess.Popen([*cmd, "serve", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            log.seek(0)
-            pytest.fail("rnnscope serve did not come up:\n" + log.read())
-        time.sleep(0.2)
-    yield base
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM,
-                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield b
-        b.close()
-
-
-@pytest.fixture()
-def page(browser, server):
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
-    pg = context.new_page()
-    pg.set_default_timeout(20_000)
-    problems: list[str] = []
-    # hx-sync="this:replace" aborts stale requests, and htmx reports each abort on the console: expected.
-    expected = ("htmx:sendAbort", "htmx:afterRequest")
-    pg.on("console", lambda m: problems.append(f"{m.type}: {m.text}")
-          if m.type == "error" and not m.text.startswith(expected) else None)
-    pg.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
-    pg.problems = problems  # type: ignore[attr-defined]
-    pg.base = server  # type: ignore[attr-defined]
-    yield pg
-    context.close()
 
 
 def colours(pg) -> list[str]:
@@ -110,10 +25,6 @@ def wait_for_text(pg, text: str) -> None:
 
 def wait_for_heading(pg, fragment: str) -> None:
     pg.wait_for_function("f => document.querySelector('#view h2').textContent.includes(f)", arg=fragment)
-
-
-def query(pg) -> dict[str, str]:
-    return {k: v[0] for k, v in parse_qs(urlsplit(pg.url).query, keep_blank_values=True).items()}
 
 
 def test_type_pick_a_neuron_hover_and_reload(page):

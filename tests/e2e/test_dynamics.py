@@ -7,99 +7,32 @@ Skipped (with the reason) where /usr/bin/chromium or Playwright is missing. Neve
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
-from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
 from tests.conftest import write_tiny_model
+from tests.e2e.conftest import HTMX_ABORTS, PAGE_OPTIONS, STATUS_422
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parents[2]
 MID = "rgb(247, 247, 247)"  # the colour of 0 on the scale
-
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium to run the browser tests", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def models_dir(tmp_path_factory):
     models = tmp_path_factory.mktemp("e2e-dyn-models")
     write_tiny_model(models / "tiny-lstm", "lstm", seed=3, hidden=24)
     write_tiny_model(models / "tiny-gru", "gru", seed=4, hidden=12)
-    port = _free_port()
-    exe = shutil.which("rnnscope", path=str(Path(sys.executable).parent))
-    cmd = [exe] if exe else [sys.executable, "-m", "app.cli"]
-    env = {**os.environ, "RNNSCOPE_MODELS_DIR": str(models), "RNNSCOPE_DEFAULT_MODEL": "tiny-lstm",
-           "RNNSCOPE_TORCH_THREADS": "1"}
-    log = (tmp_path_factory.mktemp("e2e-dyn-log") / "serve.log").open("w+")
-    proc = subprocess.Popen([*cmd, "serve", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            log.seek(0)
-            pytest.fail("rnnscope serve did not come up:\n" + log.read())
-        time.sleep(0.2)
-    yield base
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    return models
 
 
 @pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM,
-                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield b
-        b.close()
-
-
-@pytest.fixture()
-def page(browser, server):
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
-    pg = context.new_page()
-    pg.set_default_timeout(30_000)
-    problems: list[str] = []
-    # Expected on the console: htmx reporting requests that hx-sync replaced, and the browser noting a 422
-    # (the block that says what to fix comes with that status).
-    expected = ("htmx:sendAbort", "htmx:afterRequest", "Failed to load resource: the server responded with a status of 422")
-    pg.on("console", lambda m: problems.append(f"{m.type}: {m.text}")
-          if m.type == "error" and not m.text.startswith(expected) else None)
-    pg.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
-    pg.problems = problems  # type: ignore[attr-defined]
-    pg.base = server  # type: ignore[attr-defined]
-    yield pg
-    context.close()
+def page_options():
+    # the 422s come with the block that says what to fix
+    return {**PAGE_OPTIONS, "timeout": 30_000, "expected": (*HTMX_ABORTS, STATUS_422)}
 
 
 def stream_text(base: str, params: dict) -> str:

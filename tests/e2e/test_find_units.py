@@ -7,107 +7,35 @@ Same set-up as test_browser.py: a real `rnnscope serve`, Debian's chromium; neve
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from tests.conftest import write_tiny_model
+from tests.e2e.conftest import ARTIFACTS, HTMX_ABORTS, PAGE_OPTIONS, STATUS_422, query
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parents[2]
-ARTIFACTS = ROOT / "artifacts"
 TEXT = 'She said, "I shall go." He said nothing.\nThen: "Why?" she asked (twice).'
 HELD_OUT = ('"Come here," said she. "What is it?" He did not answer (not at once).\n'
             "They walked on [slowly] for a while; the road was long and dry.\n") * 4
 
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium to run the browser tests", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def models_dir(tmp_path_factory):
+    """tiny-lstm alone, with an atlas built on HELD_OUT."""
     from models.atlas import build_atlas, save_atlas
     from models.checkpoint import load_checkpoint
 
     models = tmp_path_factory.mktemp("e2e-probe-models")
     write_tiny_model(models / "tiny-lstm", "lstm", seed=3)
     save_atlas(models / "tiny-lstm", build_atlas(load_checkpoint(models / "tiny-lstm"), HELD_OUT, top=5))
-    port = _free_port()
-    exe = shutil.which("rnnscope", path=str(Path(sys.executable).parent))
-    cmd = [exe] if exe else [sys.executable, "-m", "app.cli"]
-    env = {**os.environ, "RNNSCOPE_MODELS_DIR": str(models), "RNNSCOPE_DEFAULT_MODEL": "tiny-lstm",
-           "RNNSCOPE_TORCH_THREADS": "1"}
-    log = (tmp_path_factory.mktemp("e2e-probe-log") / "serve.log").open("w+")
-    proc = subprocess.Popen([*cmd, "serve", "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            with urllib.request.urlopen(base + "/healthz", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            log.seek(0)
-            pytest.fail("rnnscope serve did not come up:\n" + log.read())
-        time.sleep(0.2)
-    yield base
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+    return models
 
 
 @pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM,
-                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield b
-        b.close()
-
-
-@pytest.fixture()
-def page(browser, server):
-    context = browser.new_context(viewport={"width": 1280, "height": 1000})
-    pg = context.new_page()
-    pg.set_default_timeout(20_000)
-    problems: list[str] = []
+def page_options():
     # hx-sync aborts of superseded requests; the 422s that carry inline messages (asserted on the page)
-    expected = ("htmx:sendAbort", "htmx:afterRequest",
-                "Failed to load resource: the server responded with a status of 422")
-    pg.on("console", lambda m: problems.append(f"{m.type}: {m.text}")
-          if m.type == "error" and not m.text.startswith(expected) else None)
-    pg.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
-    pg.problems = problems  # type: ignore[attr-defined]
-    pg.base = server  # type: ignore[attr-defined]
-    yield pg
-    context.close()
-
-
-def query(pg) -> dict[str, str]:
-    return {k: v[0] for k, v in parse_qs(urlsplit(pg.url).query, keep_blank_values=True).items()}
+    return {**PAGE_OPTIONS, "viewport": {"width": 1280, "height": 1000}, "expected": (*HTMX_ABORTS, STATUS_422)}
 
 
 def api(pg, path: str, body: dict):

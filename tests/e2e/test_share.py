@@ -6,42 +6,15 @@ Skipped (with the reason) where /usr/bin/chromium or Playwright is missing; neve
 
 from __future__ import annotations
 
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
-from tests.conftest import write_tiny_model
-from tests.share.server import running_server
+from tests.e2e.conftest import ARTIFACTS, HTMX_ABORTS, STATUS_422, new_page
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
 TEXT = 'She said, "I shall go." <b>He</b> said nothing.\nThen: "Why?"'
-
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium to run the browser tests", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    models = tmp_path_factory.mktemp("share-e2e-models")
-    write_tiny_model(models / "tiny-lstm", "lstm", seed=3)
-    write_tiny_model(models / "tiny-gru", "gru", seed=4, hidden=12)
-    tmp = tmp_path_factory.mktemp("share-e2e")
-    with running_server(models, tmp / "data", tmp / "serve.log") as base:
-        yield base
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM,
-                              args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        yield b
-        b.close()
 
 
 def view_state(pg) -> dict:
@@ -60,12 +33,8 @@ def view_state(pg) -> dict:
 def test_share_copy_and_open_the_link_in_a_new_page(browser, server):
     context = browser.new_context(viewport={"width": 1200, "height": 900})
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server)
-    problems: list[str] = []
-    pg = context.new_page()
-    pg.set_default_timeout(20_000)
-    pg.on("console", lambda m: problems.append(f"{m.type}: {m.text}")
-          if m.type == "error" and not m.text.startswith(("htmx:sendAbort", "htmx:afterRequest")) else None)
-    pg.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
+    pg = new_page(context)
+    problems = pg.problems
 
     pg.goto(server + "/")
     pg.fill("#text", TEXT)
@@ -138,18 +107,12 @@ def url_param(pg, name: str):
 
 def test_the_probe_and_pattern_are_in_the_url_the_history_and_the_link(browser, server):
     context = browser.new_context(viewport={"width": 1200, "height": 900})
-    problems: list[str] = []
-    pg = context.new_page()
-    pg.set_default_timeout(20_000)
     # the panel answers "regex" before a pattern is typed with a 422 and its inline message; any other
     # refusal is a problem
-    expected = ("htmx:sendAbort", "htmx:afterRequest",
-                "Failed to load resource: the server responded with a status of 422")
-    pg.on("console", lambda m: problems.append(f"{m.type}: {m.text}")
-          if m.type == "error" and not m.text.startswith(expected) else None)
+    pg = new_page(context, expected=(*HTMX_ABORTS, STATUS_422))
+    problems = pg.problems
     pg.on("response", lambda r: problems.append(f"{r.status} {r.url}")
           if r.status >= 400 and not (r.status == 422 and "/ui/find-units?" in r.url) else None)
-    pg.on("pageerror", lambda e: problems.append(f"pageerror: {e}"))
     pg.goto(server + "/?model=tiny-lstm&layer=0&state=h&unit=2&mode=neuron&text=" + quote(TEXT))
     pg.wait_for_selector("#chars .ch")
     assert panel_state(pg) == {"probe": "quotes", "pattern": "", "pattern_enabled": False}

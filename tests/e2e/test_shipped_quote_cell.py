@@ -9,23 +9,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.conftest import ARTIFACTS
 from tests.share.server import running_server
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-ROOT = Path(__file__).resolve().parents[2]
-MODELS = ROOT / "models" / "zoo"
-ARTIFACTS = ROOT / "artifacts"
+MODELS = Path(__file__).resolve().parents[2] / "models" / "zoo"
 TEXT = ('"I cannot think what you mean," said Elizabeth, turning away.\n'
         'Her aunt smiled and said nothing for some time; then, "You will see him tomorrow," she replied, '
         '"and you may ask him yourself."\n')
 
-if not Path(CHROMIUM).exists():
-    pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium to run the browser tests", allow_module_level=True)
 if not (MODELS / "austen-lstm" / "model.safetensors").is_file():
     pytest.skip("the shipped austen-lstm checkpoint is not in this checkout", allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
 
 
 def inside_quotes(text: str) -> list[bool]:
@@ -38,31 +33,28 @@ def inside_quotes(text: str) -> list[bool]:
     return out
 
 
-def test_the_quote_cell_colours_quoted_and_unquoted_text_apart(tmp_path):
+def test_the_quote_cell_colours_quoted_and_unquoted_text_apart(browser, tmp_path):
     with running_server(MODELS, tmp_path / "data", tmp_path / "serve.log", RNNSCOPE_DEFAULT_MODEL="austen-lstm") as base:
-        with sync_api.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM,
-                                        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-            pg = browser.new_page(viewport={"width": 1200, "height": 700})
-            pg.set_default_timeout(30_000)
-            pg.goto(base + "/")  # opens on the card's quote cell
-            heading = pg.text_content("#view h2")
-            pg.fill("#text", TEXT)
-            pg.wait_for_function("t => document.querySelector('#chars').textContent === t", arg=TEXT)
-            assert pg.text_content("#view h2") == heading
-            values = pg.eval_on_selector_all("#chars .ch", "els => els.map(e => parseFloat(e.style.getPropertyValue('--v')))")
-            bg = pg.eval_on_selector_all("#chars .ch", "els => els.map(e => getComputedStyle(e).backgroundColor)")
-            ARTIFACTS.mkdir(exist_ok=True)
-            pg.screenshot(path=str(ARTIFACTS / "e2e-quote-cell.png"), full_page=True)
-            # another unit, then the card's "inside quotes" shortcut brings the quote cell back, text kept
-            pg.fill("#unit", "7")
-            pg.press("#unit", "Enter")
-            pg.wait_for_function("h => document.querySelector('#view h2').textContent !== h", arg=heading)
-            pg.click("#view .known-unit >> text=inside quotes")
-            pg.wait_for_function("h => document.querySelector('#view h2').textContent === h", arg=heading)
-            assert pg.input_value("#text") == TEXT
-            assert pg.locator("#view .known-unit.current").count() == 1
-            browser.close()
+        pg = browser.new_page(viewport={"width": 1200, "height": 700})
+        pg.set_default_timeout(30_000)
+        pg.goto(base + "/")  # opens on the card's quote cell
+        heading = pg.text_content("#view h2")
+        pg.fill("#text", TEXT)
+        pg.wait_for_function("t => document.querySelector('#chars').textContent === t", arg=TEXT)
+        assert pg.text_content("#view h2") == heading
+        values = pg.eval_on_selector_all("#chars .ch", "els => els.map(e => parseFloat(e.style.getPropertyValue('--v')))")
+        bg = pg.eval_on_selector_all("#chars .ch", "els => els.map(e => getComputedStyle(e).backgroundColor)")
+        ARTIFACTS.mkdir(exist_ok=True)
+        pg.screenshot(path=str(ARTIFACTS / "e2e-quote-cell.png"), full_page=True)
+        # another unit, then the card's "inside quotes" shortcut brings the quote cell back, text kept
+        pg.fill("#unit", "7")
+        pg.press("#unit", "Enter")
+        pg.wait_for_function("h => document.querySelector('#view h2').textContent !== h", arg=heading)
+        pg.click("#view .known-unit >> text=inside quotes")
+        pg.wait_for_function("h => document.querySelector('#view h2').textContent === h", arg=heading)
+        assert pg.input_value("#text") == TEXT
+        assert pg.locator("#view .known-unit.current").count() == 1
+        pg.close()
     labels = inside_quotes(TEXT)
     assert len(values) == len(TEXT)
     inside = [v for v, q in zip(values, labels) if q]
