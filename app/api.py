@@ -6,12 +6,12 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from .errors import InputError
-from .heavy import HEAVY_VALUES, Predictions, Rounded, accepts_gzip, encoded, json_chunks, ready_response
-from .json_values import predictions, rounded
-from .registry import ModelEntry
-from .schemas import ErrorDetail, Health, ModelInfo, TraceRequest, TraceResponse
-from .service import TraceResult, TraceService
+from app.core.errors import InputError
+from app.heavy import HEAVY_VALUES, Predictions, Rounded, accepts_gzip, encoded, json_chunks, ready_response
+from app.json_values import predictions, rounded
+from app.core.registry import ModelEntry
+from app.schemas import ErrorDetail, Health, ModelInfo, TraceRequest, TraceResponse
+from app.service import TraceResult, TraceService
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
 health = APIRouter(tags=["ops"])

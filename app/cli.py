@@ -203,8 +203,8 @@ def _held_out(corpus) -> Path:
 
 def _resolve_model(model: Optional[str]):
     """A folder path loads directly; a bare name must be one of the model folder's checkpoints."""
-    from app.config import Settings
-    from app.registry import is_model_folder
+    from app.core.config import Settings
+    from app.core.registry import is_model_folder
     from models.checkpoint import load_checkpoint
 
     settings = Settings()
@@ -248,7 +248,7 @@ def serve(
 
     from pydantic import ValidationError
 
-    from app.config import Settings
+    from app.core.config import Settings
 
     if models_dir is not None:
         os.environ["RNNSCOPE_MODELS_DIR"] = str(models_dir)

@@ -11,8 +11,8 @@ from starlette.responses import StreamingResponse
 
 from models.dynamics import MAX_CLAMP, MAX_LOOKBACK, MAX_TOPK
 
-from .dynamics_service import MAX_INTERVENE_CHARS
-from .schemas import Prediction
+from app.dynamics_service import MAX_INTERVENE_CHARS
+from app.schemas import Prediction
 
 MAX_COMPARE = 3
 # The intervention page's one text limit (app/dynamics_service.py), for the clamp and both counterfactual texts.

@@ -43,12 +43,12 @@ from models.errors import RnnscopeError
 from models.sample import generate
 from models.trace import _record_layer, gate_weights  # the trace's own per-layer maths: a stepped value equals a traced one
 
-from .errors import InputError
-from .limits import ModelSlots, SlotStream
-from .registry import ModelEntry
-from .render import ROOT
-from .scale import STATE_INFO, Scale, neuron_scale
-from .service import TraceService, unit_values
+from app.core.errors import InputError
+from app.limits import ModelSlots, SlotStream
+from app.core.registry import ModelEntry
+from app.render import ROOT
+from app.scale import STATE_INFO, Scale, neuron_scale
+from app.service import TraceService, unit_values
 
 log = logging.getLogger("rnnscope.dynamics")
 T = TypeVar("T")

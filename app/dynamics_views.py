@@ -17,8 +17,8 @@ from markupsafe import Markup
 
 from models.dynamics import MAX_LOOKBACK, MAX_TOPK
 
-from . import svg
-from .dynamics_service import (
+from app import svg
+from app.dynamics_service import (
     DEFAULT_INTERVENE_TOPK,
     DEFAULT_LOOKBACK,
     MAX_COMPARE,
@@ -32,11 +32,11 @@ from .dynamics_service import (
     GenerationPlan,
     InterventionResult,
 )
-from .errors import InputError
-from .limits import Overloaded
-from .registry import ModelEntry
-from .scale import STATE_INFO, Scale, neuron_scale
-from .views import DEFAULT_TEXT, UNKNOWN_TITLE
+from app.core.errors import InputError
+from app.limits import Overloaded
+from app.core.registry import ModelEntry
+from app.scale import STATE_INFO, Scale, neuron_scale
+from app.views import DEFAULT_TEXT, UNKNOWN_TITLE
 
 SHARED = ("model", "layer", "state", "unit", "text")
 NAV_TEXT_LIMIT = 2_000  # server-rendered links carry the text up to this length (static/dynamics.js carries any)

@@ -16,10 +16,10 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from .render import render_page
-from .scale import STATE_INFO, Scale, neuron_scale, rgb, surprisal_scale, text_is_light
-from .service import TraceService, unit_values
-from .share_service import checked_page, view_params
+from app.render import render_page
+from app.scale import STATE_INFO, Scale, neuron_scale, rgb, surprisal_scale, text_is_light
+from app.service import TraceService, unit_values
+from app.share_service import checked_page, view_params
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # spreadsheet formula triggers (OWASP CSV injection)
 LEGEND_STEPS = 11

@@ -43,7 +43,7 @@ import numpy as np
 from fastapi import Request
 from fastapi.responses import Response
 
-from .limits import BUSY_RETRY_S, FifoSlots, Overloaded
+from app.limits import BUSY_RETRY_S, FifoSlots, Overloaded
 
 T = TypeVar("T")
 

@@ -690,7 +690,7 @@ class WithoutModelRuns:
         return getattr(self._service, name)
 
     def view_trace(self, *args: Any, **kwargs: Any) -> Any:
-        from .errors import InputError
+        from app.core.errors import InputError
 
         raise InputError(self._busy.message, field="text", status=self._busy.status)
 

@@ -17,20 +17,20 @@ from models.buffers import POOL
 from models.errors import RnnscopeError
 from models.score_kernels import compile_in_background
 
-from . import api, pages, routes_dynamics, routes_probe, routes_share
-from .access_log import AccessLog
-from .config import Settings
-from .errors import InputError
-from .fallbacks import HeadAsGet, PublicLocation, install_not_found_page
-from .heavy import ResponseSlots, StreamSlots
-from .limits import (BodyGuard, Overloaded, RateLimit, bound_native_memory, default_torch_threads, document_limits,
+from app import api, pages, routes_dynamics, routes_probe, routes_share
+from app.access_log import AccessLog
+from app.core.config import Settings
+from app.core.errors import InputError
+from app.fallbacks import HeadAsGet, PublicLocation, install_not_found_page
+from app.heavy import ResponseSlots, StreamSlots
+from app.limits import (BodyGuard, Overloaded, RateLimit, bound_native_memory, default_torch_threads, document_limits,
                      error_response)
-from .registry import Registry
-from .render import STATIC_DIR, render_page
-from .security import HEADERS as SECURITY_HEADERS
-from .security import SecurityHeaders
-from .service import TraceService
-from .share_service import ShareService
+from app.core.registry import Registry
+from app.render import STATIC_DIR, render_page
+from app.security import HEADERS as SECURITY_HEADERS
+from app.security import SecurityHeaders
+from app.service import TraceService
+from app.share_service import ShareService
 
 log = logging.getLogger("rnnscope")
 HTMX = STATIC_DIR / "vendor" / "htmx.min.js"

@@ -6,10 +6,10 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from markupsafe import escape
 
-from .limits import Overloaded, WithoutModelRuns
-from .render import render_block, render_page, wants_partial
-from .probe_views import find_units_panel
-from .views import FIELDS, build_page
+from app.limits import Overloaded, WithoutModelRuns
+from app.render import render_block, render_page, wants_partial
+from app.probe_views import find_units_panel
+from app.views import FIELDS, build_page
 
 router = APIRouter(include_in_schema=False)
 PAGE = "index.html"

@@ -11,8 +11,8 @@ import re
 
 from markupsafe import escape
 
-from .exports import ExportData, hex_colour, legend
-from .scale import text_is_light
+from app.exports import ExportData, hex_colour, legend
+from app.scale import text_is_light
 
 WIDTH, HEIGHT = 1200, 630
 PAD = 48

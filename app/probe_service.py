@@ -32,9 +32,9 @@ from models.errors import RnnscopeError
 from models.probes import PROBES, UnitScore
 from models.trace import run_trace
 
-from .errors import InputError
-from .registry import ModelEntry
-from .service import TraceService
+from app.core.errors import InputError
+from app.core.registry import ModelEntry
+from app.service import TraceService
 
 log = logging.getLogger("rnnscope.probes")
 

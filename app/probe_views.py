@@ -10,9 +10,9 @@ import numpy as np
 
 from models.probes import BINARY, PROBES
 
-from .probe_service import SPAN_METRIC, NeuronReport, Ranking
-from .scale import STATE_INFO, neuron_scale
-from .views import neuron_url
+from app.probe_service import SPAN_METRIC, NeuronReport, Ranking
+from app.scale import STATE_INFO, neuron_scale
+from app.views import neuron_url
 
 DEFAULT_THRESHOLD = 0.3
 DEFAULT_TOP = 20

@@ -17,8 +17,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from . import dynamics_views as dv
-from .dynamics_schemas import (
+from app import dynamics_views as dv
+from app.dynamics_schemas import (
     EVENT_STREAM_CONTENT,
     CounterfactualRequest,
     CounterfactualResponse,
@@ -33,11 +33,11 @@ from .dynamics_schemas import (
     SaturationResponse,
     ToyResponse,
 )
-from .dynamics_service import SATURATION_HIGH, SATURATION_LOW, DynamicsService, GenerationPlan
-from .heavy import StreamTicket
-from .json_values import predictions, rounded
-from .render import render_block, render_page, wants_partial
-from .schemas import ErrorDetail
+from app.dynamics_service import SATURATION_HIGH, SATURATION_LOW, DynamicsService, GenerationPlan
+from app.heavy import StreamTicket
+from app.json_values import predictions, rounded
+from app.render import render_block, render_page, wants_partial
+from app.schemas import ErrorDetail
 
 pages = APIRouter(include_in_schema=False)
 api = APIRouter(prefix="/api/v1", tags=["dynamics"])

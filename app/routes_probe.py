@@ -6,15 +6,15 @@ from __future__ import annotations
 from fastapi import APIRouter, FastAPI, Path, Request
 from fastapi.responses import HTMLResponse
 
-from .errors import InputError
-from .limits import Overloaded
-from .probe_schemas import Context, Histogram, NeuronResponse, ProbeMatch, ProbeRequest, Push, SpanRequest, UnitRank
-from .probe_service import NeuronReport, ProbeService, Ranking
-from .probe_views import (DEFAULT_THRESHOLD, DEFAULT_TOP, RankingView, current_unit, neuron_page, probe_summary,
+from app.core.errors import InputError
+from app.limits import Overloaded
+from app.probe_schemas import Context, Histogram, NeuronResponse, ProbeMatch, ProbeRequest, Push, SpanRequest, UnitRank
+from app.probe_service import NeuronReport, ProbeService, Ranking
+from app.probe_views import (DEFAULT_THRESHOLD, DEFAULT_TOP, RankingView, current_unit, neuron_page, probe_summary,
                           ranking_view, span_summary)
-from .render import render_block, render_page
-from .schemas import ErrorDetail
-from .views import DEFAULT_TEXT
+from app.render import render_block, render_page
+from app.schemas import ErrorDetail
+from app.views import DEFAULT_TEXT
 
 api = APIRouter(prefix="/api/v1", tags=["probes"])
 pages = APIRouter(include_in_schema=False)

@@ -17,16 +17,16 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from . import pages
-from .errors import InputError
-from .exports import export_data, to_csv, to_html, to_json
-from .limits import Overloaded, client_key
-from .preview import preview_svg
-from .probe_schemas import PROBE_IDS
-from .probe_views import DEFAULT_PROBE, MAX_PATTERN_CHARS
-from .render import render_page
-from .schemas import ErrorDetail
-from .share_service import ShareService, ShareUnavailable
+from app import pages
+from app.core.errors import InputError
+from app.exports import export_data, to_csv, to_html, to_json
+from app.limits import Overloaded, client_key
+from app.preview import preview_svg
+from app.probe_schemas import PROBE_IDS
+from app.probe_views import DEFAULT_PROBE, MAX_PATTERN_CHARS
+from app.render import render_page
+from app.schemas import ErrorDetail
+from app.share_service import ShareService, ShareUnavailable
 
 router = APIRouter()
 api = APIRouter(prefix="/api/v1", tags=["share"])

@@ -32,8 +32,8 @@ import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from .config import Settings
-from .limits import send_error
+from app.core.config import Settings
+from app.limits import send_error
 
 log = logging.getLogger("rnnscope.server")
 

@@ -23,10 +23,10 @@ from models.cache import ByteLRU
 from models.errors import RnnscopeError
 from models.trace import FEW_UNITS, RecomputedStates, Trace, check_request, lazy_trace_bytes, run_trace, run_traces
 
-from .config import Settings
-from .errors import InputError
-from .limits import Batch, ModelSlots
-from .registry import ModelEntry, Registry, UnknownModel
+from app.core.config import Settings
+from app.core.errors import InputError
+from app.limits import Batch, ModelSlots
+from app.core.registry import ModelEntry, Registry, UnknownModel
 
 VIEW_TOPK = 5  # predictions kept per character for the page (and the cached trace)
 

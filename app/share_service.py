@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from models.errors import RnnscopeError
 from models.probes import PROBES, regex_mask
 
-from .config import Settings
-from .errors import InputError
-from .limits import Overloaded, TokenBuckets
-from .probe_views import DEFAULT_PROBE, MAX_PATTERN_CHARS
-from .service import TraceService
-from .share import ShareNotFound, ShareStore, ShareStoreError, ShareStoreFull, sqlite_url
-from .views import Page, build_page
+from app.core.config import Settings
+from app.core.errors import InputError
+from app.limits import Overloaded, TokenBuckets
+from app.probe_views import DEFAULT_PROBE, MAX_PATTERN_CHARS
+from app.service import TraceService
+from app.share import ShareNotFound, ShareStore, ShareStoreError, ShareStoreFull, sqlite_url
+from app.views import Page, build_page
 
 log = logging.getLogger("rnnscope.share")
 

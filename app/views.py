@@ -11,11 +11,11 @@ from markupsafe import Markup
 
 from models.evaluate import QUOTE_UNIT_MIN_AUC
 
-from .errors import InputError
-from .registry import ModelEntry
-from .render import char_spans
-from .scale import STATE_INFO, Scale, neuron_scale, surprisal_scale
-from .service import TraceService, unit_values
+from app.core.errors import InputError
+from app.core.registry import ModelEntry
+from app.render import char_spans
+from app.scale import STATE_INFO, Scale, neuron_scale, surprisal_scale
+from app.service import TraceService, unit_values
 
 DEFAULT_TEXT = (
     '"My dear Mr. Bennet," said his lady to him one day, "have you heard that '

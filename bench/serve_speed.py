@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from fastapi.testclient import TestClient  # noqa: E402
 
-from app.config import Settings  # noqa: E402
+from app.core.config import Settings  # noqa: E402
 from app.main import GZIP_LEVEL, create_app  # noqa: E402
 from app.service import VIEW_TOPK  # noqa: E402
 from models.trace import run_trace  # noqa: E402

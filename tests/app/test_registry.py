@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from app.registry import Registry
+from app.core.registry import Registry
 from tests.conftest import write_tiny_model
 
 

@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (content_type_conformance, negativ
                                                response_headers_conformance, response_schema_conformance,
                                                status_code_conformance)
 
-from app.config import Settings
+from app.core.config import Settings
 from app.main import create_app
 from tests.conftest import write_tiny_model
 

@@ -8,7 +8,7 @@ from html import unescape
 import pytest
 from fastapi.testclient import TestClient
 
-from app.config import Settings
+from app.core.config import Settings
 from app.main import create_app
 
 SPAN = re.compile(r'<span class="ch([^"]*)" style="--v:(-?[0-9.]+)"[^>]*>(.*?)</span>', re.S)

@@ -10,7 +10,7 @@ import sqlite3
 
 import pytest
 
-from app.config import Settings
+from app.core.config import Settings
 from app.share import SCHEMA_VERSION, ShareStore, ShareStoreFull, canonical, sqlite_url
 
 from .conftest import make_client, textarea

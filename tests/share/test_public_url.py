@@ -8,7 +8,7 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from app.config import Settings
+from app.core.config import Settings
 
 from .conftest import make_client
 
