@@ -119,7 +119,7 @@ def trace_cmd(
     unit: Optional[int] = typer.Option(None, "--unit", help="unit index (default: the card's quote unit, else 0)"),
 ):
     """Print the text coloured by one unit's value, with ANSI 24-bit background colours."""
-    from app.scale import neuron_scale
+    from app.ui.scale import neuron_scale
     from app.terminal import legend, paint
     from models.trace import run_trace
 

@@ -46,8 +46,8 @@ from models.trace import _record_layer, gate_weights  # the trace's own per-laye
 from app.core.errors import InputError
 from app.limits import ModelSlots, SlotStream
 from app.core.registry import ModelEntry
-from app.render import ROOT
-from app.scale import STATE_INFO, Scale, neuron_scale
+from app.ui.render import ROOT
+from app.ui.scale import STATE_INFO, Scale, neuron_scale
 from app.service import TraceService, unit_values
 
 log = logging.getLogger("rnnscope.dynamics")

@@ -17,7 +17,7 @@ from markupsafe import Markup
 
 from models.dynamics import MAX_LOOKBACK, MAX_TOPK
 
-from app import svg
+from app.ui import svg
 from app.dynamics_service import (
     DEFAULT_INTERVENE_TOPK,
     DEFAULT_LOOKBACK,
@@ -35,7 +35,7 @@ from app.dynamics_service import (
 from app.core.errors import InputError
 from app.limits import Overloaded
 from app.core.registry import ModelEntry
-from app.scale import STATE_INFO, Scale, neuron_scale
+from app.ui.scale import STATE_INFO, Scale, neuron_scale
 from app.views import DEFAULT_TEXT, UNKNOWN_TITLE
 
 SHARED = ("model", "layer", "state", "unit", "text")

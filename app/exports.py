@@ -1,7 +1,7 @@
 """Downloads of the current view: a standalone HTML file, CSV and JSON of the per-character values.
 
 The numbers come from the same cached trace the page shows, and the colours from the same scale
-(app/scale.py), so a file matches the page it was downloaded from. The HTML file carries its
+(app/ui/scale.py), so a file matches the page it was downloaded from. The HTML file carries its
 colours as inline styles and has no script at all, so it opens anywhere, offline.
 """
 
@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from app.render import render_page
-from app.scale import STATE_INFO, Scale, neuron_scale, rgb, surprisal_scale, text_is_light
+from app.ui.render import render_page
+from app.ui.scale import STATE_INFO, Scale, neuron_scale, rgb, surprisal_scale, text_is_light
 from app.service import TraceService, unit_values
 from app.share_service import checked_page, view_params
 

@@ -26,7 +26,7 @@ from app.heavy import ResponseSlots, StreamSlots
 from app.limits import (BodyGuard, Overloaded, RateLimit, bound_native_memory, default_torch_threads, document_limits,
                      error_response)
 from app.core.registry import Registry
-from app.render import STATIC_DIR, render_page
+from app.ui.render import STATIC_DIR, render_page
 from app.security import HEADERS as SECURITY_HEADERS
 from app.security import SecurityHeaders
 from app.service import TraceService

@@ -1,6 +1,6 @@
 """The link-preview image of a shared view: its first characters coloured, as an SVG card (1200×630).
 
-Colours come from app/scale.py's rgb(), which mirrors the page's CSS, over the whole text's scale,
+Colours come from app/ui/scale.py's rgb(), which mirrors the page's CSS, over the whole text's scale,
 so the card shows the same colours as the page. Every piece of text is XML-escaped, and characters
 XML cannot hold (control characters, unpaired surrogates) become U+FFFD.
 """
@@ -12,7 +12,7 @@ import re
 from markupsafe import escape
 
 from app.exports import ExportData, hex_colour, legend
-from app.scale import text_is_light
+from app.ui.scale import text_is_light
 
 WIDTH, HEIGHT = 1200, 630
 PAD = 48

@@ -11,7 +11,7 @@ import numpy as np
 from models.probes import BINARY, PROBES
 
 from app.probe_service import SPAN_METRIC, NeuronReport, Ranking
-from app.scale import STATE_INFO, neuron_scale
+from app.ui.scale import STATE_INFO, neuron_scale
 from app.views import neuron_url
 
 DEFAULT_THRESHOLD = 0.3

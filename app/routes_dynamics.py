@@ -36,7 +36,7 @@ from app.dynamics_schemas import (
 from app.dynamics_service import SATURATION_HIGH, SATURATION_LOW, DynamicsService, GenerationPlan
 from app.heavy import StreamTicket
 from app.json_values import predictions, rounded
-from app.render import render_block, render_page, wants_partial
+from app.ui.render import render_block, render_page, wants_partial
 from app.schemas import ErrorDetail
 
 pages = APIRouter(include_in_schema=False)

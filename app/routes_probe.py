@@ -12,7 +12,7 @@ from app.probe_schemas import Context, Histogram, NeuronResponse, ProbeMatch, Pr
 from app.probe_service import NeuronReport, ProbeService, Ranking
 from app.probe_views import (DEFAULT_THRESHOLD, DEFAULT_TOP, RankingView, current_unit, neuron_page, probe_summary,
                           ranking_view, span_summary)
-from app.render import render_block, render_page
+from app.ui.render import render_block, render_page
 from app.schemas import ErrorDetail
 from app.views import DEFAULT_TEXT
 

@@ -24,7 +24,7 @@ from app.limits import Overloaded, client_key
 from app.preview import preview_svg
 from app.probe_schemas import PROBE_IDS
 from app.probe_views import DEFAULT_PROBE, MAX_PATTERN_CHARS
-from app.render import render_page
+from app.ui.render import render_page
 from app.schemas import ErrorDetail
 from app.share_service import ShareService, ShareUnavailable
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from app.scale import rgb, text_is_light
+from app.ui.scale import rgb, text_is_light
 
 RESET = "\x1b[0m"
 

@@ -13,8 +13,8 @@ from models.evaluate import QUOTE_UNIT_MIN_AUC
 
 from app.core.errors import InputError
 from app.core.registry import ModelEntry
-from app.render import char_spans
-from app.scale import STATE_INFO, Scale, neuron_scale, surprisal_scale
+from app.ui.render import char_spans
+from app.ui.scale import STATE_INFO, Scale, neuron_scale, surprisal_scale
 from app.service import TraceService, unit_values
 
 DEFAULT_TEXT = (
@@ -82,7 +82,7 @@ class View:
     heading: str
     description: str
     mode: str
-    chars_html: Markup  # one escaped, coloured <span> per character (app.render.char_spans)
+    chars_html: Markup  # one escaped, coloured <span> per character (app.ui.render.char_spans)
     legend: list[Swatch]
     legend_note: str
     stats: list[str]

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from app.svg import Point, Series, line_plot, log_axis, scatter
+from app.ui.svg import Point, Series, line_plot, log_axis, scatter
 
 from .conftest import make_client
 

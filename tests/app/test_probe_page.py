@@ -9,7 +9,7 @@ from html import unescape
 import numpy as np
 import pytest
 
-from app.scale import neuron_scale
+from app.ui.scale import neuron_scale
 from models.checkpoint import load_checkpoint
 from models.trace import run_trace
 

@@ -8,7 +8,7 @@ import numpy as np
 from typer.testing import CliRunner
 
 from app.cli import cli
-from app.scale import MIDDLE, NEGATIVE, POSITIVE, neuron_scale, rgb, surprisal_scale
+from app.ui.scale import MIDDLE, NEGATIVE, POSITIVE, neuron_scale, rgb, surprisal_scale
 
 runner = CliRunner()
 BG = re.compile(r"\x1b\[48;2;(\d+);(\d+);(\d+);38;2;\d+;\d+;\d+m(.)", re.S)

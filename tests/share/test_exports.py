@@ -8,7 +8,7 @@ import json
 import re
 from html import unescape
 
-from app.scale import rgb
+from app.ui.scale import rgb
 
 from tests.conftest import VOCAB_TEXT
 

@@ -7,7 +7,7 @@ import shutil
 import xml.etree.ElementTree as ET
 from html import unescape
 
-from app.scale import rgb
+from app.ui.scale import rgb
 from tests.conftest import write_tiny_model
 
 from .conftest import make_client, selected, spans, textarea, unit_value
