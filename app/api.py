@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from app.core.errors import InputError
-from app.heavy import HEAVY_VALUES, Predictions, Rounded, accepts_gzip, encoded, json_chunks, ready_response
+from app.http.heavy import HEAVY_VALUES, Predictions, Rounded, accepts_gzip, encoded, json_chunks, ready_response
 from app.json_values import predictions, rounded
 from app.core.registry import ModelEntry
 from app.schemas import ErrorDetail, Health, ModelInfo, TraceRequest, TraceResponse
@@ -88,7 +88,7 @@ def _info(e: ModelEntry) -> ModelInfo:
 
 def _trace_json(entry: ModelEntry, body: TraceRequest, result: TraceResult, blocks: dict, units,
                 pieces: bool = False) -> dict:
-    """The response; with `pieces`, its big arrays stay arrays for app.heavy.json_bytes to write in pieces."""
+    """The response; with `pieces`, its big arrays stay arrays for app.http.heavy.json_bytes to write in pieces."""
     trace = result.trace
     values = (lambda a: Rounded(a, 4)) if pieces else (lambda a: rounded(a, 4))
     out_layers = [{"layer": k, "states": {s: values(a) for s, a in per.items()}} for k, per in blocks.items()]

@@ -18,17 +18,17 @@ from models.errors import RnnscopeError
 from models.score_kernels import compile_in_background
 
 from app import api, pages, routes_dynamics, routes_probe, routes_share
-from app.access_log import AccessLog
+from app.http.access_log import AccessLog
 from app.core.config import Settings
 from app.core.errors import InputError
-from app.fallbacks import HeadAsGet, PublicLocation, install_not_found_page
-from app.heavy import ResponseSlots, StreamSlots
+from app.http.fallbacks import HeadAsGet, PublicLocation, install_not_found_page
+from app.http.heavy import ResponseSlots, StreamSlots
 from app.limits import (BodyGuard, Overloaded, RateLimit, bound_native_memory, default_torch_threads, document_limits,
                      error_response)
 from app.core.registry import Registry
 from app.ui.render import STATIC_DIR, render_page
-from app.security import HEADERS as SECURITY_HEADERS
-from app.security import SecurityHeaders
+from app.http.security import HEADERS as SECURITY_HEADERS
+from app.http.security import SecurityHeaders
 from app.service import TraceService
 from app.share_service import ShareService
 
@@ -95,7 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.registry = registry
     app.state.service = service
-    app.state.responses = ResponseSlots(settings.response_slots, settings.queue_timeout)  # big bodies (app/heavy.py)
+    app.state.responses = ResponseSlots(settings.response_slots, settings.queue_timeout)  # big bodies (app/http/heavy.py)
     app.state.streams = StreamSlots(settings.max_streams)  # generation streams at once
 
     app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=GZIP_LEVEL)

@@ -34,7 +34,7 @@ from app.dynamics_schemas import (
     ToyResponse,
 )
 from app.dynamics_service import SATURATION_HIGH, SATURATION_LOW, DynamicsService, GenerationPlan
-from app.heavy import StreamTicket
+from app.http.heavy import StreamTicket
 from app.json_values import predictions, rounded
 from app.ui.render import render_block, render_page, wants_partial
 from app.schemas import ErrorDetail

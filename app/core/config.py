@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     rate_burst: int | None = Field(None, ge=1, description="requests a client may make at once (None = rate_limit)")
     max_body_bytes: int | None = Field(None, ge=1024, description="largest request body (None = enough for "
                                        "max_chars of text, %-encoded or JSON-escaped, plus 64 KiB)")
-    # Connections (app/server.py: what `rnnscope serve` runs). See docs/threat-model.md, "Connections".
+    # Connections (app/http/server.py: what `rnnscope serve` runs). See docs/threat-model.md, "Connections".
     header_timeout: float = Field(20.0, gt=0.0, le=300.0, description="seconds a connection may take to send a "
                                   "whole request head, from connecting or from its last response; the deadline "
                                   "does not move as bytes arrive, so a silent client and a slowloris both go")
@@ -65,7 +65,7 @@ class Settings(BaseSettings):
                               "has gone; more get a 503 with Retry-After")
     log_repeat_window: float = Field(10.0, ge=0.0, description="seconds the log holds back repeats of one warning "
                                      "or error (then one line says how many); 0 = log every one")
-    # Work outside the model slots (app/heavy.py).
+    # Work outside the model slots (app/http/heavy.py).
     response_slots: int = Field(1, ge=1, le=16, description="large API responses (from ~200,000 values) built and "
                                 "compressed at once; more queue, up to queue_timeout, then a 503")
     max_streams: int = Field(4, ge=1, le=256, description="generation streams (GET /api/v1/generate/stream) at "

@@ -1,4 +1,4 @@
-"""Silent, slow and piled-up connections against a real `rnnscope serve` (app/server.py): each is closed
+"""Silent, slow and piled-up connections against a real `rnnscope serve` (app/http/server.py): each is closed
 within its deadline, a flood of idle ones cannot lock out /healthz, and the log stays small.
 
 Deadlines are set to 2 s here (30 s and less in production). Loopback only; every loop is bounded in
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from app.server import RepeatFilter, connection_cap, raise_nofile
+from app.http.server import RepeatFilter, connection_cap, raise_nofile
 from tests.conftest import write_tiny_model
 from tests.share.server import free_port
 

@@ -1,4 +1,4 @@
-"""Work outside the model slots (app/heavy.py): big API bodies are built in pieces on a response slot and
+"""Work outside the model slots (app/http/heavy.py): big API bodies are built in pieces on a response slot and
 gzipped in the worker thread, so /healthz and small traces stay fast while several are served; generation
 streams past max_streams get a 503 at once."""
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from fastapi.responses import JSONResponse
 
-from app.heavy import Predictions, ResponseSlots, Rounded, StreamSlots, json_bytes
+from app.http.heavy import Predictions, ResponseSlots, Rounded, StreamSlots, json_bytes
 from app.json_values import predictions, rounded
 from app.limits import Overloaded
 from tests.conftest import write_tiny_model

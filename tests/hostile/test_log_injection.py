@@ -1,7 +1,7 @@
 """Log injection: a visitor's path, query or headers cannot forge a log line or put control bytes in the log.
 
 The access log writes the %-decoded request path; `GET /x%0AINFO:...` used to write a second line that
-read as a record of its own, and %00 wrote a NUL. Against a real `rnnscope serve` (app/log_safety.py,
+read as a record of its own, and %00 wrote a NUL. Against a real `rnnscope serve` (app/http/log_safety.py,
 installed by the serve command) and on the record class itself. Loopback only; bounded loops.
 """
 
@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from app.log_safety import CONTINUATION, SafeLogRecord, escape, escape_block, install
+from app.http.log_safety import CONTINUATION, SafeLogRecord, escape, escape_block, install
 from tests.conftest import write_tiny_model
 from tests.faults.conftest import serving
 

@@ -1,6 +1,6 @@
 """Log lines a visitor cannot forge or break: control characters in anything logged are escaped.
 
-A request path is the visitor's to choose and is logged (app/access_log.py): `GET /x%0AINFO:...` used to
+A request path is the visitor's to choose and is logged (app/http/access_log.py): `GET /x%0AINFO:...` used to
 write a second, forged log line, and %00 put a NUL byte in the log. `install()`, called by `rnnscope
 serve`, makes every log record's message escape them, whichever logger or handler (uvicorn's included,
 which exist only once uvicorn is configured) formats it:
@@ -13,7 +13,7 @@ which exist only once uvicorn is configured) formats it:
 
 It works on the record (a LogRecord subclass, set by the record factory), not on a handler or formatter:
 uvicorn replaces handlers and formatters when it configures logging, and a record is made the same way
-whoever configured what. The message template and args are left as they are (app.server's RepeatFilter
+whoever configured what. The message template and args are left as they are (app.http.server's RepeatFilter
 tells kinds of record apart by the template); only what getMessage() returns is escaped.
 """
 

@@ -16,7 +16,7 @@ queued on the model slots: that, not the bodies, sets their 6-23 s.)
   that cannot get one within the queue timeout gets a 503 with Retry-After (app.limits.Overloaded).
   Identical requests in flight share one build.
 - json_chunks: the body, serialised in the worker thread in pieces of a few thousand numbers (the
-  thread lets go of the GIL between pieces, so the event loop keeps answering; app.server also sets a
+  thread lets go of the GIL between pieces, so the event loop keeps answering; app.http.server also sets a
   1 ms switch interval), joined into 1 MB chunks.
 - encoded, ReadyResponse: gzip in the same thread (zlib lets go of the GIL) when the client accepts
   it; the chunks go out one at a time with Content-Length and Content-Encoding, so GZipMiddleware

@@ -11,7 +11,7 @@ import time
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.log_safety import escape
+from app.http.log_safety import escape
 
 log = logging.getLogger("rnnscope.access")
 

@@ -312,7 +312,7 @@ def build(settings: Settings, host: str, port: int, log_level: str) -> uvicorn.C
         "app.main:create_app", factory=True, host=host, port=port,
         http=protocol_class(settings, cap), h11_max_incomplete_event_size=max_line,
         log_level=log_level, proxy_headers=True,
-        access_log=False,  # app.access_log logs requests without their query (the user's text)
+        access_log=False,  # app.http.access_log logs requests without their query (the user's text)
         timeout_keep_alive=settings.keep_alive_timeout,
         backlog=min(2048, cap),
     )
