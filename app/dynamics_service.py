@@ -4,7 +4,7 @@ Routes and pages call this; it never renders. Each bad input becomes an InputErr
 field it belongs to, so the page shows it beside that control and the API answers 4xx JSON.
 Expensive results (gradient flow, gate saturation) are cached per model version, so a retrained
 checkpoint is never answered from a stale entry. Model runs go through the app's bounded model
-slots (app.limits.ModelSlots), like every trace: busy or too slow is a 503, never a hang.
+slots (app.core.slots.ModelSlots), like every trace: busy or too slow is a 503, never a hang.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from models.sample import generate
 from models.trace import _record_layer, gate_weights  # the trace's own per-layer maths: a stepped value equals a traced one
 
 from app.core.errors import InputError
-from app.limits import ModelSlots, SlotStream
+from app.core.slots import ModelSlots, SlotStream
 from app.core.registry import ModelEntry
 from app.ui.render import ROOT
 from app.ui.scale import STATE_INFO, Scale, neuron_scale
@@ -468,7 +468,7 @@ class DynamicsService:
 
     # ---- model runs ---------------------------------------------------------------------
     def _run(self, key: tuple, compute: Callable[[], T]) -> T:
-        """On one of the app's bounded model slots (app.limits.ModelSlots): identical runs in flight
+        """On one of the app's bounded model slots (app.core.slots.ModelSlots): identical runs in flight
         are shared; a full queue or an over-long run raises Overloaded (503 with Retry-After)."""
         return self.traces.slots.run(("dynamics", *key), compute)
 

@@ -33,7 +33,7 @@ from app.dynamics_service import (
     InterventionResult,
 )
 from app.core.errors import InputError
-from app.limits import Overloaded
+from app.core.slots import Overloaded
 from app.core.registry import ModelEntry
 from app.ui.scale import STATE_INFO, Scale, neuron_scale
 from app.views import DEFAULT_TEXT, UNKNOWN_TITLE

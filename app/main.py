@@ -23,8 +23,10 @@ from app.core.config import Settings
 from app.core.errors import InputError
 from app.http.fallbacks import HeadAsGet, PublicLocation, install_not_found_page
 from app.http.heavy import ResponseSlots, StreamSlots
-from app.limits import (BodyGuard, Overloaded, RateLimit, bound_native_memory, default_torch_threads, document_limits,
-                     error_response)
+from app.core.runtime import bound_native_memory, default_torch_threads
+from app.core.slots import Overloaded
+from app.http.guards import BodyGuard, RateLimit, error_response
+from app.http.openapi import document_limits
 from app.core.registry import Registry
 from app.ui.render import STATIC_DIR, render_page
 from app.http.security import HEADERS as SECURITY_HEADERS
@@ -119,7 +121,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     _add_error_handlers(app)
     install_not_found_page(app)  # unknown paths: an HTML page for browsers, JSON for the API
-    document_limits(app)  # 413/415/429/503 from app.limits, in OpenAPI
+    document_limits(app)  # 413/415/429/503 from app.http.guards and app.core.slots, in OpenAPI
     return app
 
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from markupsafe import escape
 
-from app.limits import Overloaded, WithoutModelRuns
+from app.core.slots import Overloaded, WithoutModelRuns
 from app.ui.render import render_block, render_page, wants_partial
 from app.probe_views import find_units_panel
 from app.views import FIELDS, build_page

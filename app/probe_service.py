@@ -5,7 +5,7 @@ so the other states are worked out one layer at a time (float16 (T, U) blocks, w
 scores fastest) and dropped once scored; the model itself does not run again.
 Texts too long for a whole-model trace in the cache are traced one layer at a time, uncached,
 and the per-layer best lists are merged (memory stays at one layer's states).
-Traces and scoring both run on the trace service's bounded model slots (app.limits): scoring
+Traces and scoring both run on the trace service's bounded model slots (app.core.slots): scoring
 every unit is as CPU-heavy as a trace, and a busy server answers 503 rather than piling up.
 Atlases (atlas.json beside a checkpoint, built by `rnnscope atlas`) are read lazily, once per
 file version, and a missing, corrupt or stale one becomes a message, never an error page.

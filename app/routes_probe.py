@@ -7,7 +7,7 @@ from fastapi import APIRouter, FastAPI, Path, Request
 from fastapi.responses import HTMLResponse
 
 from app.core.errors import InputError
-from app.limits import Overloaded
+from app.core.slots import Overloaded
 from app.probe_schemas import Context, Histogram, NeuronResponse, ProbeMatch, ProbeRequest, Push, SpanRequest, UnitRank
 from app.probe_service import NeuronReport, ProbeService, Ranking
 from app.probe_views import (DEFAULT_THRESHOLD, DEFAULT_TOP, RankingView, current_unit, neuron_page, probe_summary,

@@ -20,7 +20,8 @@ from starlette.concurrency import run_in_threadpool
 from app import pages
 from app.core.errors import InputError
 from app.exports import export_data, to_csv, to_html, to_json
-from app.limits import Overloaded, client_key
+from app.core.slots import Overloaded
+from app.http.guards import client_key
 from app.preview import preview_svg
 from app.probe_schemas import PROBE_IDS
 from app.probe_views import DEFAULT_PROBE, MAX_PATTERN_CHARS

@@ -8,7 +8,7 @@ A whole trace is lazy (models.trace.RecomputedStates): it keeps each layer's h a
 the state on screen, for the unit on screen, when a view reads it (milliseconds), so tracing a new
 text runs only the fused forwards and the cache holds three times as many texts as float16 copies
 of every gate would allow. What views read is float16: about three significant digits.
-Every model pass runs on one of a bounded set of slots (app.limits.ModelSlots): a request that
+Every model pass runs on one of a bounded set of slots (app.core.slots.ModelSlots): a request that
 waits or runs too long gets a 503 with Retry-After instead of piling more work on the cores.
 """
 
@@ -25,7 +25,7 @@ from models.trace import FEW_UNITS, RecomputedStates, Trace, check_request, lazy
 
 from app.core.config import Settings
 from app.core.errors import InputError
-from app.limits import Batch, ModelSlots
+from app.core.slots import Batch, ModelSlots
 from app.core.registry import ModelEntry, Registry, UnknownModel
 
 VIEW_TOPK = 5  # predictions kept per character for the page (and the cached trace)

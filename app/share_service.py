@@ -26,7 +26,8 @@ from models.probes import PROBES, regex_mask
 
 from app.core.config import Settings
 from app.core.errors import InputError
-from app.limits import Overloaded, TokenBuckets
+from app.core.slots import Overloaded
+from app.http.guards import TokenBuckets
 from app.probe_views import DEFAULT_PROBE, MAX_PATTERN_CHARS
 from app.service import TraceService
 from app.share import ShareNotFound, ShareStore, ShareStoreError, ShareStoreFull, sqlite_url

@@ -33,7 +33,7 @@ class Settings(BaseSettings):
                                       "usable cores divided by max_concurrent_traces, at least 1, so concurrent "
                                       "runs never oversubscribe the cores)")
     rescan_seconds: float = Field(2.0, ge=0.0, description="how often the model folder is re-checked for changes")
-    # Load limits for a public server (app/limits.py).
+    # Load limits for a public server (app/core/slots.py, app/http/guards.py).
     max_concurrent_traces: int = Field(2, ge=1, le=64, description="model runs at once; more requests queue")
     trace_batch: int = Field(4, ge=1, le=16, description="traces one model run may serve at once: queued requests "
                              "for the same model, warm-up and scope ride along with the run that gets a slot "

@@ -13,7 +13,7 @@ the GIL for seconds, so the event loop could not run. (Different texts are each 
 queued on the model slots: that, not the bodies, sets their 6-23 s.)
 
 - ResponseSlots: big bodies are built on one of a few slots, in arrival order (FifoSlots); a request
-  that cannot get one within the queue timeout gets a 503 with Retry-After (app.limits.Overloaded).
+  that cannot get one within the queue timeout gets a 503 with Retry-After (app.core.slots.Overloaded).
   Identical requests in flight share one build.
 - json_chunks: the body, serialised in the worker thread in pieces of a few thousand numbers (the
   thread lets go of the GIL between pieces, so the event loop keeps answering; app.http.server also sets a
@@ -43,7 +43,7 @@ import numpy as np
 from fastapi import Request
 from fastapi.responses import Response
 
-from app.limits import BUSY_RETRY_S, FifoSlots, Overloaded
+from app.core.slots import BUSY_RETRY_S, FifoSlots, Overloaded
 
 T = TypeVar("T")
 

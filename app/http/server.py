@@ -33,7 +33,7 @@ import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from app.core.config import Settings
-from app.limits import send_error
+from app.http.guards import send_error
 
 log = logging.getLogger("rnnscope.server")
 

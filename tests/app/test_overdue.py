@@ -112,7 +112,7 @@ def test_a_generation_waits_for_a_slot_and_is_a_503_before_the_stream_when_none_
 def test_a_stream_stops_at_the_run_timeout_and_when_its_reader_leaves():
     import threading
 
-    from app.limits import ModelSlots, StreamClosed
+    from app.core.slots import ModelSlots, StreamClosed
     from models import deadline
 
     slots = ModelSlots(1, queue_timeout=5.0, run_timeout=0.3)

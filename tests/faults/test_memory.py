@@ -1,6 +1,6 @@
 """Memory stays flat on a real server once its trace cache is full, whatever lengths the texts have.
 
-Without app.limits.bound_native_memory, oneDNN's per-length LSTM primitives and glibc heap
+Without app.core.runtime.bound_native_memory, oneDNN's per-length LSTM primitives and glibc heap
 fragmentation grew RSS by ~0.4 MB for every new text length, forever.
 """
 

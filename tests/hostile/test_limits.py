@@ -12,7 +12,8 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from app.limits import TokenBuckets, client_key, default_torch_threads
+from app.core.runtime import default_torch_threads
+from app.http.guards import TokenBuckets, client_key
 from tests.conftest import write_tiny_model
 
 from .conftest import HX, make_client
@@ -194,7 +195,7 @@ def test_the_body_limit_is_a_setting(tiny_models_dir, tmp_path):
 
 
 def test_the_queue_timeout_counts_from_arrival_not_from_reaching_the_slot():
-    from app.limits import ARRIVED, ModelSlots, Overloaded
+    from app.core.slots import ARRIVED, ModelSlots, Overloaded
 
     slots = ModelSlots(1, queue_timeout=1.0, run_timeout=5.0)
     release = threading.Event()
@@ -260,7 +261,7 @@ def test_requests_queued_for_a_model_slot_do_not_hold_up_cache_hits(tiny_models_
 
 def test_model_slots_go_to_waiting_requests_in_arrival_order():
     """A freed slot goes to the longest waiter, never to a request that just arrived (no barging)."""
-    from app.limits import FifoSlots, ModelSlots
+    from app.core.slots import FifoSlots, ModelSlots
 
     slots = ModelSlots(1, queue_timeout=10.0, run_timeout=10.0)
     release = threading.Event()
@@ -324,7 +325,7 @@ def _queue(slots, n_waiting: int, target, *args) -> list:
 
 
 def test_one_run_serves_queued_requests_of_its_batch_group_oldest_first():
-    from app.limits import Batch, ModelSlots
+    from app.core.slots import Batch, ModelSlots
 
     slots = ModelSlots(1, queue_timeout=10.0, run_timeout=10.0)
     runs: list[list[str]] = []
@@ -358,7 +359,7 @@ def test_one_run_serves_queued_requests_of_its_batch_group_oldest_first():
 
 def test_a_request_taken_along_gets_its_result_even_after_its_queue_budget():
     """The queue timeout ends with the slot (or the batch run) reached; the run timeout counts from there."""
-    from app.limits import Batch, ModelSlots
+    from app.core.slots import Batch, ModelSlots
 
     slots = ModelSlots(1, queue_timeout=0.5, run_timeout=10.0)
 
@@ -406,7 +407,7 @@ def test_queued_page_views_of_new_texts_share_one_batched_run(tiny_models_dir, t
 
 
 def test_a_rider_whose_identical_run_started_meanwhile_shares_it_and_a_failed_start_wakes_every_rider():
-    from app.limits import Batch, ModelSlots
+    from app.core.slots import Batch, ModelSlots
 
     slots = ModelSlots(1, queue_timeout=10.0, run_timeout=10.0)
     runs: list[list[str]] = []

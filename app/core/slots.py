@@ -1,4 +1,4 @@
-"""Limits that keep one public server usable under load and hostile input.
+"""Model-run slots that keep one public server usable under load.
 
 - ModelSlots: at most N model runs at once (a 2-core box does not get faster with 10 runs in
   parallel, only slower for everyone); a request that cannot get a slot within the queue timeout,
@@ -10,31 +10,25 @@
   (single flight), so a burst of the same view costs one run.
   A batched run (run_batched) also takes queued requests of its group along: one model pass for
   several texts costs less than one each (bench/batch_trace_speed.py).
-- RateLimit: a token bucket per client address (OFF unless RNNSCOPE_RATE_LIMIT is set).
-- BodyGuard: request bodies bounded in bytes before anything parses them; JSON bodies strictly
-  checked (no NaN/Infinity, no lone surrogates, no absurd nesting) so no route ever sees them.
-- bound_native_memory: memory stays flat under texts of every length (see its docstring).
+- SlotStream: a generator run in a slot, handed out item by item.
+- WithoutModelRuns: a page's TraceService stand-in once no slot could be had.
+
+The request-side limits (RateLimit, BodyGuard) live in app/http/guards.py, the process-wide memory
+and thread settings in app/core/runtime.py.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import json
-import math
-import os
 import queue
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
-
-from markupsafe import escape
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models import deadline
 
@@ -46,7 +40,6 @@ SLOW_RETRY_S = 10  # Retry-After when one run outlived the run timeout (it was s
 # every chunk or step (tens of ms), so the 503 normally comes with the slot already free again; a
 # run stuck in one long operation still gets its request answered after this.
 STOP_GRACE_S = 2.0
-MAX_JSON_DEPTH = 32  # no request shape of this API nests deeper than a few levels
 # When the request reached the app (set by RateLimit, the outermost limit): the queue timeout counts
 # from here, so time spent waiting for a worker thread is queueing too. Worker threads see it because
 # anyio runs sync routes in a copy of the request's context.
@@ -61,49 +54,6 @@ class Overloaded(Exception):
         self.message = message
         self.retry_after = retry_after
         self.status = status
-
-
-ONEDNN_CACHE = 8  # oneDNN primitives kept; a trace of a new length needs a new one anyway
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_ARENA_MAX = -1, -3, -8  # glibc mallopt() parameters
-MMAP_THRESHOLD = 16 << 20  # blocks above this come from and go back to the OS
-TRIM_THRESHOLD = 64 << 20  # free memory an arena keeps at its top for the next trace
-
-
-def bound_native_memory() -> list[str]:
-    """Stop two native caches from growing a long-running server without bound; returns what was set.
-
-    Measured under bench/load.py (texts of 200-5,000 characters): RSS grew ~0.5 MB per request
-    with the trace cache full and flat. oneDNN keeps a compiled LSTM primitive per sequence length
-    (up to 1,024 of them, ~0.3 MB each), and glibc's heap fragmented under large float arrays freed
-    from many threads. Trace outputs now come from mapped buffers outside malloc
-    (models/buffers.py); what malloc still serves is each chunk's temporaries (a few MiB each).
-    A fixed 16 MiB mmap threshold keeps those in two arenas for reuse: at 128 KiB every trace
-    faulted in ~180 MB of fresh pages (0.68 s against 0.57 s for 2,000 characters on a 2x512
-    LSTM). Must run before the first model pass; an operator's own ONEDNN_PRIMITIVE_CACHE_CAPACITY
-    is kept.
-    """
-    done = []
-    if "ONEDNN_PRIMITIVE_CACHE_CAPACITY" not in os.environ:
-        os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] = str(ONEDNN_CACHE)
-        done.append(f"oneDNN primitive cache {ONEDNN_CACHE}")
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        if (libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
-                and libc.mallopt(M_ARENA_MAX, 2) == 1):
-            done.append(f"malloc: mmap threshold {MMAP_THRESHOLD >> 20} MiB, trim threshold {TRIM_THRESHOLD >> 20} MiB, "
-                        "2 arenas")
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
-        pass
-    return done
-
-
-def default_torch_threads(slots: int, cpus: int | None = None) -> int:
-    """One share of the cores per concurrent run: 2 runs on 2 cores get 1 thread each, never 2 x 2."""
-    if cpus is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cpus // max(1, slots))
 
 
 @dataclass(eq=False)
@@ -424,260 +374,6 @@ class SlotStream:
         self._closed.set()
 
 
-# ---- responses from middleware (outside the routers, so no exception handlers) -------------
-def error_response(scope: Scope, status: int, message: str, headers: dict[str, str] | None = None) -> tuple[dict, bytes]:
-    """JSON {"detail": ...} for the API (and clients that ask for JSON); a small HTML page otherwise."""
-    path = scope.get("path", "")
-    accept = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"accept"), "")
-    if path.startswith("/api/") or ("application/json" in accept and "text/html" not in accept):
-        body = json.dumps({"detail": message}).encode()
-        kind = "application/json"
-    else:
-        body = (f'<!doctype html><html lang="en"><meta charset="utf-8"><title>{status}</title>'
-                f'<p class="err" role="alert">{escape(message)}</p></html>').encode()
-        kind = "text/html; charset=utf-8"
-    start = {"type": "http.response.start", "status": status,
-             "headers": [(b"content-type", kind.encode()), (b"content-length", str(len(body)).encode()),
-                         *((k.lower().encode(), v.encode()) for k, v in (headers or {}).items())]}
-    return start, body
-
-
-async def send_error(scope: Scope, send: Send, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-    start, body = error_response(scope, status, message, headers)
-    await send(start)
-    await send({"type": "http.response.body", "body": body})
-
-
-# ---- per-client rate limit -------------------------------------------------------------------
-class TokenBuckets:
-    """rate tokens per minute, up to `burst` saved, per client key; the least recently seen keys are dropped."""
-
-    def __init__(self, per_minute: float, burst: int, max_clients: int = 50_000,
-                 clock: Callable[[], float] = time.monotonic):
-        self.per_second = per_minute / 60.0
-        self.burst = float(burst)
-        self.max_clients = max_clients
-        self.clock = clock
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, last refill)
-
-    def take(self, key: str) -> float:
-        """0 when the request may go ahead, else the seconds until a token is back."""
-        now = self.clock()
-        tokens, last = self._buckets.pop(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.per_second)
-        wait = 0.0
-        if tokens >= 1.0:
-            tokens -= 1.0
-        else:
-            wait = (1.0 - tokens) / self.per_second
-        self._buckets[key] = (tokens, now)
-        while len(self._buckets) > self.max_clients:
-            self._buckets.popitem(last=False)  # a forgotten client starts again with a full bucket
-        return wait
-
-
-def client_key(scope: Scope) -> str:
-    """The client's address (uvicorn has applied X-Forwarded-For from trusted proxies); IPv6 by its /64."""
-    client = scope.get("client")
-    host = client[0] if client else "unknown"
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)
-        return str(ipaddress.ip_network(f"{ip}/64", strict=False))  # one subscriber usually holds a whole /64
-    return str(ip)
-
-
-class RateLimit:
-    """429 + Retry-After once a client has spent its bucket; static files and /healthz are free."""
-
-    EXEMPT = ("/static/", "/healthz", "/favicon")
-
-    def __init__(self, app: ASGIApp, per_minute: int, burst: int | None = None):
-        self.app = app
-        self.buckets = TokenBuckets(per_minute, burst or per_minute) if per_minute > 0 else None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        ARRIVED.set(time.monotonic())
-        if self.buckets is None or scope["type"] != "http" or scope["path"].startswith(self.EXEMPT):
-            await self.app(scope, receive, send)
-            return
-        wait = self.buckets.take(client_key(scope))
-        if wait <= 0:
-            await self.app(scope, receive, send)
-            return
-        retry = max(1, math.ceil(wait))
-        await send_error(scope, send, 429, f"too many requests from your address: this server allows "
-                         f"{self.buckets.per_second * 60:g} a minute. Try again in {retry} s.",
-                         {"Retry-After": str(retry)})
-
-
-# ---- request bodies --------------------------------------------------------------------------
-class _NonFinite(Exception):
-    pass
-
-
-class _TooDeep(Exception):
-    pass
-
-
-def _reject_constant(name: str) -> Any:
-    raise _NonFinite(name)
-
-
-class _HugeInt:
-    """An integer literal too long to convert (Python refuses over 4,300 digits): kept as its length, so the
-    walk below can say which field holds it, instead of the parser's field-less 400."""
-
-    def __init__(self, digits: int):
-        self.digits = digits
-
-
-MAX_INT_DIGITS = 4300  # Python's default int-string conversion limit; no field of this API comes near it
-
-
-def _parse_int(literal: str) -> int | _HugeInt:
-    digits = len(literal) - literal.startswith("-")
-    return _HugeInt(digits) if digits > MAX_INT_DIGITS else int(literal)
-
-
-def json_problem(body: bytes) -> str | None:
-    """Why a JSON body must be refused before any route sees it, or None (malformed JSON is the route's to name)."""
-    try:
-        decoded = body.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return f"the request body is not UTF-8 text (byte {body[e.start]:#04x} at offset {e.start:,}): send JSON in UTF-8"
-    try:
-        value = json.loads(decoded, parse_constant=_reject_constant, parse_int=_parse_int)
-    except _NonFinite as e:
-        return f"the request body holds {e.args[0]}, which is not a JSON number: send a finite number"
-    except RecursionError:
-        return f"the request body nests deeper than {MAX_JSON_DEPTH} levels"
-    except ValueError:
-        return None  # not JSON: FastAPI says where in its own words
-    try:
-        where = _bad_string(value, "", 0)
-    except _TooDeep:
-        return f"the request body nests deeper than {MAX_JSON_DEPTH} levels"
-    if where is not None:
-        return f"{where or 'the body'} holds an unpaired UTF-16 surrogate (e.g. \\ud800): send valid Unicode text"
-    huge = _huge_int(value, "")
-    if huge is not None:
-        where, digits = huge
-        return (f"{where or 'the body'} is a {digits:,}-digit integer; numbers in a request have at most "
-                f"{MAX_INT_DIGITS:,} digits")
-    return None
-
-
-def _huge_int(value: Any, where: str) -> tuple[str, int] | None:
-    """The path and length of the first integer too long to convert, or None (depth is bounded already)."""
-    if isinstance(value, _HugeInt):
-        return where, value.digits
-    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-    for key, item in items:
-        path = f"{where}[{key}]" if isinstance(key, int) else f"{where}.{key}" if where else str(key)
-        found = _huge_int(item, path)
-        if found is not None:
-            return found
-    return None
-
-
-def _bad_string(value: Any, where: str, depth: int) -> str | None:
-    """The path of the first string (or key) holding a lone surrogate, or None."""
-    if depth > MAX_JSON_DEPTH:
-        raise _TooDeep
-    if isinstance(value, str):
-        return None if _valid_unicode(value) else where
-    if isinstance(value, list):
-        for i, item in enumerate(value):
-            found = _bad_string(item, f"{where}[{i}]", depth + 1)
-            if found is not None:
-                return found
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            path = f"{where}.{key}" if where else str(key)
-            if not _valid_unicode(key):
-                return where or "a field name"
-            found = _bad_string(item, path, depth + 1)
-            if found is not None:
-                return found
-    return None
-
-
-def _valid_unicode(s: str) -> bool:
-    try:
-        s.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-JSON_TYPES = ("application/json",)
-
-
-def _is_json(content_type: str) -> bool:
-    kind = content_type.split(";")[0].strip().lower()
-    return kind in JSON_TYPES or kind.endswith("+json")
-
-
-class BodyGuard:
-    """Bounds every request body in bytes; API bodies must be JSON (415 otherwise) and clean JSON (422)."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
-            await self.app(scope, receive, send)
-            return
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        declared = headers.get("content-length", "")
-        if declared.strip().isdigit() and int(declared) > self.max_bytes:
-            await send_error(scope, send, 413, self._too_big(int(declared)))
-            return
-        body = bytearray()
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # the client went away: nothing to answer
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.max_bytes:
-                await send_error(scope, send, 413, self._too_big(len(body), at_least=True))
-                return
-        content_type = headers.get("content-type", "")
-        if scope["path"].startswith("/api/") and body and not _is_json(content_type):
-            kind = content_type.split(";")[0].strip()[:60] or "a body without a Content-Type"
-            await send_error(scope, send, 415, f"send the request body as JSON (Content-Type: application/json), "
-                                               f"not {kind}")
-            return
-        if body and (not content_type or _is_json(content_type)):
-            problem = json_problem(bytes(body))
-            if problem is not None:
-                await send_error(scope, send, 422, problem)
-                return
-
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()  # after the body: wait for the disconnect, as the server would say it
-
-        await self.app(scope, replay, send)
-
-    def _too_big(self, size: int, at_least: bool = False) -> str:
-        return (f"the request body is {'over ' if at_least else ''}{size:,} bytes; the limit is "
-                f"{self.max_bytes:,}: send a shorter text")
-
-
 class WithoutModelRuns:
     """A TraceService stand-in whose traces refuse with the overload message, so a page that could not
     get a model slot still renders its form, with the reason beside the text, instead of an error page."""
@@ -693,34 +389,3 @@ class WithoutModelRuns:
         from app.core.errors import InputError
 
         raise InputError(self._busy.message, field="text", status=self._busy.status)
-
-
-LIMIT_RESPONSES = {
-    "413": "the request body is over the size limit",
-    "415": "the request body is not JSON",
-    "429": "too many requests from this address (when the server sets a rate limit); see Retry-After",
-    "503": "the server is busy, or the model run took longer than its limit (and was stopped); see Retry-After",
-}
-
-
-def document_limits(app: Any) -> None:
-    """Add the statuses the limits above can answer with to every /api operation in the OpenAPI schema."""
-    build = app.openapi
-
-    def openapi() -> dict:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        schema = build()
-        ref = {"$ref": "#/components/schemas/ErrorDetail"}
-        for path, operations in schema.get("paths", {}).items():
-            if not path.startswith("/api/"):
-                continue
-            for method, op in operations.items():
-                statuses = ("429", "503") if method in ("get", "head") else tuple(LIMIT_RESPONSES)
-                for status in statuses:
-                    op.setdefault("responses", {}).setdefault(status, {
-                        "description": LIMIT_RESPONSES[status], "content": {"application/json": {"schema": ref}}})
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi
