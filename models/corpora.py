@@ -32,6 +32,12 @@ class Corpus:
     train_docs: int
     val_docs: int
 
+    @classmethod
+    def of_documents(cls, name: str, split: str, train: list[str], val: list[str]) -> Corpus:
+        """The training and the validation documents, each set joined with DOC_SEPARATOR."""
+        return cls(name=name, train=DOC_SEPARATOR.join(train), val=DOC_SEPARATOR.join(val), split=split,
+                   train_docs=len(train), val_docs=len(val))
+
 
 def companion_paths(train_file: str | Path) -> tuple[Path, Path]:
     """(validation file, meta file) that sit beside a corpus's training file."""
@@ -63,14 +69,8 @@ def austen(data_dir: Path = AUSTEN_DIR) -> Corpus:
         cut = _paragraph_cut(text, 1 - AUSTEN_VAL_FRACTION)
         train_parts.append(text[:cut])
         val_parts.append(text[cut:])
-    return Corpus(
-        name="austen",
-        train=DOC_SEPARATOR.join(train_parts),
-        val=DOC_SEPARATOR.join(val_parts),
-        split=f"last {AUSTEN_VAL_FRACTION:.0%} of each of the six novels (cut at a paragraph break) held out",
-        train_docs=len(train_parts),
-        val_docs=len(val_parts),
-    )
+    split = f"last {AUSTEN_VAL_FRACTION:.0%} of each of the six novels (cut at a paragraph break) held out"
+    return Corpus.of_documents("austen", split, train_parts, val_parts)
 
 
 def _paragraph_cut(text: str, fraction: float) -> int:
@@ -99,14 +99,8 @@ def python_stdlib(root: Path | None = None) -> Corpus:
         (val_parts if bucket < PYTHON_VAL_PERCENT else train_parts).append(source.rstrip() + "\n")
     if not train_parts or not val_parts:
         raise RnnscopeError(f"no usable .py files under {root}; install python3 (apt-get install python3)")
-    return Corpus(
-        name="python-stdlib",
-        train=DOC_SEPARATOR.join(train_parts),
-        val=DOC_SEPARATOR.join(val_parts),
-        split=f"files whose path hashes (sha256 mod 100) below {PYTHON_VAL_PERCENT} held out",
-        train_docs=len(train_parts),
-        val_docs=len(val_parts),
-    )
+    split = f"files whose path hashes (sha256 mod 100) below {PYTHON_VAL_PERCENT} held out"
+    return Corpus.of_documents("python-stdlib", split, train_parts, val_parts)
 
 
 def _excluded(rel: str) -> bool:

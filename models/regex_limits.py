@@ -372,28 +372,17 @@ class _Scan:
 
     def _property_end(self, j: int) -> int | None:
         """Where \\p's property ends, when what follows \\p at j is one (the module reads it as a literal p otherwise)."""
-        p, n = self.p, self.n
+        p = self.p
         if p[j : j + 1] == "{":
-            k = j + 1
-            if p[k : k + 1] == "^":
-                k += 1
-            while k < n and p[k] in _PROPERTY_PART:
-                k += 1
-            if k < n and p[k] in ":=":
-                m = k + 1
-                while m < n and p[m] in _PROPERTY_VALUE:
-                    m += 1
-                if p[k + 1 : m].strip():
-                    k = m
+            k = self._property_name_end(j + 1)
             return k + 1 if p[k : k + 1] == "}" else None
         if p[j : j + 1] and p[j] in "CLMNPSZ":
             return j + 1
         return None
 
-    def _posix_end(self, j: int) -> int | None:
-        """Where a POSIX class [:name:] starting at j ends, if it is one."""
+    def _property_name_end(self, k: int) -> int:
+        """Where a property's name, as in \\p{^name=value} or [:^name:], starting at k, ends (^ and =value included)."""
         p, n = self.p, self.n
-        k = j + 2
         if p[k : k + 1] == "^":
             k += 1
         while k < n and p[k] in _PROPERTY_PART:
@@ -404,7 +393,12 @@ class _Scan:
                 m += 1
             if p[k + 1 : m].strip():
                 k = m
-        return k + 2 if p[k : k + 2] == ":]" else None
+        return k
+
+    def _posix_end(self, j: int) -> int | None:
+        """Where a POSIX class [:name:] starting at j ends, if it is one."""
+        k = self._property_name_end(j + 2)
+        return k + 2 if self.p[k : k + 2] == ":]" else None
 
     def _class(self, i: int, depth: int) -> tuple[int, int]:
         """A character class [...] at i (nested classes and set operators in version 1): its weight and end."""
