@@ -1,7 +1,8 @@
-"""A real `rnnscope serve` process on a free port, driven by Debian's chromium through Playwright.
+"""The main view in a real browser: type, pick a unit, hover, reload, back and forward, bad input,
+model switch, the API docs.
 
-Skipped (with the reason) where /usr/bin/chromium or Playwright is missing; CI installs both.
-Never runs `playwright install`: the system chromium is the browser.
+The set-up (a real `rnnscope serve`, Debian's chromium through Playwright, skipped with the reason where
+either is missing) is tests/e2e/conftest.py's.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The dynamics views in Debian's chromium against a real `rnnscope serve`: a seeded generation
 streams in coloured and reproduces; the scalar RNN re-draws as w_hh moves; nav links carry the state.
 
-Skipped (with the reason) where /usr/bin/chromium or Playwright is missing. Never runs `playwright install`.
+The set-up is tests/e2e/conftest.py's, with a wider tiny-lstm, a longer timeout and 422s expected.
 """
 
 from __future__ import annotations

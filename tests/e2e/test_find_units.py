@@ -1,7 +1,7 @@
 """Find units in a real browser: rank by the quotes probe, click the top row, select a span with the
 mouse and with shift+arrows, compare with a second unit, open a neuron page.
 
-Same set-up as test_browser.py: a real `rnnscope serve`, Debian's chromium; never `playwright install`.
+The set-up is tests/e2e/conftest.py's, with tiny-lstm alone (and its atlas), a larger page and 422s expected.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Share in a real browser: click Share, copy the link, open it in a new page, see the same view.
 
-A real `rnnscope serve` with tiny models and its own data folder, driven by Debian's chromium.
-Skipped (with the reason) where /usr/bin/chromium or Playwright is missing; never `playwright install`.
+A real `rnnscope serve` with tiny models and its own data folder, driven by Debian's chromium
+(tests/e2e/conftest.py); each test opens its own browser context.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """In a real browser, on the shipped austen-lstm, the card's quote cell colours quoted text apart.
 
-A real `rnnscope serve` with the committed models, Debian's chromium through Playwright.
+A real `rnnscope serve` with the committed models; the browser is tests/e2e/conftest.py's.
 """
 
 from __future__ import annotations
