@@ -1,6 +1,6 @@
 """JSON shapes of the dynamics API (pydantic v2): gradients, toy RNN, saturation, interventions.
 
-Kept apart from app/schemas.py so the trace API and these can change independently.
+Kept apart from app/trace/schemas.py so the trace API and these can change independently.
 Floats that can be undefined (no next character, no counterpart in the original) are null.
 """
 
@@ -12,7 +12,7 @@ from starlette.responses import StreamingResponse
 from models.dynamics import MAX_CLAMP, MAX_LOOKBACK, MAX_TOPK
 
 from app.dynamics_service import MAX_INTERVENE_CHARS
-from app.schemas import Prediction
+from app.trace.schemas import Prediction
 
 MAX_COMPARE = 3
 # The intervention page's one text limit (app/dynamics_service.py), for the clamp and both counterfactual texts.

@@ -48,7 +48,7 @@ from app.core.slots import ModelSlots, SlotStream
 from app.core.registry import ModelEntry
 from app.ui.render import ROOT
 from app.ui.scale import STATE_INFO, Scale, neuron_scale
-from app.service import TraceService, unit_values
+from app.trace.service import TraceService, unit_values
 
 log = logging.getLogger("rnnscope.dynamics")
 T = TypeVar("T")

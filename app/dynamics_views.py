@@ -36,7 +36,7 @@ from app.core.errors import InputError
 from app.core.slots import Overloaded
 from app.core.registry import ModelEntry
 from app.ui.scale import STATE_INFO, Scale, neuron_scale
-from app.views import DEFAULT_TEXT, UNKNOWN_TITLE
+from app.trace.views import DEFAULT_TEXT, UNKNOWN_TITLE
 
 SHARED = ("model", "layer", "state", "unit", "text")
 NAV_TEXT_LIMIT = 2_000  # server-rendered links carry the text up to this length (static/dynamics.js carries any)

@@ -17,7 +17,8 @@ from models.buffers import POOL
 from models.errors import RnnscopeError
 from models.score_kernels import compile_in_background
 
-from app import api, pages, routes_dynamics, routes_probe, routes_share
+from app import routes_dynamics, routes_probe, routes_share
+from app.trace import routes as trace_routes
 from app.http.access_log import AccessLog
 from app.core.config import Settings
 from app.core.errors import InputError
@@ -31,7 +32,7 @@ from app.core.registry import Registry
 from app.ui.render import STATIC_DIR, render_page
 from app.http.security import HEADERS as SECURITY_HEADERS
 from app.http.security import SecurityHeaders
-from app.service import TraceService
+from app.trace.service import TraceService
 from app.share_service import ShareService
 
 log = logging.getLogger("rnnscope")
@@ -108,9 +109,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(HeadAsGet)  # HEAD wherever GET is answered (health checkers send HEAD)
     app.add_middleware(AccessLog)  # outermost: its time (log line, Server-Timing) covers everything inside
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    app.include_router(pages.router)
-    app.include_router(api.router)
-    app.include_router(api.health)
+    app.include_router(trace_routes.pages)
+    app.include_router(trace_routes.router)
+    app.include_router(trace_routes.health)
     app.include_router(routes_share.router)  # share links, preview image, downloads
     routes_probe.install(app)  # probe/span rankings, neuron pages
     app.include_router(routes_dynamics.router)  # generate, gradient flow, scalar RNN, saturation, interventions

@@ -34,7 +34,7 @@ from models.trace import run_trace
 
 from app.core.errors import InputError
 from app.core.registry import ModelEntry
-from app.service import TraceService
+from app.trace.service import TraceService
 
 log = logging.getLogger("rnnscope.probes")
 

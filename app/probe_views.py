@@ -12,7 +12,7 @@ from models.probes import BINARY, PROBES
 
 from app.probe_service import SPAN_METRIC, NeuronReport, Ranking
 from app.ui.scale import STATE_INFO, neuron_scale
-from app.views import neuron_url
+from app.trace.views import neuron_url
 
 DEFAULT_THRESHOLD = 0.3
 DEFAULT_TOP = 20

@@ -35,9 +35,9 @@ from app.dynamics_schemas import (
 )
 from app.dynamics_service import SATURATION_HIGH, SATURATION_LOW, DynamicsService, GenerationPlan
 from app.http.heavy import StreamTicket
-from app.json_values import predictions, rounded
+from app.trace.schemas import predictions, rounded
 from app.ui.render import render_block, render_page, wants_partial
-from app.schemas import ErrorDetail
+from app.trace.schemas import ErrorDetail
 
 pages = APIRouter(include_in_schema=False)
 api = APIRouter(prefix="/api/v1", tags=["dynamics"])

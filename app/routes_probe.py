@@ -13,8 +13,8 @@ from app.probe_service import NeuronReport, ProbeService, Ranking
 from app.probe_views import (DEFAULT_THRESHOLD, DEFAULT_TOP, RankingView, current_unit, neuron_page, probe_summary,
                           ranking_view, span_summary)
 from app.ui.render import render_block, render_page
-from app.schemas import ErrorDetail
-from app.views import DEFAULT_TEXT
+from app.trace.schemas import ErrorDetail
+from app.trace.views import DEFAULT_TEXT
 
 api = APIRouter(prefix="/api/v1", tags=["probes"])
 pages = APIRouter(include_in_schema=False)

@@ -1,7 +1,7 @@
 """Share links (/api/v1/share, /share, /s/{id}), their preview image, and downloads (/export.*).
 
 Thin: parse, call ShareService or app.exports, render. A share page is the main page exactly as
-app.pages.index renders it for the stored params (its params and template context keep growing),
+app.trace.routes.index renders it for the stored params (its params and template context keep growing),
 with the link-preview tags and a one-line banner added at two fixed points of base.html.
 """
 
@@ -17,7 +17,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from app import pages
+from app.trace import routes as trace_routes
 from app.core.errors import InputError
 from app.exports import export_data, to_csv, to_html, to_json
 from app.core.slots import Overloaded
@@ -26,7 +26,7 @@ from app.preview import preview_svg
 from app.probe_schemas import PROBE_IDS
 from app.probe_views import DEFAULT_PROBE, MAX_PATTERN_CHARS
 from app.ui.render import render_page
-from app.schemas import ErrorDetail
+from app.trace.schemas import ErrorDetail
 from app.share_service import ShareService, ShareUnavailable
 
 router = APIRouter()
@@ -184,9 +184,9 @@ def share_page(sid: str, request: Request) -> HTMLResponse:
 
 
 def _index_page(request: Request, params: dict[str, str]) -> HTMLResponse:
-    """pages.index for these params: every query param it reads is passed by name (absent ones as None)."""
-    names = [n for n in inspect.signature(pages.index).parameters if n != "request"]
-    return pages.index(request, **{n: params.get(n) for n in names})
+    """trace_routes.index for these params: every query param it reads is passed by name (absent ones as None)."""
+    names = [n for n in inspect.signature(trace_routes.index).parameters if n != "request"]
+    return trace_routes.index(request, **{n: params.get(n) for n in names})
 
 
 def _insert(body: str, marker: str, fragment: str, before: bool) -> str:

@@ -29,9 +29,9 @@ from app.core.errors import InputError
 from app.core.slots import Overloaded
 from app.http.guards import TokenBuckets
 from app.probe_views import DEFAULT_PROBE, MAX_PATTERN_CHARS
-from app.service import TraceService
+from app.trace.service import TraceService
 from app.share import ShareNotFound, ShareStore, ShareStoreError, ShareStoreFull, sqlite_url
-from app.views import Page, build_page
+from app.trace.views import Page, build_page
 
 log = logging.getLogger("rnnscope.share")
 

@@ -30,7 +30,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 
 from app.core.config import Settings  # noqa: E402
 from app.main import GZIP_LEVEL, create_app  # noqa: E402
-from app.service import VIEW_TOPK  # noqa: E402
+from app.trace.service import VIEW_TOPK  # noqa: E402
 from models.trace import run_trace  # noqa: E402
 
 HX = {"HX-Request": "true"}

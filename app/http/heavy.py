@@ -159,7 +159,7 @@ class StreamTicket:
 # ---- bodies built in pieces ------------------------------------------------------------------
 @dataclass(frozen=True)
 class Rounded:
-    """A float array, written as nested lists rounded to `decimals` (as app.json_values.rounded)."""
+    """A float array, written as nested lists rounded to `decimals` (as app.trace.schemas.rounded)."""
 
     array: Any
     decimals: int
@@ -167,7 +167,7 @@ class Rounded:
 
 @dataclass(frozen=True)
 class Predictions:
-    """Per-position [{char, p}] lists (as app.json_values.predictions)."""
+    """Per-position [{char, p}] lists (as app.trace.schemas.predictions)."""
 
     chars: list[str]
     ids: np.ndarray

@@ -8,7 +8,7 @@ from html import unescape
 
 import pytest
 
-from app.views import DEFAULT_TEXT
+from app.trace.views import DEFAULT_TEXT
 
 from .conftest import make_client
 

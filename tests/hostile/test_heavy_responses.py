@@ -15,7 +15,7 @@ import pytest
 from fastapi.responses import JSONResponse
 
 from app.http.heavy import Predictions, ResponseSlots, Rounded, StreamSlots, json_bytes
-from app.json_values import predictions, rounded
+from app.trace.schemas import predictions, rounded
 from app.core.slots import Overloaded
 from tests.conftest import write_tiny_model
 from tests.hostile.conftest import make_client

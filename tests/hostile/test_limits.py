@@ -456,7 +456,7 @@ def test_a_rider_whose_identical_run_started_meanwhile_shares_it_and_a_failed_st
 
 
 def test_a_text_the_batch_refuses_fails_only_its_own_request(tiny_models_dir, tmp_path, monkeypatch):
-    import app.service as service_module
+    import app.trace.service as service_module
 
     real = service_module.run_traces
 

@@ -1,17 +1,25 @@
-"""JSON routes under /api/v1 (in OpenAPI), plus /healthz. Thin: validate, call the service, shape."""
+"""The trace feature's routes. Thin: read the query or validate the body, call the service, shape.
+
+- pages: the HTML page at / (app.trace.views builds it; render the page or a block);
+- router: JSON under /api/v1 (in OpenAPI); health: /healthz.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
+from markupsafe import escape
 
 from app.core.errors import InputError
-from app.http.heavy import HEAVY_VALUES, Predictions, Rounded, accepts_gzip, encoded, json_chunks, ready_response
-from app.json_values import predictions, rounded
 from app.core.registry import ModelEntry
-from app.schemas import ErrorDetail, Health, ModelInfo, TraceRequest, TraceResponse
-from app.service import TraceResult, TraceService
+from app.core.slots import Overloaded, WithoutModelRuns
+from app.http.heavy import HEAVY_VALUES, Predictions, Rounded, accepts_gzip, encoded, json_chunks, ready_response
+from app.probe_views import find_units_panel
+from app.trace.schemas import ErrorDetail, Health, ModelInfo, TraceRequest, TraceResponse, predictions, rounded
+from app.trace.service import TraceResult, TraceService
+from app.trace.views import FIELDS, build_page
+from app.ui.render import render_block, render_page, wants_partial
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
 health = APIRouter(tags=["ops"])
@@ -109,3 +117,50 @@ def _trace_json(entry: ModelEntry, body: TraceRequest, result: TraceResult, bloc
         "unknown_positions": list(trace.unknown),
         "cached": result.cached,
     }
+
+
+# ---- the page at / ---------------------------------------------------------------------------
+pages = APIRouter(include_in_schema=False)
+PAGE = "index.html"
+
+
+@pages.get("/", response_class=HTMLResponse)
+def index(
+    request: Request,
+    model: str | None = None,
+    layer: str | None = None,
+    state: str | None = None,
+    unit: str | None = None,
+    mode: str | None = None,
+    text: str | None = None,
+    layer2: str | None = None,
+    state2: str | None = None,
+    unit2: str | None = None,
+    probe: str | None = None,
+    pattern: str | None = None,
+) -> HTMLResponse:
+    params = {"model": model, "layer": layer, "state": state, "unit": unit, "mode": mode, "text": text,
+              "layer2": layer2, "state2": state2, "unit2": unit2}
+    headers = {"Vary": "HX-Request"}
+    try:
+        page = build_page(request.app.state.service, params)
+        status = page.status
+    except Overloaded as busy:  # no model slot in time: the form as sent, the reason beside the text
+        page = build_page(WithoutModelRuns(request.app.state.service, busy), params)
+        status = busy.status
+        headers["Retry-After"] = str(busy.retry_after)
+    # The Find units panel's probe and pattern are part of the view (URL, share links); the panel is
+    # outside the htmx-swapped view block, so only a full page (load, reload, back, /s/{id}) reads them.
+    context = {"page": page, "fields": FIELDS, "find": find_units_panel(probe, pattern)}
+    if not wants_partial(request):
+        return HTMLResponse(render_page(PAGE, context), status_code=status, headers=headers)
+    if page.errors:
+        # Keep the view the user has; put each message beside its control; leave the URL alone.
+        # (On success htmx pushes the request URL; static/app.js turns text-only changes into replaces.)
+        headers.update({"HX-Reswap": "none", "HX-Push-Url": "false"})
+        return HTMLResponse(render_block(PAGE, "errors_oob", context), status_code=status, headers=headers)
+    body = render_block(PAGE, "view", context) + render_block(PAGE, "errors_oob", context)
+    if page.view is not None:
+        body = f"<title>{escape(page.view.title)}</title>" + body
+    return HTMLResponse(body, headers=headers)
+
