@@ -162,7 +162,7 @@ def atlas(
     """Precompute the neuron atlas (atlas.json beside the weights) that the neuron pages show."""
     import time
 
-    from app.probe_service import weights_fingerprint
+    from app.probe.service import weights_fingerprint
     from models.atlas import build_atlas, save_atlas
 
     try:

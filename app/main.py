@@ -17,7 +17,8 @@ from models.buffers import POOL
 from models.errors import RnnscopeError
 from models.score_kernels import compile_in_background
 
-from app import routes_dynamics, routes_probe, routes_share
+from app import routes_dynamics, routes_share
+from app.probe import routes as routes_probe
 from app.trace import routes as trace_routes
 from app.http.access_log import AccessLog
 from app.core.config import Settings

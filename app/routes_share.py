@@ -23,8 +23,8 @@ from app.exports import export_data, to_csv, to_html, to_json
 from app.core.slots import Overloaded
 from app.http.guards import client_key
 from app.preview import preview_svg
-from app.probe_schemas import PROBE_IDS
-from app.probe_views import DEFAULT_PROBE, MAX_PATTERN_CHARS
+from app.probe.schemas import PROBE_IDS
+from app.probe.views import DEFAULT_PROBE, MAX_PATTERN_CHARS
 from app.ui.render import render_page
 from app.trace.schemas import ErrorDetail
 from app.share_service import ShareService, ShareUnavailable

@@ -15,7 +15,7 @@ from app.core.errors import InputError
 from app.core.registry import ModelEntry
 from app.core.slots import Overloaded, WithoutModelRuns
 from app.http.heavy import HEAVY_VALUES, Predictions, Rounded, accepts_gzip, encoded, json_chunks, ready_response
-from app.probe_views import find_units_panel
+from app.probe.views import find_units_panel
 from app.trace.schemas import ErrorDetail, Health, ModelInfo, TraceRequest, TraceResponse, predictions, rounded
 from app.trace.service import TraceResult, TraceService
 from app.trace.views import FIELDS, build_page

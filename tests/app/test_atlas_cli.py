@@ -7,7 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from app.cli import cli
-from app.probe_service import weights_fingerprint
+from app.probe.service import weights_fingerprint
 from models.atlas import ATLAS_FILE, load_atlas
 from tests.conftest import write_tiny_model
 

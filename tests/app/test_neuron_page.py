@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from app.probe_service import weights_fingerprint
+from app.probe.service import weights_fingerprint
 from models.atlas import ATLAS_FILE, build_atlas, save_atlas
 from models.checkpoint import load_checkpoint
 from tests.conftest import write_tiny_model

@@ -1,5 +1,5 @@
 """Routes for finding the neuron: probe and span rankings (JSON and the page's panel) and the
-neuron page. Thin: validate, call app.probe_service, shape or render."""
+neuron page. Thin: validate, call app.probe.service, shape or render."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from fastapi.responses import HTMLResponse
 
 from app.core.errors import InputError
 from app.core.slots import Overloaded
-from app.probe_schemas import Context, Histogram, NeuronResponse, ProbeMatch, ProbeRequest, Push, SpanRequest, UnitRank
-from app.probe_service import NeuronReport, ProbeService, Ranking
-from app.probe_views import (DEFAULT_THRESHOLD, DEFAULT_TOP, RankingView, current_unit, neuron_page, probe_summary,
+from app.probe.schemas import Context, Histogram, NeuronResponse, ProbeMatch, ProbeRequest, Push, SpanRequest, UnitRank
+from app.probe.service import NeuronReport, ProbeService, Ranking
+from app.probe.views import (DEFAULT_THRESHOLD, DEFAULT_TOP, RankingView, current_unit, neuron_page, probe_summary,
                           ranking_view, span_summary)
 from app.ui.render import render_block, render_page
 from app.trace.schemas import ErrorDetail

@@ -10,7 +10,7 @@ import numpy as np
 
 from models.probes import BINARY, PROBES
 
-from app.probe_service import SPAN_METRIC, NeuronReport, Ranking
+from app.probe.service import SPAN_METRIC, NeuronReport, Ranking
 from app.ui.scale import STATE_INFO, neuron_scale
 from app.trace.views import neuron_url
 
