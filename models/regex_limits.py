@@ -77,6 +77,11 @@ class _Frame:
         self.kind = kind
         self.filled = False  # holds something other than groups (empty capture groups compile slowly)
 
+    @classmethod
+    def group(cls, kind: str, start: int) -> "_Frame":
+        """A group of `kind` opened at `start`, at that kind's cost."""
+        return cls(GROUP_COST[kind], start, kind)
+
     def add(self, w: int, filled: bool = True) -> None:
         self.branch += w
         self.last = w
@@ -233,6 +238,13 @@ class _Scan:
                 return j, p[j]
         raise _Unsure(i, "a group name that never ends")
 
+    def _past_name(self, i: int, j: int, closer: str, what: str) -> int:
+        """Just past the name starting at j when `closer` ends it; unsure of the group at i (`what`) otherwise."""
+        end, by = self._name_end(j)
+        if by != closer:
+            raise _Unsure(i, what)
+        return end + 1
+
     def _open(self, i: int, stack: list[_Frame]) -> int:
         p, n = self.p, self.n
         j = i + 1
@@ -242,21 +254,19 @@ class _Scan:
             ch = p[k] if k < n else ""
             if ch == "<":
                 if p[k + 1 : k + 2] in ("=", "!"):
-                    stack.append(_Frame(GROUP_COST["look"], i, "look"))
+                    stack.append(_Frame.group("look", i))
                     return k + 2
-                end, by = self._name_end(k + 1)
-                if by != ">":
-                    raise _Unsure(i, "a group name without >")
-                stack.append(_Frame(GROUP_COST["capture"], i, "capture"))
-                return end + 1
+                end = self._past_name(i, k + 1, ">", "a group name without >")
+                stack.append(_Frame.group("capture", i))
+                return end
             if ch in ("=", "!"):
-                stack.append(_Frame(GROUP_COST["look"], i, "look"))
+                stack.append(_Frame.group("look", i))
                 return k + 1
             if ch == "P":
                 c2 = p[k + 1 : k + 2]
                 end, by = self._name_end(k + 2)
                 if c2 == "<" and by == ">":
-                    stack.append(_Frame(GROUP_COST["capture"], i, "capture"))
+                    stack.append(_Frame.group("capture", i))
                     return end + 1
                 if c2 in ("=", ">", "&") and by == ")":
                     stack[-1].add(1)
@@ -274,31 +284,25 @@ class _Scan:
                     look = p[k + 2 : k + 3] in ("=", "!") or p[k + 2 : k + 4] in ("<=", "<!")
                     if not look:
                         raise _Unsure(i, "a conditional that is not a lookaround")
-                    stack.append(_Frame(GROUP_COST["cond"], i, "cond"))
-                    stack.append(_Frame(GROUP_COST["look"], k, "look"))
+                    stack.append(_Frame.group("cond", i))
+                    stack.append(_Frame.group("look", k))
                     return k + (3 if p[k + 2] in "=!" else 4)
-                end, by = self._name_end(k + 1)
-                if by != ")":
-                    raise _Unsure(i, "a conditional's group name without )")
-                stack.append(_Frame(GROUP_COST["cond"], i, "cond"))
-                return end + 1
+                end = self._past_name(i, k + 1, ")", "a conditional's group name without )")
+                stack.append(_Frame.group("cond", i))
+                return end
             if ch in (">", "|"):
-                stack.append(_Frame(GROUP_COST["atomic"], i, "atomic"))
+                stack.append(_Frame.group("atomic", i))
                 return k + 1
             if ch == "R" or ch in _DIGITS or ch == "&" or (ch in "+-" and p[k + 1 : k + 2] in _DIGITS):
-                end, by = self._name_end(k + 1)
-                if by != ")":
-                    raise _Unsure(i, "a group call without )")
+                end = self._past_name(i, k + 1, ")", "a group call without )")
                 stack[-1].add(1)
-                return end + 1
+                return end
             return self._flags(i, k, stack)
         if nxt == "*" and p[j + 1 : j + 2].isalpha():  # a backtracking verb, (*PRUNE)
-            end, by = self._name_end(j + 1)
-            if by != ")":
-                raise _Unsure(i, "a verb without )")
+            end = self._past_name(i, j + 1, ")", "a verb without )")
             stack[-1].add(1)
-            return end + 1
-        stack.append(_Frame(GROUP_COST["capture"], i, "capture"))
+            return end
+        stack.append(_Frame.group("capture", i))
         return j
 
     def _flag_set(self, k: int) -> tuple[set[str], int]:
@@ -326,7 +330,7 @@ class _Scan:
             self.refusal = ("the regular expression turns on verbose mode (?x), which the probe does not take: "
                             "write it without (?x), spaces and # comments")
         if p[k : k + 1] == ":":
-            stack.append(_Frame(GROUP_COST["plain"], i, "plain"))
+            stack.append(_Frame.group("plain", i))
             return k + 1
         if p[k : k + 1] == ")":
             return k + 1  # inline flags: nothing to repeat here, a quantifier after them repeats what came before
