@@ -17,7 +17,8 @@ from models.buffers import POOL
 from models.errors import RnnscopeError
 from models.score_kernels import compile_in_background
 
-from app import routes_dynamics, routes_share
+from app import routes_dynamics
+from app.share import routes as routes_share
 from app.probe import routes as routes_probe
 from app.trace import routes as trace_routes
 from app.http.access_log import AccessLog
@@ -34,7 +35,7 @@ from app.ui.render import STATIC_DIR, render_page
 from app.http.security import HEADERS as SECURITY_HEADERS
 from app.http.security import SecurityHeaders
 from app.trace.service import TraceService
-from app.share_service import ShareService
+from app.share.service import ShareService
 
 log = logging.getLogger("rnnscope")
 HTMX = STATIC_DIR / "vendor" / "htmx.min.js"

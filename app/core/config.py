@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     max_streams: int = Field(4, ge=1, le=256, description="generation streams (GET /api/v1/generate/stream) at "
                              "once; one more is a 503 with Retry-After")
 
-    # Share store growth (app/share.py, app/share_service.py): on by default, as any visitor can create links.
+    # Share store growth (app/share/store.py, app/share/service.py): on by default, as any visitor can create links.
     share_rate_limit: int = Field(30, ge=0, description="share links a client address may create per minute "
                                   "(POST /api/v1/share and the page's Share button); 0 = off")
     share_rate_burst: int = Field(10, ge=1, description="share links a client may create at once")

@@ -74,7 +74,7 @@ def find_units_panel(probe: str | None = None, pattern: str | None = None) -> Fi
 
     Tolerant, as a page must be: an unknown probe (a hand-edited URL, a link stored by an older
     version) opens the default probe, and a pattern without the regex probe is ignored; the share
-    API refuses both before a link is stored (app.share_service)."""
+    API refuses both before a link is stored (app.share.service)."""
     chosen = probe if probe in PROBES else DEFAULT_PROBE
     shown = (pattern or "")[:MAX_PATTERN_CHARS] if chosen == "regex" else ""
     return FindUnitsPanel(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import sqlite3
 
-from app.share import share_id
+from app.share.store import share_id
 
 from .conftest import make_client
 

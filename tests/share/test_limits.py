@@ -11,7 +11,7 @@ import sqlite3
 import pytest
 
 from app.core.config import Settings
-from app.share import SCHEMA_VERSION, ShareStore, ShareStoreFull, canonical, sqlite_url
+from app.share.store import SCHEMA_VERSION, ShareStore, ShareStoreFull, canonical, sqlite_url
 
 from .conftest import make_client, textarea
 

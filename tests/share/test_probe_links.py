@@ -13,7 +13,7 @@ from html import unescape
 
 import pytest
 
-from app.share import share_id
+from app.share.store import share_id
 from models.probes import PROBES
 
 from .conftest import make_client, selected, spans, textarea

@@ -4,7 +4,7 @@ import threading
 
 import pytest
 
-from app.share import SCHEMA_VERSION, ShareNotFound, ShareStore, ShareStoreError, share_id, sqlite_url
+from app.share.store import SCHEMA_VERSION, ShareNotFound, ShareStore, ShareStoreError, share_id, sqlite_url
 
 VIEW = {"model": "austen-lstm", "text": 'He said "hi".', "layer": 1, "state": "c", "units": [7], "mode": "neuron"}
 

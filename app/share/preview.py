@@ -11,7 +11,7 @@ import re
 
 from markupsafe import escape
 
-from app.exports import ExportData, hex_colour, legend
+from app.share.exports import ExportData, hex_colour, legend
 from app.ui.scale import text_is_light
 
 WIDTH, HEIGHT = 1200, 630

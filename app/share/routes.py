@@ -1,6 +1,6 @@
 """Share links (/api/v1/share, /share, /s/{id}), their preview image, and downloads (/export.*).
 
-Thin: parse, call ShareService or app.exports, render. A share page is the main page exactly as
+Thin: parse, call ShareService or app.share.exports, render. A share page is the main page exactly as
 app.trace.routes.index renders it for the stored params (its params and template context keep growing),
 with the link-preview tags and a one-line banner added at two fixed points of base.html.
 """
@@ -19,15 +19,15 @@ from starlette.concurrency import run_in_threadpool
 
 from app.trace import routes as trace_routes
 from app.core.errors import InputError
-from app.exports import export_data, to_csv, to_html, to_json
+from app.share.exports import export_data, to_csv, to_html, to_json
 from app.core.slots import Overloaded
 from app.http.guards import client_key
-from app.preview import preview_svg
+from app.share.preview import preview_svg
 from app.probe.schemas import PROBE_IDS
 from app.probe.views import DEFAULT_PROBE, MAX_PATTERN_CHARS
 from app.ui.render import render_page
 from app.trace.schemas import ErrorDetail
-from app.share_service import ShareService, ShareUnavailable
+from app.share.service import ShareService, ShareUnavailable
 
 router = APIRouter()
 api = APIRouter(prefix="/api/v1", tags=["share"])
