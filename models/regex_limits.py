@@ -88,6 +88,12 @@ class _Frame:
         self.filled |= filled
 
 
+def _enter(stack: list[_Frame], kind: str, start: int, after: int) -> int:
+    """Open a group of `kind` at `start` on `stack`; the reading goes on at `after`."""
+    stack.append(_Frame.group(kind, start))
+    return after
+
+
 def check(pattern: str) -> int:
     """The pattern's compiled size bound, in units; RegexLimitError when it must not be compiled."""
     if len(pattern) > MAX_LENGTH:
@@ -254,20 +260,15 @@ class _Scan:
             ch = p[k] if k < n else ""
             if ch == "<":
                 if p[k + 1 : k + 2] in ("=", "!"):
-                    stack.append(_Frame.group("look", i))
-                    return k + 2
-                end = self._past_name(i, k + 1, ">", "a group name without >")
-                stack.append(_Frame.group("capture", i))
-                return end
+                    return _enter(stack, "look", i, k + 2)
+                return _enter(stack, "capture", i, self._past_name(i, k + 1, ">", "a group name without >"))
             if ch in ("=", "!"):
-                stack.append(_Frame.group("look", i))
-                return k + 1
+                return _enter(stack, "look", i, k + 1)
             if ch == "P":
                 c2 = p[k + 1 : k + 2]
                 end, by = self._name_end(k + 2)
                 if c2 == "<" and by == ">":
-                    stack.append(_Frame.group("capture", i))
-                    return end + 1
+                    return _enter(stack, "capture", i, end + 1)
                 if c2 in ("=", ">", "&") and by == ")":
                     stack[-1].add(1)
                     return end + 1
@@ -285,14 +286,10 @@ class _Scan:
                     if not look:
                         raise _Unsure(i, "a conditional that is not a lookaround")
                     stack.append(_Frame.group("cond", i))
-                    stack.append(_Frame.group("look", k))
-                    return k + (3 if p[k + 2] in "=!" else 4)
-                end = self._past_name(i, k + 1, ")", "a conditional's group name without )")
-                stack.append(_Frame.group("cond", i))
-                return end
+                    return _enter(stack, "look", k, k + (3 if p[k + 2] in "=!" else 4))
+                return _enter(stack, "cond", i, self._past_name(i, k + 1, ")", "a conditional's group name without )"))
             if ch in (">", "|"):
-                stack.append(_Frame.group("atomic", i))
-                return k + 1
+                return _enter(stack, "atomic", i, k + 1)
             if ch == "R" or ch in _DIGITS or ch == "&" or (ch in "+-" and p[k + 1 : k + 2] in _DIGITS):
                 end = self._past_name(i, k + 1, ")", "a group call without )")
                 stack[-1].add(1)
@@ -302,8 +299,7 @@ class _Scan:
             end = self._past_name(i, j + 1, ")", "a verb without )")
             stack[-1].add(1)
             return end
-        stack.append(_Frame.group("capture", i))
-        return j
+        return _enter(stack, "capture", i, j)
 
     def _flag_set(self, k: int) -> tuple[set[str], int]:
         p, found = self.p, set()
@@ -330,8 +326,7 @@ class _Scan:
             self.refusal = ("the regular expression turns on verbose mode (?x), which the probe does not take: "
                             "write it without (?x), spaces and # comments")
         if p[k : k + 1] == ":":
-            stack.append(_Frame.group("plain", i))
-            return k + 1
+            return _enter(stack, "plain", i, k + 1)
         if p[k : k + 1] == ")":
             return k + 1  # inline flags: nothing to repeat here, a quantifier after them repeats what came before
         raise _Unsure(i, "an unknown (? group")
