@@ -332,6 +332,13 @@ class _Scan:
         raise _Unsure(i, "an unknown (? group")
 
     # ---- escapes and classes
+    def _run_end(self, k: int, chars, stop: int | None = None) -> int:
+        """Where the run of `chars` starting at k ends (at `stop` at the latest)."""
+        p, stop = self.p, self.n if stop is None else min(self.n, stop)
+        while k < stop and p[k] in chars:
+            k += 1
+        return k
+
     def _escape(self, i: int) -> tuple[int, int]:
         """An escape outside a class: its weight and where it ends."""
         p, n = self.p, self.n
@@ -340,19 +347,11 @@ class _Scan:
         c = p[i + 1]
         j = i + 2
         if c in _HEX_LEN:
-            end = j
-            while end < min(n, j + _HEX_LEN[c]) and p[end] in _HEX:
-                end += 1
-            return 1, end
+            return 1, self._run_end(j, _HEX, j + _HEX_LEN[c])
         if c in _DIGITS:
-            end = j
-            while end < min(n, i + 4) and p[end] in _DIGITS:
-                end += 1
-            return 1, end
+            return 1, self._run_end(j, _DIGITS, i + 4)
         if c == "N" and p[j : j + 1] == "{":
-            end = j + 1
-            while end < n and p[end] in _NAMED_CHAR_PART:
-                end += 1
+            end = self._run_end(j + 1, _NAMED_CHAR_PART)
             if end < n and p[end] == "}":
                 return (HEAVY_ATOM if self.icase else 1), end + 1
             return 1, j
@@ -384,12 +383,9 @@ class _Scan:
         p, n = self.p, self.n
         if p[k : k + 1] == "^":
             k += 1
-        while k < n and p[k] in _PROPERTY_PART:
-            k += 1
+        k = self._run_end(k, _PROPERTY_PART)
         if k < n and p[k] in ":=":
-            m = k + 1
-            while m < n and p[m] in _PROPERTY_VALUE:
-                m += 1
+            m = self._run_end(k + 1, _PROPERTY_VALUE)
             if p[k + 1 : m].strip():
                 k = m
         return k
@@ -470,18 +466,14 @@ class _Scan:
 
     def _class_char_escape(self, j: int) -> tuple[int | None, int]:
         """A one-character escape in a class at j: its code point (None: not worked out) and its end."""
-        p, n = self.p, self.n
+        p = self.p
         e = p[j + 1]
         k = j + 2
         if e in _HEX_LEN:
-            end = k
-            while end < min(n, k + _HEX_LEN[e]) and p[end] in _HEX:
-                end += 1
+            end = self._run_end(k, _HEX, k + _HEX_LEN[e])
             return (int(p[k:end], 16) if end == k + _HEX_LEN[e] else None), end
         if e in _DIGITS:
-            end = k
-            while end < min(n, j + 4) and p[end] in "01234567":
-                end += 1
+            end = self._run_end(k, "01234567", j + 4)
             return int(p[j + 1 : end], 8) if p[j + 1] in "01234567" else None, end
         if e == "N" and p[k : k + 1] == "{":
             end = p.find("}", k)
