@@ -17,25 +17,25 @@ from models.buffers import POOL
 from models.errors import RnnscopeError
 from models.score_kernels import compile_in_background
 
-from app import routes_dynamics
-from app.share import routes as routes_share
-from app.probe import routes as routes_probe
-from app.trace import routes as trace_routes
-from app.http.access_log import AccessLog
 from app.core.config import Settings
 from app.core.errors import InputError
-from app.http.fallbacks import HeadAsGet, PublicLocation, install_not_found_page
-from app.http.heavy import ResponseSlots, StreamSlots
+from app.core.registry import Registry
 from app.core.runtime import bound_native_memory, default_torch_threads
 from app.core.slots import Overloaded
+from app.dynamics import routes as dynamics_routes
+from app.http.access_log import AccessLog
+from app.http.fallbacks import HeadAsGet, PublicLocation, install_not_found_page
 from app.http.guards import BodyGuard, RateLimit, error_response
+from app.http.heavy import ResponseSlots, StreamSlots
 from app.http.openapi import document_limits
-from app.core.registry import Registry
-from app.ui.render import STATIC_DIR, render_page
 from app.http.security import HEADERS as SECURITY_HEADERS
 from app.http.security import SecurityHeaders
-from app.trace.service import TraceService
+from app.probe import routes as probe_routes
+from app.share import routes as share_routes
 from app.share.service import ShareService
+from app.trace import routes as trace_routes
+from app.trace.service import TraceService
+from app.ui.render import STATIC_DIR, render_page
 
 log = logging.getLogger("rnnscope")
 HTMX = STATIC_DIR / "vendor" / "htmx.min.js"
@@ -114,9 +114,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(trace_routes.pages)
     app.include_router(trace_routes.router)
     app.include_router(trace_routes.health)
-    app.include_router(routes_share.router)  # share links, preview image, downloads
-    routes_probe.install(app)  # probe/span rankings, neuron pages
-    app.include_router(routes_dynamics.router)  # generate, gradient flow, scalar RNN, saturation, interventions
+    app.include_router(share_routes.router)  # share links, preview image, downloads
+    probe_routes.install(app)  # probe/span rankings, neuron pages
+    app.include_router(dynamics_routes.router)  # generate, gradient flow, scalar RNN, saturation, interventions
 
     @app.get("/docs", include_in_schema=False, response_class=HTMLResponse)
     def docs() -> HTMLResponse:

@@ -12,9 +12,9 @@ from app.probe.schemas import Context, Histogram, NeuronResponse, ProbeMatch, Pr
 from app.probe.service import NeuronReport, ProbeService, Ranking
 from app.probe.views import (DEFAULT_THRESHOLD, DEFAULT_TOP, RankingView, current_unit, neuron_page, probe_summary,
                           ranking_view, span_summary)
-from app.ui.render import render_block, render_page
 from app.trace.schemas import ErrorDetail
 from app.trace.views import DEFAULT_TEXT
+from app.ui.render import render_block, render_page
 
 api = APIRouter(prefix="/api/v1", tags=["probes"])
 pages = APIRouter(include_in_schema=False)

@@ -11,8 +11,8 @@ import numpy as np
 from models.probes import BINARY, PROBES
 
 from app.probe.service import SPAN_METRIC, NeuronReport, Ranking
-from app.ui.scale import STATE_INFO, neuron_scale
 from app.trace.views import neuron_url
+from app.ui.scale import STATE_INFO, neuron_scale
 
 DEFAULT_THRESHOLD = 0.3
 DEFAULT_TOP = 20

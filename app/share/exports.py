@@ -16,10 +16,10 @@ from datetime import datetime, timezone
 
 import numpy as np
 
+from app.share.service import checked_page, view_params
+from app.trace.service import TraceService, unit_values
 from app.ui.render import render_page
 from app.ui.scale import STATE_INFO, Scale, neuron_scale, rgb, surprisal_scale, text_is_light
-from app.trace.service import TraceService, unit_values
-from app.share.service import checked_page, view_params
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # spreadsheet formula triggers (OWASP CSV injection)
 LEGEND_STEPS = 11

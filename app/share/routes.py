@@ -17,17 +17,17 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from app.trace import routes as trace_routes
 from app.core.errors import InputError
-from app.share.exports import export_data, to_csv, to_html, to_json
 from app.core.slots import Overloaded
 from app.http.guards import client_key
-from app.share.preview import preview_svg
 from app.probe.schemas import PROBE_IDS
 from app.probe.views import DEFAULT_PROBE, MAX_PATTERN_CHARS
-from app.ui.render import render_page
-from app.trace.schemas import ErrorDetail
+from app.share.exports import export_data, to_csv, to_html, to_json
+from app.share.preview import preview_svg
 from app.share.service import ShareService, ShareUnavailable
+from app.trace import routes as trace_routes
+from app.trace.schemas import ErrorDetail
+from app.ui.render import render_page
 
 router = APIRouter()
 api = APIRouter(prefix="/api/v1", tags=["share"])

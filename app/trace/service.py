@@ -25,8 +25,8 @@ from models.trace import FEW_UNITS, RecomputedStates, Trace, check_request, lazy
 
 from app.core.config import Settings
 from app.core.errors import InputError
-from app.core.slots import Batch, ModelSlots
 from app.core.registry import ModelEntry, Registry, UnknownModel
+from app.core.slots import Batch, ModelSlots
 
 VIEW_TOPK = 5  # predictions kept per character for the page (and the cached trace)
 

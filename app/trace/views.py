@@ -13,9 +13,9 @@ from models.evaluate import QUOTE_UNIT_MIN_AUC
 
 from app.core.errors import InputError
 from app.core.registry import ModelEntry
+from app.trace.service import TraceService, unit_values
 from app.ui.render import char_spans
 from app.ui.scale import STATE_INFO, Scale, neuron_scale, surprisal_scale
-from app.trace.service import TraceService, unit_values
 
 DEFAULT_TEXT = (
     '"My dear Mr. Bennet," said his lady to him one day, "have you heard that '

@@ -156,7 +156,7 @@ def test_the_stepper_reads_a_long_prime_a_chunk_at_a_time_with_the_traced_values
                                                                                 layer, state):
     import numpy as np
 
-    import app.dynamics_service as ds
+    import app.dynamics.service as ds
     from models.trace import run_trace
 
     monkeypatch.setattr(ds, "PRIME_CHUNK", 5)  # chunk edges all through the prime

@@ -1,5 +1,5 @@
 """Routes of the dynamics views: HTML pages and their /api/v1 JSON (and SSE) twins. Thin:
-read the request, let app.dynamics_service / app.dynamics_views do the work, render or shape.
+read the request, let app.dynamics.service / app.dynamics.views do the work, render or shape.
 
 Model work runs in plain `def` routes (the threadpool); only the event stream is `async`, and
 it steps the model in the threadpool too.
@@ -17,8 +17,8 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
-from app import dynamics_views as dv
-from app.dynamics_schemas import (
+from app.dynamics import views as dv
+from app.dynamics.schemas import (
     EVENT_STREAM_CONTENT,
     CounterfactualRequest,
     CounterfactualResponse,
@@ -33,11 +33,11 @@ from app.dynamics_schemas import (
     SaturationResponse,
     ToyResponse,
 )
-from app.dynamics_service import SATURATION_HIGH, SATURATION_LOW, DynamicsService, GenerationPlan
+from app.dynamics.service import SATURATION_HIGH, SATURATION_LOW, DynamicsService, GenerationPlan
 from app.http.heavy import StreamTicket
+from app.trace.schemas import ErrorDetail
 from app.trace.schemas import predictions, rounded
 from app.ui.render import render_block, render_page, wants_partial
-from app.trace.schemas import ErrorDetail
 
 pages = APIRouter(include_in_schema=False)
 api = APIRouter(prefix="/api/v1", tags=["dynamics"])

@@ -11,11 +11,11 @@ from starlette.responses import StreamingResponse
 
 from models.dynamics import MAX_CLAMP, MAX_LOOKBACK, MAX_TOPK
 
-from app.dynamics_service import MAX_INTERVENE_CHARS
+from app.dynamics.service import MAX_INTERVENE_CHARS
 from app.trace.schemas import Prediction
 
 MAX_COMPARE = 3
-# The intervention page's one text limit (app/dynamics_service.py), for the clamp and both counterfactual texts.
+# The intervention page's one text limit (app/dynamics/service.py), for the clamp and both counterfactual texts.
 INTERVENE_TEXT = (f"1 to {MAX_INTERVENE_CHARS:,} characters (or the server's RNNSCOPE_MAX_CHARS if lower); "
                   "longer is a 413")
 LIMITED = {"maxLength": MAX_INTERVENE_CHARS}  # documented, not validated here: the service's 413 names the limit

@@ -44,11 +44,11 @@ from models.sample import generate
 from models.trace import _record_layer, gate_weights  # the trace's own per-layer maths: a stepped value equals a traced one
 
 from app.core.errors import InputError
-from app.core.slots import ModelSlots, SlotStream
 from app.core.registry import ModelEntry
+from app.core.slots import ModelSlots, SlotStream
+from app.trace.service import TraceService, unit_values
 from app.ui.render import ROOT
 from app.ui.scale import STATE_INFO, Scale, neuron_scale
-from app.trace.service import TraceService, unit_values
 
 log = logging.getLogger("rnnscope.dynamics")
 T = TypeVar("T")

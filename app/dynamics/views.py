@@ -17,8 +17,10 @@ from markupsafe import Markup
 
 from models.dynamics import MAX_LOOKBACK, MAX_TOPK
 
-from app.ui import svg
-from app.dynamics_service import (
+from app.core.errors import InputError
+from app.core.registry import ModelEntry
+from app.core.slots import Overloaded
+from app.dynamics.service import (
     DEFAULT_INTERVENE_TOPK,
     DEFAULT_LOOKBACK,
     MAX_COMPARE,
@@ -32,11 +34,9 @@ from app.dynamics_service import (
     GenerationPlan,
     InterventionResult,
 )
-from app.core.errors import InputError
-from app.core.slots import Overloaded
-from app.core.registry import ModelEntry
-from app.ui.scale import STATE_INFO, Scale, neuron_scale
 from app.trace.views import DEFAULT_TEXT, UNKNOWN_TITLE
+from app.ui import svg
+from app.ui.scale import STATE_INFO, Scale, neuron_scale
 
 SHARED = ("model", "layer", "state", "unit", "text")
 NAV_TEXT_LIMIT = 2_000  # server-rendered links carry the text up to this length (static/dynamics.js carries any)
