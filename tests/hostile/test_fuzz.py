@@ -42,7 +42,7 @@ write_tiny_model(ROOT / "models" / "austen-lstm", "lstm", layers=2, hidden=8)
 write_tiny_model(ROOT / "models" / "tiny-gru", "gru", layers=1, hidden=8, seed=1)
 APP = create_app(Settings(models_dir=ROOT / "models", data_dir=ROOT / "data", default_model="austen-lstm",
                           rescan_seconds=60, max_chars=400, trace_timeout=20,
-                          share_rate_limit=0))  # every generated link reaches the store (tests/share/test_limits.py)
+                          share_rate_limit=0))  # every generated link reaches the store (tests/app/share/test_limits.py)
 schema = schemathesis.openapi.from_asgi("/openapi.json", APP, config=CONFIG)
 
 

@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import write_tiny_model
 
 from .conftest import selected, spans, textarea, unit_value
-from .server import get_text, post_json, running_server
+from tests.share.server import get_text, post_json, running_server
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,7 @@ from models.sample import generate
 from models.trace import run_trace
 from tests.conftest import write_tiny_model
 
-from .conftest import make_client
+from tests.app.conftest import make_client
 
 PRIME = 'She said, "Hi'
 QUOTE_TEXT = 'She said, "I shall go." He left. "Why?" she asked.'

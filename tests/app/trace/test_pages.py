@@ -10,7 +10,7 @@ import pytest
 
 from app.trace.views import DEFAULT_TEXT
 
-from .conftest import make_client
+from tests.app.conftest import make_client
 
 HX = {"HX-Request": "true"}
 SPAN = re.compile(r'<span class="ch([^"]*)" style="--v:(-?[0-9.]+)"(?: title="[^"]*")?>(.*?)</span>', re.S)

@@ -10,7 +10,7 @@ from models import probes
 from models.checkpoint import load_checkpoint
 from models.trace import run_trace
 
-from .conftest import make_client
+from tests.app.conftest import make_client
 
 TEXT = 'She said, "I shall go." He said nothing.\nThen: "Why?" (she asked, [twice]).'
 

@@ -157,7 +157,7 @@ def test_bad_second_unit_is_an_inline_message(client, params, fragment):
 def test_busy_server_answers_the_panel_and_the_api_with_503_and_a_message(tiny_models_dir):
     import threading
 
-    from .conftest import make_client
+    from tests.app.conftest import make_client
 
     with make_client(tiny_models_dir, max_concurrent_traces=1, queue_timeout=0.2) as c:
         slots = c.app.state.service.slots
@@ -180,7 +180,7 @@ def test_busy_server_answers_the_panel_and_the_api_with_503_and_a_message(tiny_m
 def test_a_probe_of_a_cached_text_does_not_queue_behind_model_runs(tiny_models_dir):
     import threading
 
-    from .conftest import make_client
+    from tests.app.conftest import make_client
 
     text = 'He said "hi" twice, "then" left.'
     with make_client(tiny_models_dir, max_concurrent_traces=1, queue_timeout=0.2) as c:

@@ -13,7 +13,7 @@ from models.atlas import ATLAS_FILE, build_atlas, save_atlas
 from models.checkpoint import load_checkpoint
 from tests.conftest import write_tiny_model
 
-from .conftest import make_client
+from tests.app.conftest import make_client
 
 HELD_OUT = ('"Come here," said she. "What is it?" He did not answer (not at once).\n'
             "They walked on [slowly] for a while; the road was long and dry.\n") * 4

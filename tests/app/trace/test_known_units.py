@@ -6,7 +6,7 @@ import re
 
 from tests.conftest import write_tiny_model
 
-from .conftest import make_client
+from tests.app.conftest import make_client
 
 HX = {"HX-Request": "true"}
 CARD = {"corpus": "tiny", "val_bpc": 6.0, "probe_units": {

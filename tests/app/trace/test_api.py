@@ -10,7 +10,7 @@ import pytest
 from models.checkpoint import load_checkpoint
 from models.trace import run_trace
 
-from .conftest import make_client
+from tests.app.conftest import make_client
 
 TEXT = 'She said, "Hi~there." €'
 

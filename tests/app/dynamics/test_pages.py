@@ -12,7 +12,7 @@ import pytest
 
 from app.ui.svg import Point, Series, line_plot, log_axis, scatter
 
-from .conftest import make_client
+from tests.app.conftest import make_client
 
 HX = {"HX-Request": "true"}
 TEXT = 'She said, "I shall go." He left.'

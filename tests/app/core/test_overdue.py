@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import write_tiny_model
 
-from .conftest import make_client
+from tests.app.conftest import make_client
 
 TIMEOUT = 0.5  # run timeout: each slow request below needs several seconds on the model here
 FREED_WITHIN = 2.0  # seconds from the 503 until another request has been served on the slot
