@@ -356,6 +356,13 @@ def rank_units(blocks: dict[tuple[int, str], np.ndarray], values: np.ndarray, ki
         score, sign, metric = np.maximum(raw, 1 - raw), np.where(raw >= 0.5, 1, -1), "auc"
     else:
         score, sign, metric = np.abs(raw), np.where(raw >= 0, 1, -1), "pearson"
+    return top_units(blocks, score, sign, metric, top)
+
+
+def top_units(blocks: dict[tuple[int, str], np.ndarray], score: np.ndarray, sign: np.ndarray, metric: str,
+              top: int) -> list[UnitScore]:
+    """The best `top` units by `score` (ties in block order), which runs over every column of every block in turn."""
+    keys = list(blocks)
     order = np.argsort(-score, kind="stable")[: max(1, top)]
     widths = np.cumsum([0] + [blocks[k].shape[1] for k in keys])
     out = []
