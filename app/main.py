@@ -22,6 +22,7 @@ from app.core.errors import InputError
 from app.core.registry import Registry
 from app.core.runtime import bound_native_memory, default_torch_threads
 from app.core.slots import Overloaded
+from app.dynamics.service import DynamicsService
 from app.dynamics import routes as dynamics_routes
 from app.http.access_log import AccessLog
 from app.http.fallbacks import HeadAsGet, PublicLocation, install_not_found_page
@@ -31,6 +32,7 @@ from app.http.openapi import document_limits
 from app.http.security import HEADERS as SECURITY_HEADERS
 from app.http.security import SecurityHeaders
 from app.probe import routes as probe_routes
+from app.probe.service import ProbeService
 from app.share import routes as share_routes
 from app.share.service import ShareService
 from app.trace import routes as trace_routes
@@ -100,6 +102,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.registry = registry
     app.state.service = service
+    app.state.probes = ProbeService(service)
+    app.state.dynamics = DynamicsService(service)
     app.state.responses = ResponseSlots(settings.response_slots, settings.queue_timeout)  # big bodies (app/http/heavy.py)
     app.state.streams = StreamSlots(settings.max_streams)  # generation streams at once
 
@@ -115,7 +119,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(trace_routes.router)
     app.include_router(trace_routes.health)
     app.include_router(share_routes.router)  # share links, preview image, downloads
-    probe_routes.install(app)  # probe/span rankings, neuron pages
+    app.include_router(probe_routes.router)  # probe/span rankings, neuron pages
     app.include_router(dynamics_routes.router)  # generate, gradient flow, scalar RNN, saturation, interventions
 
     @app.get("/docs", include_in_schema=False, response_class=HTMLResponse)

@@ -8,7 +8,6 @@ it steps the model in the threadpool too.
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import AsyncIterator, Iterator, Mapping
 from urllib.parse import parse_qs, urlencode, urlsplit
 
@@ -17,6 +16,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
+from app.deps import DynamicsDep, StreamsDep
 from app.dynamics import views as dv
 from app.dynamics.schemas import (
     EVENT_STREAM_CONTENT,
@@ -49,24 +49,6 @@ ERRORS = {
     422: {"model": ErrorDetail, "description": "bad input: empty text, out-of-range position/layer/unit, "
                                                "non-finite number, state that cannot be clamped, malformed JSON"},
 }
-_lock = threading.Lock()
-
-
-def _service(request: Request) -> DynamicsService:
-    """One DynamicsService per app, over the app's trace service (made on first use)."""
-    state = request.app.state
-    svc = getattr(state, "dynamics", None)
-    if svc is None:
-        with _lock:
-            svc = getattr(state, "dynamics", None)
-            if svc is None:
-                svc = state.dynamics = DynamicsService(state.service)
-    return svc
-
-
-# ------------------------------------------------------------------ pages
-
-
 def _page(request: Request, template: str, page: dv.Base) -> HTMLResponse:
     partial = wants_partial(request)
     page.self_url = request.url.path + (f"?{request.url.query}" if request.url.query else "")
@@ -102,36 +84,36 @@ def _query(request: Request) -> Mapping[str, str]:
 
 
 @pages.get("/generate", response_class=HTMLResponse)
-def generate_page(request: Request):
+def generate_page(request: Request, dynamics: DynamicsDep):
     return _carried_from_referer(request) or _page(
-        request, "dynamics_generate.html", dv.build_generate(_service(request), _query(request)))
+        request, "dynamics_generate.html", dv.build_generate(dynamics, _query(request)))
 
 
 @pages.get("/gradients", response_class=HTMLResponse)
-def gradients_page(request: Request):
+def gradients_page(request: Request, dynamics: DynamicsDep):
     return _carried_from_referer(request) or _page(
         request, "dynamics_gradients.html",
-        dv.build_gradients(_service(request), _query(request), request.query_params.getlist, wants_partial(request)))
+        dv.build_gradients(dynamics, _query(request), request.query_params.getlist, wants_partial(request)))
 
 
 @pages.get("/toy", response_class=HTMLResponse)
-def toy_page(request: Request):
+def toy_page(request: Request, dynamics: DynamicsDep):
     return _carried_from_referer(request) or _page(
-        request, "dynamics_toy.html", dv.build_toy(_service(request), _query(request)))
+        request, "dynamics_toy.html", dv.build_toy(dynamics, _query(request)))
 
 
 @pages.get("/saturation", response_class=HTMLResponse)
-def saturation_page(request: Request):
+def saturation_page(request: Request, dynamics: DynamicsDep):
     return _carried_from_referer(request) or _page(
         request, "dynamics_saturation.html",
-        dv.build_saturation(_service(request), _query(request), wants_partial(request)))
+        dv.build_saturation(dynamics, _query(request), wants_partial(request)))
 
 
 @pages.get("/intervene", response_class=HTMLResponse)
-def intervene_page(request: Request):
+def intervene_page(request: Request, dynamics: DynamicsDep):
     return _carried_from_referer(request) or _page(
         request, "dynamics_intervene.html",
-        dv.build_intervene(_service(request), _query(request), wants_partial(request)))
+        dv.build_intervene(dynamics, _query(request), wants_partial(request)))
 
 
 # ------------------------------------------------------------------ JSON API
@@ -149,14 +131,13 @@ def _floats(a, nullable: bool = True) -> list:
 
 @api.post("/gradients", response_model=GradientsResponse, responses=ERRORS,
           summary="Gradient flow and input saliency back from one position")
-def gradients(body: GradientsRequest, request: Request) -> GradientsResponse:
+def gradients(body: GradientsRequest, dynamics: DynamicsDep) -> GradientsResponse:
     """For each model: ||dh_T/dh_t||_F of its top layer and the saliency ||d log p(next char at T)/d x_t||
     for t = T - lookback .. T. One backward pass per model: exact up to 128 units, estimated from
     32 fixed random probes above (`jacobian_probes`); cached per model version."""
-    svc = _service(request)
-    entries = svc.compare_models(body.models)
-    position = svc.default_position(body.text) if body.position is None else body.position
-    results = svc.gradients(entries, body.text, position, body.lookback)
+    entries = dynamics.compare_models(body.models)
+    position = dynamics.default_position(body.text) if body.position is None else body.position
+    results = dynamics.gradients(entries, body.text, position, body.lookback)
     flows = [ModelFlow(model=r.entry.name, cell=r.entry.cell, layer=r.flow.layer, position=r.flow.position,
                        start=r.flow.start, target=r.target, jacobian_norm=_floats(r.flow.jacobian_norm, False),
                        jacobian_probes=r.flow.probes,
@@ -167,23 +148,22 @@ def gradients(body: GradientsRequest, request: Request) -> GradientsResponse:
 
 @api.get("/toy", response_model=ToyResponse, responses={422: ERRORS[422]},
          summary="The notes' scalar RNN h_t = tanh(w_hh h_(t-1) + w_xh x_t + b)")
-def toy(request: Request, w_hh: float = 3.0, w_xh: float = 2.0, b: float = 1.0, h0: float = 0.0,
+def toy(dynamics: DynamicsDep, w_hh: float = 3.0, w_xh: float = 2.0, b: float = 1.0, h0: float = 0.0,
         xs: str = Query("1 0 0", description="inputs x_1..x_T, separated by spaces or commas")) -> ToyResponse:
     """States h_t and the gradient dh_T/dh_t for every t: watch it explode or vanish as w_hh moves."""
-    res = _service(request).toy(w_hh, w_xh, b, dv.parse_inputs(xs), h0)
+    res = dynamics.toy(w_hh, w_xh, b, dv.parse_inputs(xs), h0)
     return ToyResponse(w_hh=res.w_hh, w_xh=res.w_xh, b=res.b, h0=res.h0, xs=res.xs, h=res.run.h, local=res.local,
                        dhT_dht=_floats(res.run.dhT_dht), dhT_dh1=_floats([res.run.dhT_dh1])[0])
 
 
 @api.get("/saturation/{model}", response_model=SaturationResponse, responses=ERRORS,
          summary="Gate saturation per unit on held-out text")
-def saturation(model: str, request: Request, text: str | None = Query(
+def saturation(model: str, dynamics: DynamicsDep, text: str | None = Query(
         None, description="measured on this when the model's corpus has no held-out file here")) -> SaturationResponse:
     """Each gate unit's fraction of steps below 0.1 (left-saturated) and above 0.9 (right-saturated),
     on the first 20,000 characters of the model's held-out corpus text. Cached per model version."""
-    svc = _service(request)
-    entry = svc.model(model)
-    res = svc.saturation(entry, text)
+    entry = dynamics.model(model)
+    res = dynamics.saturation(entry, text)
     layers = [LayerSaturation(layer=k, gates={g: GateSaturation(left=_floats(d["left"], False),
                                                                 right=_floats(d["right"], False))
                                               for g, d in per.items()})
@@ -194,13 +174,12 @@ def saturation(model: str, request: Request, text: str | None = Query(
 
 @api.post("/intervene", response_model=InterveneResponse, responses=ERRORS,
           summary="Clamp one unit of h (or c) from a position and compare the predictions")
-def intervene(body: InterveneRequest, request: Request) -> JSONResponse:
+def intervene(body: InterveneRequest, dynamics: DynamicsDep) -> JSONResponse:
     """Per-character surprisal, p(watch next) and the `topk` likeliest next characters with the unit free
     (before) and clamped (after), and per position the `topk` largest changes in next-character probability.
     All from the same two runs; the result is cached per model version."""
-    svc = _service(request)
-    entry = svc.model(body.model)
-    res = svc.intervention(entry, body.text, body.layer, body.state, body.unit, body.value, body.start,
+    entry = dynamics.model(body.model)
+    res = dynamics.intervention(entry, body.text, body.layer, body.state, body.unit, body.value, body.start,
                            body.watch or None, body.topk)
     iv = res.result
     chars = entry.checkpoint.vocab.chars
@@ -235,13 +214,12 @@ def _changes(chars: list[str], ids: np.ndarray | None, before: np.ndarray | None
 
 @api.post("/counterfactual", response_model=CounterfactualResponse, responses=ERRORS,
           summary="How one unit changes when the text is edited")
-def counterfactual(body: CounterfactualRequest, request: Request) -> CounterfactualResponse:
+def counterfactual(body: CounterfactualRequest, dynamics: DynamicsDep) -> CounterfactualResponse:
     """Both texts are traced; each edited character's value is compared with its aligned original
     character (a shortest edit script after the common prefix and suffix, models.dynamics.align). Characters
     with no counterpart get null."""
-    svc = _service(request)
-    entry = svc.model(body.model)
-    res = svc.counterfactual(entry, body.original, body.edited, body.layer, body.state, body.unit)
+    entry = dynamics.model(body.model)
+    res = dynamics.counterfactual(entry, body.original, body.edited, body.layer, body.state, body.unit)
     cf = res.result
     return CounterfactualResponse(model=entry.name, layer=body.layer, state=body.state, unit=body.unit,
                                   edited=cf.edited, delta=cf.delta, before=cf.before, after=cf.after,
@@ -273,7 +251,7 @@ def _plan(svc: DynamicsService, model: str, text: str, n: int, temperature: floa
 @api.get("/generate/stream", response_class=EventStreamResponse, responses=STREAM_DOC,
          summary="Sample characters, streamed as server-sent events, each with the chosen unit's value")
 async def generate_stream(
-    request: Request,
+    dynamics: DynamicsDep, streams: StreamsDep,
     model: str = Query(..., min_length=1, max_length=128),
     text: str = Query(..., description="the prime text the model reads first"),
     n: int = Query(300, description="characters to sample, 1 to 2,000"),
@@ -283,15 +261,14 @@ async def generate_stream(
     state: str | None = Query(None, description="the unit to report: state (default h)"),
     unit: int | None = Query(None, description="the unit to report: index (default 0)"),
 ) -> StreamingResponse:
-    svc = _service(request)
-    ticket = request.app.state.streams.take()  # at most max_streams at once: one more is a 503 now
+    ticket = streams.take()  # at most max_streams at once: one more is a 503 now
     try:
-        plan = await run_in_threadpool(_plan, svc, model, text, n, temperature, seed, layer, state, unit)
-        _, scale = await run_in_threadpool(svc.prime_scale, plan)  # before the stream: a refusal is still a 4xx/503
+        plan = await run_in_threadpool(_plan, dynamics, model, text, n, temperature, seed, layer, state, unit)
+        _, scale = await run_in_threadpool(dynamics.prime_scale, plan)  # before the stream: a refusal is still a 4xx/503
     except BaseException:
         ticket.release()
         raise
-    events = await run_in_threadpool(svc.generation_events, plan, scale)  # takes a model slot: busy is a 503 here
+    events = await run_in_threadpool(dynamics.generation_events, plan, scale)  # takes a model slot: busy is a 503 here
     stream = _in_threadpool(events, ticket)
     ticket.bind(stream)  # released when the stream ends, or is dropped unstarted
     return StreamingResponse(stream, media_type="text/event-stream",

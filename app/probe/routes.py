@@ -3,13 +3,14 @@ neuron page. Thin: validate, call app.probe.service, shape or render."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, FastAPI, Path, Request
+from fastapi import APIRouter, Path
 from fastapi.responses import HTMLResponse
 
 from app.core.errors import InputError
 from app.core.slots import Overloaded
+from app.deps import ProbesDep
 from app.probe.schemas import Context, Histogram, NeuronResponse, ProbeMatch, ProbeRequest, Push, SpanRequest, UnitRank
-from app.probe.service import NeuronReport, ProbeService, Ranking
+from app.probe.service import NeuronReport, Ranking
 from app.probe.views import (DEFAULT_THRESHOLD, DEFAULT_TOP, RankingView, current_unit, neuron_page, probe_summary,
                           ranking_view, span_summary)
 from app.trace.schemas import ErrorDetail
@@ -28,47 +29,34 @@ ERRORS = {
 PANEL = "_find_units.html"
 
 
-def install(app: FastAPI) -> None:
-    """Create the probe service beside the trace service and add the routes (one line in create_app)."""
-    app.state.probes = ProbeService(app.state.service)
-    app.include_router(api)
-    app.include_router(pages)
 
 
-def _probes(request: Request) -> ProbeService:
-    return request.app.state.probes
-
-
-# ---- JSON API ----------------------------------------------------------------------------
 @api.post("/probe", response_model=list[UnitRank], responses=ERRORS, summary="Rank units against a probe")
-def probe(body: ProbeRequest, request: Request) -> list[UnitRank]:
+def probe(body: ProbeRequest, probes: ProbesDep) -> list[UnitRank]:
     """Every unit of every state of every layer, scored against the probe's per-character labels
     on this text (ROC AUC for binary probes, |Pearson r| for numeric ones); best first."""
-    service = _probes(request)
-    entry = service.traces.model(body.model)
-    ranking = service.rank_probe(entry, body.text, body.probe, body.pattern, body.top)
+    entry = probes.traces.model(body.model)
+    ranking = probes.rank_probe(entry, body.text, body.probe, body.pattern, body.top)
     return _ranks(ranking)
 
 
 @api.post("/span", response_model=list[UnitRank], responses=ERRORS, summary="Rank units by a selected span")
-def span(body: SpanRequest, request: Request) -> list[UnitRank]:
+def span(body: SpanRequest, probes: ProbesDep) -> list[UnitRank]:
     """Units that are on (above `threshold`) inside text[start:end] and off elsewhere (sign +1),
     or off inside and on elsewhere (sign -1), best first, as LSTMVis's selection does."""
-    service = _probes(request)
-    entry = service.traces.model(body.model)
-    return _ranks(service.rank_span(entry, body.text, body.start, body.end, body.threshold, body.top))
+    entry = probes.traces.model(body.model)
+    return _ranks(probes.rank_span(entry, body.text, body.start, body.end, body.threshold, body.top))
 
 
 @api.get("/neurons/{model}/{layer}/{state}/{unit}", response_model=NeuronResponse, responses=ERRORS,
          summary="One unit's dashboard from the model's atlas")
-def neuron(model: str, state: str, request: Request, layer: int = Path(ge=0),
+def neuron(model: str, state: str, probes: ProbesDep, layer: int = Path(ge=0),
            unit: int = Path(ge=0)) -> NeuronResponse:
     """Histogram, top and bottom contexts, quantile samples and probe matches come from the atlas
     (`rnnscope atlas MODEL`); without one they are empty and `atlas_problem` says how to build it.
     Next-character pushes (top layer h only) come from the weights when the atlas has none."""
-    service = _probes(request)
-    entry = service.traces.model(model)
-    return _neuron_json(service.neuron(entry, layer, state, unit))
+    entry = probes.traces.model(model)
+    return _neuron_json(probes.neuron(entry, layer, state, unit))
 
 
 def _ranks(ranking: Ranking) -> list[UnitRank]:
@@ -95,7 +83,7 @@ def _neuron_json(r: NeuronReport) -> NeuronResponse:
 # ---- HTML: the page's "Find units" panel and the neuron page ------------------------------
 @pages.get("/ui/find-units", response_class=HTMLResponse)
 def find_units(
-    request: Request,
+    probes: ProbesDep,
     model: str | None = None,
     text: str | None = None,
     source: str = "probe",
@@ -110,13 +98,12 @@ def find_units(
     unit: str | None = None,
 ) -> HTMLResponse:
     """The panel's results block: a ranking, or one message saying what to fix (422)."""
-    service = _probes(request)
     text = DEFAULT_TEXT if text is None else text.replace("\r\n", "\n")
     try:
-        registry = service.traces.registry
+        registry = probes.traces.registry
         registry.refresh()
-        name = model or registry.default_name(service.traces.settings.default_model) or ""
-        entry = service.traces.model(name)
+        name = model or registry.default_name(probes.traces.settings.default_model) or ""
+        entry = probes.traces.model(name)
         n_top = _int(top, "top", DEFAULT_TOP, 1, 200)
         if source == "selection":
             if not (start or "").strip() and not (end or "").strip():
@@ -124,10 +111,10 @@ def find_units(
                                  "character and press shift+→", field="span")
             s, e = _int(start, "start", 0), _int(end, "end", 0)
             t = _float(threshold, "threshold", DEFAULT_THRESHOLD)
-            ranking = service.rank_span(entry, text, s, e, t, n_top)
+            ranking = probes.rank_span(entry, text, s, e, t, n_top)
             what = span_summary(text, s, e, t)
         elif source == "probe":
-            ranking = service.rank_probe(entry, text, probe, pattern, n_top)
+            ranking = probes.rank_probe(entry, text, probe, pattern, n_top)
             what = probe_summary(probe, ranking, pattern)
         else:
             raise InputError(f"source {source[:40]!r} is not one of: probe, selection", field="source")
@@ -143,11 +130,10 @@ def find_units(
 
 
 @pages.get("/neuron/{model}/{layer}/{state}/{unit}", response_class=HTMLResponse)
-def neuron_html(model: str, layer: str, state: str, unit: str, request: Request) -> HTMLResponse:
-    service = _probes(request)
+def neuron_html(model: str, layer: str, state: str, unit: str, probes: ProbesDep) -> HTMLResponse:
     try:
-        entry = service.traces.model(model)
-        report = service.neuron(entry, _int(layer, "layer", 0), state, _int(unit, "unit", 0))
+        entry = probes.traces.model(model)
+        report = probes.neuron(entry, _int(layer, "layer", 0), state, _int(unit, "unit", 0))
     except InputError as err:
         # A unit that does not exist is a page that does not exist: 404, with the reason.
         return HTMLResponse(render_page("neuron.html", {"page": None, "error": err.message}), status_code=404)
@@ -174,3 +160,8 @@ def _float(raw: str | None, name: str, default: float) -> float:
         return float(raw.strip())
     except ValueError:
         raise InputError(f"{name} must be a number, got {raw[:40]!r}", field=name) from None
+
+
+router = APIRouter()
+router.include_router(api)
+router.include_router(pages)

@@ -13,12 +13,13 @@ import re
 from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from app.core.errors import InputError
 from app.core.slots import Overloaded
+from app.deps import SharesDep, TracesDep, shares_of
 from app.http.guards import client_key
 from app.probe.schemas import PROBE_IDS
 from app.probe.views import DEFAULT_PROBE, MAX_PATTERN_CHARS
@@ -27,6 +28,7 @@ from app.share.preview import preview_svg
 from app.share.service import ShareService, ShareUnavailable
 from app.trace import routes as trace_routes
 from app.trace.schemas import ErrorDetail
+from app.trace.service import TraceService
 from app.ui.render import render_page
 
 router = APIRouter()
@@ -77,13 +79,6 @@ class ShareLink(BaseModel):
     view: dict[str, str] = Field(description="the stored settings, defaults filled in")
 
 
-def _shares(request: Request) -> ShareService:
-    shares = getattr(request.app.state, "shares", None)
-    if shares is None:
-        raise ShareUnavailable("sharing is not ready: the share store opens when the server starts")
-    return shares
-
-
 def absolute_url(request: Request, name: str, **params: str) -> str:
     """The absolute URL of a route: under settings.public_url when set, so a forged Host header never
     reaches a link, a preview tag or an export; else from the request (as it came, Host and all)."""
@@ -103,25 +98,25 @@ def _link(request: Request, sid: str) -> str:
     return absolute_url(request, "share_page", sid=sid)
 
 
-def _admit(request: Request) -> None:
+def _admit(request: Request, shares: ShareService) -> None:
     """One token of the client's share-creation bucket, or Overloaded (429 + Retry-After)."""
-    _shares(request).admit(client_key(request.scope))
+    shares.admit(client_key(request.scope))
 
 
 # ---- JSON API ---------------------------------------------------------------------------
 @api.post("/share", response_model=ShareLink, responses=CREATE_ERRORS, summary="Make a short link to a view")
-def create_share(body: ShareRequest, request: Request) -> ShareLink:
+def create_share(body: ShareRequest, request: Request, shares: SharesDep) -> ShareLink:
     """Checks the view as the page would, stores it and returns its link. Same view, same link.
     Each client address may make RNNSCOPE_SHARE_RATE_LIMIT links a minute (429 past it), and the store holds
     at most RNNSCOPE_SHARE_STORE_BYTES (507 for a new view past it)."""
-    _admit(request)
-    shared = _shares(request).create(body.model_dump(exclude_none=True))
+    _admit(request, shares)
+    shared = shares.create(body.model_dump(exclude_none=True))
     return ShareLink(id=shared.id, url=_link(request, shared.id), view=shared.view)
 
 
 @api.get("/share/{sid}", response_model=ShareLink, responses=ERRORS, summary="Read a shared view's settings")
-def read_share(sid: str, request: Request) -> ShareLink:
-    view = _shares(request).get(sid, count_open=False)
+def read_share(sid: str, request: Request, shares: SharesDep) -> ShareLink:
+    view = shares.get(sid, count_open=False)
     return ShareLink(id=sid, url=_link(request, sid), view=view)
 
 
@@ -130,9 +125,10 @@ def read_share(sid: str, request: Request) -> ShareLink:
 async def share_button(request: Request) -> HTMLResponse:
     """The form's fields in, a small partial out: the link and a copy button, or why there is none."""
     try:
-        _admit(request)
-        params = await _form(request, _shares(request).traces.settings.max_chars)
-        shared = await run_in_threadpool(_shares(request).create, params)
+        shares = shares_of(request)  # not ready is a message in the partial, as every other refusal
+        _admit(request, shares)
+        params = await _form(request, shares.traces.settings.max_chars)
+        shared = await run_in_threadpool(shares.create, params)
     except InputError as e:
         return HTMLResponse(render_page("share_result.html", {"error": e.message}), status_code=e.status)
     except Overloaded as e:
@@ -166,12 +162,12 @@ async def _form(request: Request, max_chars: int) -> dict[str, str]:
 @html.get("/s/{sid}", response_class=HTMLResponse, name="share_page")
 def share_page(sid: str, request: Request) -> HTMLResponse:
     try:
-        shares = _shares(request)
+        shares = shares_of(request)  # not ready is the share error page, as every other refusal
         params = shares.get(sid)
     except InputError as e:
         context = {"status": e.status, "message": e.message, "unavailable": isinstance(e, ShareUnavailable)}
         return HTMLResponse(render_page("share_error.html", context), status_code=e.status)
-    page = _index_page(request, params)
+    page = _index_page(request, shares, params)
     installed = shares.traces.registry.entries
     info = {"sid": sid, "url": _link(request, sid), "preview": absolute_url(request, "share_preview", sid=sid),
             "title": _title(params), "description": _description(params.get("text", "")),
@@ -183,10 +179,10 @@ def share_page(sid: str, request: Request) -> HTMLResponse:
     return HTMLResponse(body, headers={"Vary": "HX-Request"})
 
 
-def _index_page(request: Request, params: dict[str, str]) -> HTMLResponse:
+def _index_page(request: Request, shares: ShareService, params: dict[str, str]) -> HTMLResponse:
     """trace_routes.index for these params: every query param it reads is passed by name (absent ones as None)."""
-    names = [n for n in inspect.signature(trace_routes.index).parameters if n != "request"]
-    return trace_routes.index(request, **{n: params.get(n) for n in names})
+    names = [n for n in inspect.signature(trace_routes.index).parameters if n not in ("request", "traces")]
+    return trace_routes.index(request, shares.traces, **{n: params.get(n) for n in names})
 
 
 def _insert(body: str, marker: str, fragment: str, before: bool) -> str:
@@ -212,9 +208,8 @@ def _description(text: str, limit: int = 200) -> str:
 
 
 @html.get("/s/{sid}/preview.svg", name="share_preview")
-def share_preview(sid: str, request: Request) -> Response:
+def share_preview(sid: str, shares: SharesDep) -> Response:
     """The link-preview card; cached for an hour (a retrained model may recolour it)."""
-    shares = _shares(request)
     params = shares.get(sid, count_open=False)
     data = export_data(shares.traces, params)
     svg = preview_svg(data, _title(params))
@@ -222,26 +217,26 @@ def share_preview(sid: str, request: Request) -> Response:
 
 
 # ---- downloads --------------------------------------------------------------------------
-def _download(request: Request, ext: str):
-    data = export_data(request.app.state.service, dict(request.query_params))
+def _download(request: Request, traces: TraceService, ext: str):
+    data = export_data(traces, dict(request.query_params))
     return data, {"Content-Disposition": f'attachment; filename="{data.filename(ext)}"', "Cache-Control": "no-store"}
 
 
 @html.get("/export.html")
-def export_html(request: Request) -> Response:
-    data, headers = _download(request, "html")
+def export_html(request: Request, traces: TracesDep) -> Response:
+    data, headers = _download(request, traces, "html")
     return HTMLResponse(to_html(data, base_url(request)), headers=headers)
 
 
 @html.get("/export.csv")
-def export_csv(request: Request) -> Response:
-    data, headers = _download(request, "csv")
+def export_csv(request: Request, traces: TracesDep) -> Response:
+    data, headers = _download(request, traces, "csv")
     return Response(to_csv(data), media_type="text/csv; charset=utf-8", headers=headers)
 
 
 @html.get("/export.json")
-def export_json(request: Request) -> Response:
-    data, headers = _download(request, "json")
+def export_json(request: Request, traces: TracesDep) -> Response:
+    data, headers = _download(request, traces, "json")
     body = json.dumps(to_json(data), ensure_ascii=False, separators=(",", ":"))
     return Response(body, media_type="application/json", headers=headers)
 

@@ -14,10 +14,11 @@ from markupsafe import escape
 from app.core.errors import InputError
 from app.core.registry import ModelEntry
 from app.core.slots import Overloaded, WithoutModelRuns
+from app.deps import RegistryDep, ResponsesDep, TracesDep
 from app.http.heavy import HEAVY_VALUES, Predictions, Rounded, accepts_gzip, encoded, json_chunks, ready_response
 from app.probe.views import find_units_panel
 from app.trace.schemas import ErrorDetail, Health, ModelInfo, TraceRequest, TraceResponse, predictions, rounded
-from app.trace.service import TraceResult, TraceService
+from app.trace.service import TraceResult
 from app.trace.views import FIELDS, build_page
 from app.ui.render import render_block, render_page, wants_partial
 
@@ -31,62 +32,56 @@ ERRORS = {
 }
 
 
-def _service(request: Request) -> TraceService:
-    return request.app.state.service
-
-
 @router.get("/models", response_model=list[ModelInfo], summary="Installed models")
-def list_models(request: Request) -> list[ModelInfo]:
-    service = _service(request)
-    service.registry.refresh()
-    return [_info(e) for e in service.registry.entries.values()]
+def list_models(traces: TracesDep) -> list[ModelInfo]:
+    traces.registry.refresh()
+    return [_info(e) for e in traces.registry.entries.values()]
 
 
 @router.post("/trace", response_model=TraceResponse, responses=ERRORS, summary="Trace text through a model")
-def trace(body: TraceRequest, request: Request) -> JSONResponse:
+def trace(body: TraceRequest, request: Request, traces: TracesDep, responses: ResponsesDep) -> JSONResponse:
     """Per-position values of the requested layers, states and units; omitted ones mean all.
 
     Position t holds the state after reading character t. Values are float16-precise.
     """
-    service = _service(request)
-    entry = service.model(body.model)
-    service.check_text(body.text)
+    entry = traces.model(body.model)
+    traces.check_text(body.text)
     layers = None if body.layer is None else [body.layer]
     states = None if body.state is None else [body.state]
     if layers is not None:
-        service.check_layer(entry, layers[0])
+        traces.check_layer(entry, layers[0])
     if states is not None:
-        service.check_state(entry, states[0])
+        traces.check_state(entry, states[0])
     units = None if body.units is None else list(dict.fromkeys(body.units))
     if units is not None:
         if not units:
             raise InputError("units is an empty list: omit it for every unit, or name at least one", field="unit")
-        service.check_units(entry, units)
+        traces.check_units(entry, units)
     n_values = (len(body.text) * (entry.layers if layers is None else 1) * (len(entry.states) if states is None else 1)
                 * (entry.hidden if units is None else len(units)))
-    limit = service.settings.max_api_values
+    limit = traces.settings.max_api_values
     if n_values > limit:
         raise InputError(
             f"this request asks for {n_values:,} values; the limit is {limit:,}: name one layer, one state "
             "or fewer units, or send a shorter text",
             status=413,
         )
-    result = service.api_trace(entry, body.text, layers, states, units, body.topk)
-    blocks = service.api_blocks(entry, result.trace, layers, states, units)
+    result = traces.api_trace(entry, body.text, layers, states, units, body.topk)
+    blocks = traces.api_blocks(entry, result.trace, layers, states, units)
     if n_values + 2 * len(body.text) * min(body.topk, entry.vocab_size) < HEAVY_VALUES:
         return JSONResponse(_trace_json(entry, body, result, blocks, units))
     # Tens of MB of JSON: built here in the worker thread, in pieces, on a response slot; gzipped here too.
     gzip_ok = accepts_gzip(request)
     key = (entry.name, entry.version, body.text, body.layer, body.state, None if units is None else tuple(units),
            body.topk, result.cached, gzip_ok)
-    content, encoding = request.app.state.responses.build(key, lambda: encoded(
+    content, encoding = responses.build(key, lambda: encoded(
         json_chunks(_trace_json(entry, body, result, blocks, units, pieces=True)), gzip_ok))
     return ready_response(content, encoding)
 
 
 @health.get("/healthz", response_model=Health, summary="Liveness: cheap, runs no model")
-def healthz(request: Request) -> Health:
-    return Health(status="ok", models=len(request.app.state.registry.entries))
+def healthz(registry: RegistryDep) -> Health:
+    return Health(status="ok", models=len(registry.entries))
 
 
 def _info(e: ModelEntry) -> ModelInfo:
@@ -127,6 +122,7 @@ PAGE = "index.html"
 @pages.get("/", response_class=HTMLResponse)
 def index(
     request: Request,
+    traces: TracesDep,
     model: str | None = None,
     layer: str | None = None,
     state: str | None = None,
@@ -143,10 +139,10 @@ def index(
               "layer2": layer2, "state2": state2, "unit2": unit2}
     headers = {"Vary": "HX-Request"}
     try:
-        page = build_page(request.app.state.service, params)
+        page = build_page(traces, params)
         status = page.status
     except Overloaded as busy:  # no model slot in time: the form as sent, the reason beside the text
-        page = build_page(WithoutModelRuns(request.app.state.service, busy), params)
+        page = build_page(WithoutModelRuns(traces, busy), params)
         status = busy.status
         headers["Retry-After"] = str(busy.retry_after)
     # The Find units panel's probe and pattern are part of the view (URL, share links); the panel is
