@@ -17,7 +17,6 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Stre
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from app.deps import DynamicsDep, StreamsDep
-from app.dynamics import views as dv
 from app.dynamics.schemas import (
     EVENT_STREAM_CONTENT,
     CounterfactualRequest,
@@ -34,6 +33,12 @@ from app.dynamics.schemas import (
     ToyResponse,
 )
 from app.dynamics.service import SATURATION_HIGH, SATURATION_LOW, DynamicsService, GenerationPlan
+from app.dynamics.views.form import Base, SHARED
+from app.dynamics.views.generate import build_generate
+from app.dynamics.views.gradients import build_gradients
+from app.dynamics.views.intervene import build_intervene
+from app.dynamics.views.saturation import build_saturation
+from app.dynamics.views.toy import build_toy, parse_inputs
 from app.http.heavy import StreamTicket
 from app.trace.schemas import ErrorDetail
 from app.trace.schemas import predictions, rounded
@@ -49,7 +54,7 @@ ERRORS = {
     422: {"model": ErrorDetail, "description": "bad input: empty text, out-of-range position/layer/unit, "
                                                "non-finite number, state that cannot be clamped, malformed JSON"},
 }
-def _page(request: Request, template: str, page: dv.Base) -> HTMLResponse:
+def _page(request: Request, template: str, page: Base) -> HTMLResponse:
     partial = wants_partial(request)
     page.self_url = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     context = {"page": page, "partial": partial, "nav_query": page.nav_query, "nav_active": page.active}
@@ -73,7 +78,7 @@ def _carried_from_referer(request: Request) -> RedirectResponse | None:
     if not ref.query or ref.netloc != request.headers.get("host", ""):
         return None
     q = parse_qs(ref.query, keep_blank_values=True)
-    carried = {k: q[k][0] for k in dv.SHARED if k in q}
+    carried = {k: q[k][0] for k in SHARED if k in q}
     if not carried:
         return None
     return RedirectResponse(request.url.path + "?" + urlencode(carried), status_code=303)
@@ -86,34 +91,34 @@ def _query(request: Request) -> Mapping[str, str]:
 @pages.get("/generate", response_class=HTMLResponse)
 def generate_page(request: Request, dynamics: DynamicsDep):
     return _carried_from_referer(request) or _page(
-        request, "dynamics_generate.html", dv.build_generate(dynamics, _query(request)))
+        request, "dynamics_generate.html", build_generate(dynamics, _query(request)))
 
 
 @pages.get("/gradients", response_class=HTMLResponse)
 def gradients_page(request: Request, dynamics: DynamicsDep):
     return _carried_from_referer(request) or _page(
         request, "dynamics_gradients.html",
-        dv.build_gradients(dynamics, _query(request), request.query_params.getlist, wants_partial(request)))
+        build_gradients(dynamics, _query(request), request.query_params.getlist, wants_partial(request)))
 
 
 @pages.get("/toy", response_class=HTMLResponse)
 def toy_page(request: Request, dynamics: DynamicsDep):
     return _carried_from_referer(request) or _page(
-        request, "dynamics_toy.html", dv.build_toy(dynamics, _query(request)))
+        request, "dynamics_toy.html", build_toy(dynamics, _query(request)))
 
 
 @pages.get("/saturation", response_class=HTMLResponse)
 def saturation_page(request: Request, dynamics: DynamicsDep):
     return _carried_from_referer(request) or _page(
         request, "dynamics_saturation.html",
-        dv.build_saturation(dynamics, _query(request), wants_partial(request)))
+        build_saturation(dynamics, _query(request), wants_partial(request)))
 
 
 @pages.get("/intervene", response_class=HTMLResponse)
 def intervene_page(request: Request, dynamics: DynamicsDep):
     return _carried_from_referer(request) or _page(
         request, "dynamics_intervene.html",
-        dv.build_intervene(dynamics, _query(request), wants_partial(request)))
+        build_intervene(dynamics, _query(request), wants_partial(request)))
 
 
 # ------------------------------------------------------------------ JSON API
@@ -151,7 +156,7 @@ def gradients(body: GradientsRequest, dynamics: DynamicsDep) -> GradientsRespons
 def toy(dynamics: DynamicsDep, w_hh: float = 3.0, w_xh: float = 2.0, b: float = 1.0, h0: float = 0.0,
         xs: str = Query("1 0 0", description="inputs x_1..x_T, separated by spaces or commas")) -> ToyResponse:
     """States h_t and the gradient dh_T/dh_t for every t: watch it explode or vanish as w_hh moves."""
-    res = dynamics.toy(w_hh, w_xh, b, dv.parse_inputs(xs), h0)
+    res = dynamics.toy(w_hh, w_xh, b, parse_inputs(xs), h0)
     return ToyResponse(w_hh=res.w_hh, w_xh=res.w_xh, b=res.b, h0=res.h0, xs=res.xs, h=res.run.h, local=res.local,
                        dhT_dht=_floats(res.run.dhT_dht), dhT_dh1=_floats([res.run.dhT_dh1])[0])
 

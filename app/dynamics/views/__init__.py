@@ -1,0 +1,1 @@
+"""The dynamics pages' view models: form.py holds the shared widgets, one module per page."""
