@@ -19,10 +19,9 @@ import numpy as np
 from app.share.service import checked_page, view_params
 from app.trace.service import TraceService, unit_values
 from app.ui.render import render_page
-from app.ui.scale import STATE_INFO, Scale, neuron_scale, rgb, surprisal_scale, text_is_light
+from app.ui.scale import STATE_INFO, Scale, legend, neuron_scale, rgb, surprisal_scale, text_is_light
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # spreadsheet formula triggers (OWASP CSV injection)
-LEGEND_STEPS = 11
 
 
 @dataclass
@@ -127,28 +126,11 @@ def to_html(d: ExportData, source_url: str = "") -> str:
     context = {
         "d": d,
         "cells": cells,
-        "legend": [(_style(p), label) for p, label in legend(d.scale)],
+        "legend": [(_style(s.position), s.label) for s in legend(d.scale)],
         "exported": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "source_url": source_url,
     }
     return render_page("export.html", context)
-
-
-def legend(scale: Scale) -> list[tuple[float, str]]:
-    """(position, label) swatches from the scale's left end to its right end, as the page's legend."""
-    lo = scale.lo / scale.hi  # -1 for a symmetric scale, 0 for a one-sided one
-    out = []
-    for k in range(LEGEND_STEPS):
-        p = lo + (1 - lo) * k / (LEGEND_STEPS - 1)
-        label = ""
-        if k == 0:
-            label = _fmt_end(scale.lo)
-        elif k == LEGEND_STEPS - 1:
-            label = _fmt_end(scale.hi)
-        elif lo < 0 and k == LEGEND_STEPS // 2:
-            label = "0"
-        out.append((p, label))
-    return out
 
 
 def hex_colour(position: float) -> str:
@@ -167,7 +149,3 @@ def _num(x: float, digits: int) -> float | None:
 
 def _fmt(x: float, digits: int) -> str:
     return "–" if not math.isfinite(x) else f"{x:.{digits}f}"
-
-
-def _fmt_end(x: float) -> str:
-    return f"{x:+g}" if x else "0"

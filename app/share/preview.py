@@ -11,8 +11,8 @@ import re
 
 from markupsafe import escape
 
-from app.share.exports import ExportData, hex_colour, legend
-from app.ui.scale import text_is_light
+from app.share.exports import ExportData, hex_colour
+from app.ui.scale import legend, text_is_light
 
 WIDTH, HEIGHT = 1200, 630
 PAD = 48
@@ -91,7 +91,8 @@ def _legend_svg(d: ExportData) -> str:
     y = HEIGHT - 56
     out = []
     swatches = legend(d.scale)
-    for k, (p, label) in enumerate(swatches):
+    for k, swatch in enumerate(swatches):
+        p, label = swatch.position, swatch.label
         x = PAD + k * sw
         out.append(f'<rect x="{x}" y="{y}" width="{sw}" height="{h}" fill="{hex_colour(p)}"/>')
         if label:

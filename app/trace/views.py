@@ -15,7 +15,7 @@ from app.core.errors import InputError
 from app.core.registry import ModelEntry
 from app.trace.service import TraceService, unit_values
 from app.ui.render import char_spans
-from app.ui.scale import STATE_INFO, Scale, neuron_scale, surprisal_scale
+from app.ui.scale import STATE_INFO, Scale, Swatch, legend, neuron_scale, surprisal_scale
 
 DEFAULT_TEXT = (
     '"My dear Mr. Bennet," said his lady to him one day, "have you heard that '
@@ -68,12 +68,6 @@ class Controls:
     layer2: int = 0
     state2: str = "h"
     unit2: int = 0
-
-
-@dataclass
-class Swatch:
-    pos: str  # position on the colour scale, for --v
-    label: str
 
 
 @dataclass
@@ -240,7 +234,7 @@ def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest) -> Vi
         positions2 = [f"{x:.3f}" for x in scale2.positions(values2).tolist()]
         compare_heading = f"layer {layer2} · {state2} · unit {unit2}"
         compare_url = neuron_url(entry.name, layer2, state2, unit2)
-        legend2, legend2_note = _legend(scale2), scale2.label
+        legend2, legend2_note = legend(scale2), scale2.label
 
     what = f"layer {req.layer} · {req.state} · unit {req.unit}"
     description = STATE_INFO.get(req.state, (req.state, ""))[0]
@@ -274,7 +268,7 @@ def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest) -> Vi
         description=description,
         mode=req.mode,
         chars_html=char_spans(req.text, positions, positions2, cls, titles),
-        legend=_legend(scale),
+        legend=legend(scale),
         legend_note=scale.label,
         stats=stats,
         data=data,
@@ -375,27 +369,6 @@ def _check(call, fail) -> bool:
     except InputError as e:
         fail(e)
         return False
-
-
-def _legend(scale: Scale) -> list[Swatch]:
-    steps = 11
-    lo = scale.lo / scale.hi  # -1 for a symmetric scale, 0 for a one-sided one
-    out = []
-    for k in range(steps):
-        p = lo + (1 - lo) * k / (steps - 1)
-        label = ""
-        if k == 0:
-            label = _fmt(scale.lo)
-        elif k == steps - 1:
-            label = _fmt(scale.hi)
-        elif lo < 0 and k == steps // 2:
-            label = "0"
-        out.append(Swatch(f"{p:.3f}", label))
-    return out
-
-
-def _fmt(x: float) -> str:
-    return f"{x:+g}" if x else "0"
 
 
 def _rounded(a: np.ndarray, digits: int) -> list[float | None]:

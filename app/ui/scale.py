@@ -80,6 +80,44 @@ def _nice(x: float) -> float:
     return float(10 ** (exp + 1))
 
 
+LEGEND_STEPS = 11
+
+
+@dataclass(frozen=True)
+class Swatch:
+    """One step of a colour legend: where it sits on the colour scale, and its label (the ends, and 0
+    on a two-sided scale)."""
+
+    position: float
+    label: str = ""
+
+    @property
+    def pos(self) -> str:
+        """The position for CSS (--v), as the page writes it."""
+        return f"{self.position:.3f}"
+
+
+def legend(scale: Scale, steps: int = LEGEND_STEPS) -> list[Swatch]:
+    """Swatches from the scale's left end to its right end: the one legend of the page, the dynamics
+    pages, the exports and the preview card."""
+    lo = scale.lo / scale.hi  # -1 for a symmetric scale, 0 for a one-sided one
+    out = []
+    for k in range(steps):
+        label = ""
+        if k == 0:
+            label = _end(scale.lo)
+        elif k == steps - 1:
+            label = _end(scale.hi)
+        elif lo < 0 and k == steps // 2:
+            label = "0"
+        out.append(Swatch(lo + (1 - lo) * k / (steps - 1), label))
+    return out
+
+
+def _end(x: float) -> str:
+    return f"{x:+g}" if x else "0"
+
+
 def rgb(position: float) -> tuple[int, int, int]:
     """Position in [-1, 1] -> the sRGB colour the page's CSS gives it."""
     p = max(-1.0, min(1.0, float(position)))

@@ -22,7 +22,7 @@ from app.core.registry import ModelEntry
 from app.core.slots import Overloaded
 from app.dynamics.service import DynamicsService
 from app.trace.views import DEFAULT_TEXT, UNKNOWN_TITLE
-from app.ui.scale import STATE_INFO, Scale
+from app.ui.scale import STATE_INFO
 
 SHARED = ("model", "layer", "state", "unit", "text")
 NAV_TEXT_LIMIT = 2_000  # server-rendered links carry the text up to this length (static/dynamics.js carries any)
@@ -44,12 +44,6 @@ class Cell:
     title: str = ""
     t: int | None = None  # position in the text, for click-to-pick (data-t)
     raw: str = ""  # the value itself (data-v), where the page may re-scale in place
-
-
-@dataclass
-class Swatch:
-    pos: str
-    label: str
 
 
 @dataclass
@@ -227,26 +221,6 @@ def cells(text: str, positions: np.ndarray, titles: list[str] | None = None, mis
             title = (title + " · " if title else "") + UNKNOWN_TITLE
         out.append(Cell(ch, f"{p:.3f}", cls, title, t))
     return out
-
-
-def legend(scale: Scale, steps: int = 11) -> list[Swatch]:
-    lo = scale.lo / scale.hi
-    out = []
-    for k in range(steps):
-        p = lo + (1 - lo) * k / (steps - 1)
-        label = ""
-        if k == 0:
-            label = fmt(scale.lo)
-        elif k == steps - 1:
-            label = fmt(scale.hi)
-        elif lo < 0 and k == steps // 2:
-            label = "0"
-        out.append(Swatch(f"{p:.3f}", label))
-    return out
-
-
-def fmt(x: float) -> str:
-    return f"{x:+g}" if x else "0"
 
 
 def sci(x: float) -> str:

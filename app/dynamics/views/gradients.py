@@ -19,9 +19,10 @@ from app.dynamics.service import (
     DynamicsService,
     FlowResult,
 )
-from app.dynamics.views.form import (Base, Cell, DOT_LIMIT, ModelChoice, Reader, SALIENCY_DECADES, Swatch, base,
-    cells, model_choices, sci, show_char)
+from app.dynamics.views.form import (Base, Cell, DOT_LIMIT, ModelChoice, Reader, SALIENCY_DECADES, base, cells,
+    model_choices, sci, show_char)
 from app.ui import svg
+from app.ui.scale import Swatch
 
 
 @dataclass
@@ -112,6 +113,6 @@ def _flow_panel(res: FlowResult, text: str) -> FlowPanel:
         start + u for u in e.checkpoint.vocab.unknown_positions(window)), extra={T: "at-t"})
     out_cells.append(Cell(res.target, "0", " target" + (" nl" if res.target == "\n" else ""),
                       f"the prediction being explained: p({show_char(res.target)} next)", None))
-    legend_s = [Swatch(f"{k / 10:.3f}", "") for k in range(11)]
+    legend_s = [Swatch(k / 10, "") for k in range(11)]
     label = f"{e.cell.upper()} {e.layers}×{e.hidden} · h of layer {f.layer} (the top)"
     return FlowPanel(e.name, label, plot, stats, out_cells, legend_s, f"positions {start}–{T}")

@@ -18,10 +18,10 @@ from app.dynamics.service import (
     DynamicsService,
     InterventionResult,
 )
-from app.dynamics.views.form import (Base, Cell, Picker, Reader, Swatch, WATCH_ROWS, base, cells, legend, picker,
-    resolve_model, resolve_unit, show_char)
+from app.dynamics.views.form import (Base, Cell, Picker, Reader, WATCH_ROWS, base, cells, picker, resolve_model,
+    resolve_unit, show_char)
 from app.ui import svg
-from app.ui.scale import neuron_scale
+from app.ui.scale import Swatch, legend, neuron_scale
 
 
 @dataclass
