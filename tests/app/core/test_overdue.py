@@ -156,15 +156,15 @@ def test_the_stepper_reads_a_long_prime_a_chunk_at_a_time_with_the_traced_values
                                                                                 layer, state):
     import numpy as np
 
-    import app.dynamics.service as ds
+    import models.stepper
     from models.trace import run_trace
 
-    monkeypatch.setattr(ds, "PRIME_CHUNK", 5)  # chunk edges all through the prime
+    monkeypatch.setattr(models.stepper, "PRIME_CHUNK", 5)  # chunk edges all through the prime
     prime, more = PASSAGE[:37], "Then she left."
     with make_client(tiny_models_dir) as c:
         entry = c.app.state.service.model(model)
-        stepper = ds.UnitStepper(entry, prime, layer, state, 2)
-        got = [stepper.step(ch) for ch in more]
         ck = entry.checkpoint
+        stepper = models.stepper.UnitStepper(ck.model, ck.vocab, prime, layer, state, 2)
+        got = [stepper.step(ch) for ch in more]
         ref = run_trace(ck.model, ck.vocab, prime + more, layers=[layer], states=[state], units=[2], topk=0)
         np.testing.assert_allclose(got, ref.states[layer][state][len(prime):, 0], atol=1e-5)
