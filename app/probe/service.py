@@ -270,20 +270,10 @@ def span_rank(blocks: dict, inside: np.ndarray, threshold: float, top: int) -> l
     """Units on (above threshold) inside the span and off outside (+), or the reverse (-).
 
     models.probes.span_scores gives both directions; the reverse is the negation of the first,
-    so one signed score ranks both, best |score| first.
+    so one signed score ranks both, best |score| first (models.probes.top_units, as every ranking).
     """
-    keys = list(blocks)
-    diff = np.concatenate([probes.span_scores(blocks[k], inside, threshold)[0] for k in keys])  # (N,)
-    score = np.abs(diff)
-    order = np.argsort(-score, kind="stable")[: max(1, top)]
-    widths = np.cumsum([0] + [blocks[k].shape[1] for k in keys])
-    out = []
-    for j in order:
-        b = int(np.searchsorted(widths, j, side="right") - 1)
-        layer, state = keys[b]
-        out.append(UnitScore(layer, state, int(j - widths[b]), round(float(score[j]), 6),
-                             1 if diff[j] >= 0 else -1, SPAN_METRIC))
-    return out
+    diff = np.concatenate([probes.span_scores(blocks[k], inside, threshold)[0] for k in blocks])  # (N,)
+    return probes.top_units(blocks, np.abs(diff), np.where(diff >= 0, 1, -1), SPAN_METRIC, top)
 
 
 def pushes_from_weights(entry: ModelEntry, unit: int, k: int = PUSHES_K) -> tuple[list, list]:
