@@ -44,6 +44,7 @@ from models.stepper import UnitStepper
 
 from app.core.errors import InputError
 from app.core.registry import ModelEntry
+from app.core.selection import UnitRef
 from app.core.slots import ModelSlots, SlotStream
 from app.trace.service import TraceService, unit_values
 from app.ui.render import ROOT
@@ -203,8 +204,7 @@ class DynamicsService:
     @staticmethod
     def default_unit(entry: ModelEntry) -> tuple[int, str, int]:
         """The card's quote unit if it names one, else layer 0, h, unit 0 (as the main page)."""
-        q = entry.quote_unit
-        return (q.layer, q.state, q.unit) if q is not None else (0, "h", 0)
+        return UnitRef.default_for(entry).as_tuple()
 
     # ---- generation ---------------------------------------------------------------------
     def plan_generation(self, model: str | None, prime: str, n: int, temperature: float, seed: int | None,

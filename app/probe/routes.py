@@ -7,6 +7,7 @@ from fastapi import APIRouter, Path
 from fastapi.responses import HTMLResponse
 
 from app.core.errors import InputError
+from app.core.selection import whole_number
 from app.core.slots import Overloaded
 from app.deps import ProbesDep
 from app.probe.schemas import Context, Histogram, NeuronResponse, ProbeMatch, ProbeRequest, Push, SpanRequest, UnitRank
@@ -104,12 +105,12 @@ def find_units(
         registry.refresh()
         name = model or registry.default_name(probes.traces.settings.default_model) or ""
         entry = probes.traces.model(name)
-        n_top = _int(top, "top", DEFAULT_TOP, 1, 200)
+        n_top = whole_number(top, "top", DEFAULT_TOP, lo=1, hi=200)
         if source == "selection":
             if not (start or "").strip() and not (end or "").strip():
                 raise InputError("no span is selected: drag over the text to select part of it, or focus a "
                                  "character and press shift+→", field="span")
-            s, e = _int(start, "start", 0), _int(end, "end", 0)
+            s, e = whole_number(start, "start", 0), whole_number(end, "end", 0)
             t = _float(threshold, "threshold", DEFAULT_THRESHOLD)
             ranking = probes.rank_span(entry, text, s, e, t, n_top)
             what = span_summary(text, s, e, t)
@@ -133,24 +134,12 @@ def find_units(
 def neuron_html(model: str, layer: str, state: str, unit: str, probes: ProbesDep) -> HTMLResponse:
     try:
         entry = probes.traces.model(model)
-        report = probes.neuron(entry, _int(layer, "layer", 0), state, _int(unit, "unit", 0))
+        report = probes.neuron(entry, whole_number(layer, "layer", 0), state, whole_number(unit, "unit", 0))
     except InputError as err:
         # A unit that does not exist is a page that does not exist: 404, with the reason.
         return HTMLResponse(render_page("neuron.html", {"page": None, "error": err.message}), status_code=404)
     page = neuron_page(report, entry.hidden)
     return HTMLResponse(render_page("neuron.html", {"page": page, "error": ""}))
-
-
-def _int(raw: str | None, name: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
-    if raw is None or raw.strip() == "":
-        return default
-    try:
-        value = int(raw.strip())
-    except ValueError:
-        raise InputError(f"{name} must be a whole number, got {raw[:40]!r}", field=name) from None
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise InputError(f"{name} must be between {lo} and {hi}, got {value}", field=name)
-    return value
 
 
 def _float(raw: str | None, name: str, default: float) -> float:

@@ -10,6 +10,7 @@ import numpy as np
 
 from models.probes import BINARY, PROBES
 
+from app.core.selection import UnitRef
 from app.probe.service import SPAN_METRIC, NeuronReport, Ranking
 from app.trace.views import neuron_url
 from app.ui.scale import STATE_INFO, neuron_scale
@@ -275,7 +276,5 @@ def _show(s: str) -> str:
 
 def current_unit(layer: str | None, state: str | None, unit: str | None) -> tuple[int, str, int] | None:
     """The main view's unit, as sent along with a ranking request (to mark its row)."""
-    try:
-        return int(layer or ""), str(state), int(unit or "")
-    except ValueError:
-        return None
+    ref = UnitRef.exact(layer, state, unit)
+    return None if ref is None else ref.as_tuple()

@@ -13,6 +13,7 @@ from models.evaluate import QUOTE_UNIT_MIN_AUC
 
 from app.core.errors import InputError
 from app.core.registry import ModelEntry
+from app.core.selection import UnitRef, resolve_unit, whole_number
 from app.trace.service import TraceService, unit_values
 from app.ui.render import char_spans
 from app.ui.scale import STATE_INFO, Scale, Swatch, legend, neuron_scale, surprisal_scale
@@ -136,17 +137,8 @@ def build_page(service: TraceService, params: dict[str, str | None], with_view: 
     except InputError as e:
         fail(e)
         entry = registry.get(registry.default_name(service.settings.default_model) or registry.names()[0])
-    d_layer, d_state, d_unit = _default_unit(entry)
-
-    layer = _int(params.get("layer"), "layer", d_layer, fail)
-    state = params.get("state") or d_state
-    unit = _int(params.get("unit"), "unit", d_unit, fail)
-    if "layer" not in errors:
-        _check(lambda: service.check_layer(entry, layer), fail)
-    if not _check(lambda: service.check_state(entry, state), fail):
-        state = "h"
-    if "unit" not in errors:
-        _check(lambda: service.check_units(entry, [unit]), fail)
+    layer, state, unit = resolve_unit(service, entry, params.get("layer"), params.get("state"), params.get("unit"),
+                                      fail, spaces_are_blank=False).as_tuple()
     mode = params.get("mode") or "neuron"
     if mode not in MODES:
         fail(InputError(f"mode {mode!r} is not one of: {', '.join(MODES)}", field="mode"))
@@ -179,19 +171,21 @@ def _compare(service: TraceService, entry: ModelEntry, params: dict, layer: int,
     def fail2(e: InputError) -> None:
         errors.setdefault("compare", "compare with: " + e.message)
 
-    layer2 = _int(params.get("layer2"), "layer2", layer, lambda e: fail2(e))
-    state2 = (params.get("state2") or "").strip() or state
-    unit2 = _int(raw_unit, "unit2", 0, lambda e: fail2(e))
+    def number(raw: str | None, name: str, default: int) -> int:
+        try:
+            return whole_number(raw, name, default, spaces_are_blank=False)
+        except InputError as e:
+            fail2(e)
+            return default
+
+    second = UnitRef(number(params.get("layer2"), "layer2", layer), (params.get("state2") or "").strip() or state,
+                     number(raw_unit, "unit2", 0))
     if not errors:
-        _check(lambda: service.check_layer(entry, layer2), fail2)
-    if not errors:
-        _check(lambda: service.check_state(entry, state2), fail2)
-    if not errors:
-        _check(lambda: service.check_units(entry, [unit2]), fail2)
+        _check(lambda: second.check(service, entry), fail2)
     if errors:
         fail(InputError(errors["compare"], field="compare"))
         return None
-    return layer2, state2, unit2
+    return second.as_tuple()
 
 
 def _compare_controls(controls: Controls, entry: ModelEntry, compare, params: dict) -> None:
@@ -345,21 +339,6 @@ def _controls(service, entry: ModelEntry, layer, state, unit, mode, text) -> Con
         text=text,
         max_chars=service.settings.max_chars,
     )
-
-
-def _default_unit(entry: ModelEntry) -> tuple[int, str, int]:
-    q = entry.quote_unit
-    return (q.layer, q.state, q.unit) if q is not None else (0, "h", 0)
-
-
-def _int(raw: str | None, name: str, default: int, fail) -> int:
-    if raw is None or raw == "":
-        return default
-    try:
-        return int(raw.strip())
-    except ValueError:
-        fail(InputError(f"{name} must be a whole number, got {raw[:40]!r}", field=name))
-        return default
 
 
 def _check(call, fail) -> bool:

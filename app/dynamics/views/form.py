@@ -17,6 +17,7 @@ from urllib.parse import urlencode
 import numpy as np
 
 
+from app.core import selection
 from app.core.errors import InputError
 from app.core.registry import ModelEntry
 from app.core.slots import Overloaded
@@ -186,17 +187,9 @@ def resolve_model(service: DynamicsService, r: Reader) -> ModelEntry | None:
 
 
 def resolve_unit(service: DynamicsService, r: Reader, entry: ModelEntry) -> tuple[int, str, int]:
-    d_layer, d_state, d_unit = service.default_unit(entry)
-    layer = r.int("layer", d_layer)
-    state = r.q.get("state") or d_state
-    unit = r.int("unit", d_unit)
-    if "layer" not in r.errors:
-        r.check(lambda: service.traces.check_layer(entry, layer))
-    if not r.check(lambda: service.traces.check_state(entry, state)):
-        state = "h"
-    if "unit" not in r.errors:
-        r.check(lambda: service.traces.check_units(entry, [unit]))
-    return layer, state, unit  # type: ignore[return-value]
+    """The page's unit (app.core.selection, as every page): problems kept per field in the reader."""
+    return selection.resolve_unit(service.traces, entry, r.q.get("layer"), r.q.get("state"), r.q.get("unit"),
+                                  r.fail).as_tuple()
 
 
 def picker(service: DynamicsService, entry: ModelEntry, layer: int, state: str, unit: int) -> Picker:
