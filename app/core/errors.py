@@ -1,6 +1,9 @@
-"""Bad input, told to the person who sent it: which field, what is wrong, which HTTP status."""
+"""Bad input, told to the person who sent it: which field, what is wrong, which HTTP status; and the
+JSON shape every refusal of the API has (ErrorDetail)."""
 
 from __future__ import annotations
+
+from pydantic import BaseModel
 
 from models.errors import RnnscopeError
 
@@ -13,3 +16,7 @@ class InputError(RnnscopeError):
         self.message = message
         self.field = field
         self.status = status
+
+
+class ErrorDetail(BaseModel):  # every refusal of the JSON API (no docstring: it would change the OpenAPI schema)
+    detail: str

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
+from app.core.errors import ErrorDetail
 from app.deps import DynamicsDep, StreamsDep
 from app.dynamics.schemas import (
     EVENT_STREAM_CONTENT,
@@ -40,7 +41,6 @@ from app.dynamics.views.intervene import build_intervene
 from app.dynamics.views.saturation import build_saturation
 from app.dynamics.views.toy import build_toy, parse_inputs
 from app.http.heavy import StreamTicket
-from app.trace.schemas import ErrorDetail
 from app.trace.schemas import predictions, rounded
 from app.ui.render import render_block, render_page, wants_partial
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Path
 from fastapi.responses import HTMLResponse
 
-from app.core.errors import InputError
+from app.core.errors import ErrorDetail, InputError
 from app.core.selection import whole_number
 from app.core.slots import Overloaded
 from app.deps import ProbesDep
@@ -14,7 +14,6 @@ from app.probe.schemas import Context, Histogram, NeuronResponse, ProbeMatch, Pr
 from app.probe.service import NeuronReport, Ranking
 from app.probe.views import (DEFAULT_THRESHOLD, DEFAULT_TOP, RankingView, current_unit, neuron_page, probe_summary,
                           ranking_view, span_summary)
-from app.trace.schemas import ErrorDetail
 from app.trace.views import DEFAULT_TEXT
 from app.ui.render import render_block, render_page
 

@@ -11,13 +11,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
 from markupsafe import escape
 
-from app.core.errors import InputError
+from app.core.errors import ErrorDetail, InputError
 from app.core.registry import ModelEntry
 from app.core.slots import Overloaded, WithoutModelRuns
 from app.deps import RegistryDep, ResponsesDep, TracesDep
 from app.http.heavy import HEAVY_VALUES, Predictions, Rounded, accepts_gzip, encoded, json_chunks, ready_response
 from app.probe.views import find_units_panel
-from app.trace.schemas import ErrorDetail, Health, ModelInfo, TraceRequest, TraceResponse, predictions, rounded
+from app.trace.schemas import Health, ModelInfo, TraceRequest, TraceResponse, predictions, rounded
 from app.trace.service import TraceResult
 from app.trace.views import FIELDS, build_page
 from app.ui.render import render_block, render_page, wants_partial

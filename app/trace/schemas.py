@@ -61,10 +61,6 @@ class Health(BaseModel):
     models: int
 
 
-class ErrorDetail(BaseModel):
-    detail: str
-
-
 # ---- arrays to the plain JSON values the API answers with: rounded floats, per-position predictions
 def rounded(a, decimals: int) -> list:
     """Nested lists of floats rounded to `decimals` (float16 noise beyond that only costs bytes)."""
