@@ -22,8 +22,8 @@ from app.core.errors import InputError
 from app.core.registry import Registry
 from app.core.runtime import bound_native_memory, default_torch_threads
 from app.core.slots import Overloaded
-from app.dynamics.service import DynamicsService
 from app.dynamics import routes as dynamics_routes
+from app.dynamics.service import DynamicsService
 from app.http.access_log import AccessLog
 from app.http.fallbacks import HeadAsGet, PublicLocation, install_not_found_page
 from app.http.guards import BodyGuard, RateLimit, error_response

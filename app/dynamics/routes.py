@@ -18,6 +18,7 @@ from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 
 from app.core.errors import ErrorDetail
 from app.deps import DynamicsDep, StreamsDep
+from app.dynamics.results import SATURATION_HIGH, SATURATION_LOW, GenerationPlan
 from app.dynamics.schemas import (
     EVENT_STREAM_CONTENT,
     CounterfactualRequest,
@@ -33,7 +34,7 @@ from app.dynamics.schemas import (
     SaturationResponse,
     ToyResponse,
 )
-from app.dynamics.service import SATURATION_HIGH, SATURATION_LOW, DynamicsService, GenerationPlan
+from app.dynamics.service import DynamicsService
 from app.dynamics.views.form import Base, SHARED
 from app.dynamics.views.generate import build_generate
 from app.dynamics.views.gradients import build_gradients

@@ -11,7 +11,7 @@ from starlette.responses import StreamingResponse
 
 from models.dynamics import MAX_CLAMP, MAX_LOOKBACK, MAX_TOPK
 
-from app.dynamics.service import MAX_INTERVENE_CHARS
+from app.dynamics.results import MAX_INTERVENE_CHARS
 from app.trace.schemas import Prediction
 
 MAX_COMPARE = 3

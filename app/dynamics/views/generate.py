@@ -11,7 +11,8 @@ import numpy as np
 
 from app.core.errors import InputError
 from app.core.slots import Overloaded
-from app.dynamics.service import MAX_GENERATE, DynamicsService, GenerationPlan
+from app.dynamics.results import MAX_GENERATE, GenerationPlan
+from app.dynamics.service import DynamicsService
 from app.dynamics.views.form import (Base, Cell, PRIME_SHOWN, Picker, Reader, base, cells, picker, resolve_model,
     resolve_unit, show_char)
 from app.ui.scale import Swatch, legend

@@ -13,12 +13,8 @@ from models.dynamics import MAX_LOOKBACK
 from app.core.errors import InputError
 from app.core.registry import ModelEntry
 from app.core.slots import Overloaded
-from app.dynamics.service import (
-    DEFAULT_LOOKBACK,
-    MAX_COMPARE,
-    DynamicsService,
-    FlowResult,
-)
+from app.dynamics.results import DEFAULT_LOOKBACK, MAX_COMPARE, FlowResult
+from app.dynamics.service import DynamicsService
 from app.dynamics.views.form import (Base, Cell, DOT_LIMIT, ModelChoice, Reader, SALIENCY_DECADES, base, cells,
     model_choices, sci, show_char)
 from app.ui import svg

@@ -12,12 +12,8 @@ from models.dynamics import MAX_TOPK
 
 from app.core.errors import InputError
 from app.core.slots import Overloaded
-from app.dynamics.service import (
-    DEFAULT_INTERVENE_TOPK,
-    MAX_INTERVENE_CHARS,
-    DynamicsService,
-    InterventionResult,
-)
+from app.dynamics.results import DEFAULT_INTERVENE_TOPK, MAX_INTERVENE_CHARS, InterventionResult
+from app.dynamics.service import DynamicsService
 from app.dynamics.views.form import (Base, Cell, Picker, Reader, WATCH_ROWS, base, cells, picker, resolve_model,
     resolve_unit, show_char)
 from app.ui import svg

@@ -10,12 +10,8 @@ from markupsafe import Markup
 
 from app.core.errors import InputError
 from app.core.slots import Overloaded
-from app.dynamics.service import (
-    SATURATION_CHARS,
-    SATURATION_HIGH,
-    SATURATION_LOW,
-    DynamicsService,
-)
+from app.dynamics.results import SATURATION_CHARS, SATURATION_HIGH, SATURATION_LOW
+from app.dynamics.service import DynamicsService
 from app.dynamics.views.form import Base, ModelChoice, Reader, base, model_choices, resolve_model
 from app.trace.views import DEFAULT_TEXT
 from app.ui import svg

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from app.dynamics.service import MAX_GENERATE, MAX_INTERVENE_CHARS, DynamicsService
+from app.dynamics.results import MAX_GENERATE, MAX_INTERVENE_CHARS
+from app.dynamics.service import DynamicsService
 from models.checkpoint import load_checkpoint
 from models.dynamics import MAX_LOOKBACK, MAX_TOPK, counterfactual, gate_saturation, gradient_flow, intervene
 from models.sample import generate

@@ -278,7 +278,7 @@ def test_intervene_bad_inputs_show_inline(client, params, field, fragment):
 
 
 def test_intervene_page_states_the_limit_it_applies(client, tiny_models_dir):
-    from app.dynamics.service import MAX_INTERVENE_CHARS
+    from app.dynamics.results import MAX_INTERVENE_CHARS
 
     page = client.get("/intervene", params={"model": "tiny-lstm", "text": TEXT, "state": "h"})
     assert page.status_code == 200
