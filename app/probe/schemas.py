@@ -9,6 +9,9 @@ from pydantic_core import PydanticCustomError
 
 from models.probes import PROBES
 
+DEFAULT_PROBE = "quotes"  # what the panel opens on when the view names no probe (a view's default; never a stored key)
+MAX_PATTERN_CHARS = 500  # the regex probe's pattern, as /api/v1/probe and the panel's input cap it
+
 PROBE_IDS = ", ".join(PROBES)
 
 
@@ -18,7 +21,7 @@ class ProbeRequest(BaseModel):
     model: str = Field(min_length=1, max_length=128, examples=["austen-lstm"])
     text: str = Field(examples=['"Hello," she said. "Are you there?"'])
     probe: str = Field(examples=["quotes"], description=f"one of: {PROBE_IDS}")
-    pattern: str | None = Field(None, max_length=500, description="the regular expression of the regex probe",
+    pattern: str | None = Field(None, max_length=MAX_PATTERN_CHARS, description="the regular expression of the regex probe",
                                 examples=[r"[A-Z][a-z]+"])
     top: int = Field(20, ge=1, le=200, description="how many units to return, best first")
 

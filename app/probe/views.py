@@ -11,14 +11,13 @@ import numpy as np
 from models.probes import BINARY, PROBES
 
 from app.core.selection import UnitRef
+from app.probe.schemas import DEFAULT_PROBE, MAX_PATTERN_CHARS
 from app.probe.service import SPAN_METRIC, NeuronReport, Ranking
 from app.trace.views import neuron_url
 from app.ui.scale import STATE_INFO, neuron_scale
 
 DEFAULT_THRESHOLD = 0.3
 DEFAULT_TOP = 20
-DEFAULT_PROBE = "quotes"  # what the panel opens on when the view names no probe (a view's default; never a stored key)
-MAX_PATTERN_CHARS = 500  # the regex probe's pattern, as /api/v1/probe and the panel's input cap it
 METRIC_LABELS = {"auc": "AUC", "pearson": "|r|", SPAN_METRIC: "Δ on"}
 SHOW = {"\n": "↵", "\t": "⇥"}
 # What the sign means, per metric: (+1, -1).

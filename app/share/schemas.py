@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from app.probe.schemas import PROBE_IDS
-from app.probe.views import DEFAULT_PROBE, MAX_PATTERN_CHARS
+from app.probe.schemas import DEFAULT_PROBE, MAX_PATTERN_CHARS, PROBE_IDS
 
 
 class ShareRequest(BaseModel):

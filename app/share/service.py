@@ -28,7 +28,7 @@ from app.core.config import Settings
 from app.core.errors import InputError
 from app.core.slots import Overloaded
 from app.http.guards import TokenBuckets
-from app.probe.views import DEFAULT_PROBE, MAX_PATTERN_CHARS
+from app.probe.schemas import DEFAULT_PROBE, MAX_PATTERN_CHARS
 from app.share.store import ShareNotFound, ShareStore, ShareStoreError, ShareStoreFull, sqlite_url
 from app.trace.service import TraceService
 from app.trace.views import Page, build_page
