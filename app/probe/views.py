@@ -13,8 +13,8 @@ from models.probes import BINARY, PROBES
 from app.core.selection import UnitRef
 from app.probe.schemas import DEFAULT_PROBE, MAX_PATTERN_CHARS
 from app.probe.service import SPAN_METRIC, NeuronReport, Ranking
-from app.trace.views import neuron_url
 from app.ui.scale import STATE_INFO, neuron_scale
+from app.ui.urls import neuron_url
 
 DEFAULT_THRESHOLD = 0.3
 DEFAULT_TOP = 20

@@ -27,6 +27,7 @@ from app.share.service import ShareService, ShareUnavailable
 from app.trace import routes as trace_routes
 from app.trace.service import TraceService
 from app.ui.render import render_page
+from app.ui.urls import absolute_url, base_url
 
 router = APIRouter()
 api = APIRouter(prefix="/api/v1", tags=["share"])
@@ -49,21 +50,6 @@ CREATE_ERRORS = {
                                                "already shared still gets its link"},
 }
 FORM_FIELDS = 64
-
-
-def absolute_url(request: Request, name: str, **params: str) -> str:
-    """The absolute URL of a route: under settings.public_url when set, so a forged Host header never
-    reaches a link, a preview tag or an export; else from the request (as it came, Host and all)."""
-    public = getattr(request.app.state.settings, "public_url", None)
-    if public:
-        return public + request.app.url_path_for(name, **params)
-    return str(request.url_for(name, **params))
-
-
-def base_url(request: Request) -> str:
-    """The server's own address, ending in /: settings.public_url when set, else the request's."""
-    public = getattr(request.app.state.settings, "public_url", None)
-    return public + "/" if public else str(request.base_url)
 
 
 def _link(request: Request, sid: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from urllib.parse import quote
 
 import numpy as np
 from markupsafe import Markup
@@ -17,6 +16,7 @@ from app.core.selection import UnitRef, resolve_unit, whole_number
 from app.trace.service import TraceService, unit_values
 from app.ui.render import char_spans
 from app.ui.scale import STATE_INFO, Scale, Swatch, legend, neuron_scale, surprisal_scale
+from app.ui.urls import neuron_url
 
 DEFAULT_TEXT = (
     '"My dear Mr. Bennet," said his lady to him one day, "have you heard that '
@@ -200,10 +200,6 @@ def _compare_controls(controls: Controls, entry: ModelEntry, compare, params: di
     controls.unit2 = (controls.unit + 1) % entry.hidden if 0 <= controls.unit < entry.hidden else 0
     if params.get("unit2"):  # given but invalid: keep what was typed visible beside its message
         controls.compare = True
-
-
-def neuron_url(model: str, layer: int, state: str, unit: int) -> str:
-    return f"/neuron/{quote(model, safe='')}/{layer}/{quote(state, safe='')}/{unit}"
 
 
 def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest) -> View:
