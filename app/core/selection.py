@@ -89,15 +89,16 @@ def resolve_unit(traces: TraceService, entry: ModelEntry, layer: str | None, sta
     name = state or default.state
     n_unit = number(unit, "unit", default.unit)
     if "layer" not in bad:
-        _check(lambda: traces.check_layer(entry, n_layer), fail)
-    if not _check(lambda: traces.check_state(entry, name), fail):
+        passes(lambda: traces.check_layer(entry, n_layer), fail)
+    if not passes(lambda: traces.check_state(entry, name), fail):
         name = "h"
     if "unit" not in bad:
-        _check(lambda: traces.check_units(entry, [n_unit]), fail)
+        passes(lambda: traces.check_units(entry, [n_unit]), fail)
     return UnitRef(n_layer, name, n_unit)
 
 
-def _check(call: Callable[[], object], fail: Fail) -> bool:
+def passes(call: Callable[[], object], fail: Fail) -> bool:
+    """Run one check: True when it passed; its InputError goes to `fail` (a page keeps collecting)."""
     try:
         call()
         return True

@@ -12,7 +12,7 @@ from models.evaluate import QUOTE_UNIT_MIN_AUC
 
 from app.core.errors import InputError
 from app.core.registry import ModelEntry
-from app.core.selection import UnitRef, resolve_unit, whole_number
+from app.core.selection import UnitRef, passes, resolve_unit, whole_number
 from app.trace.service import TraceService, unit_values
 from app.ui.render import char_spans
 from app.ui.scale import STATE_INFO, Scale, Swatch, legend, neuron_scale, surprisal_scale
@@ -145,7 +145,7 @@ def build_page(service: TraceService, params: dict[str, str | None], with_view: 
         mode = "neuron"
     raw_text = params.get("text")
     text = DEFAULT_TEXT if raw_text is None else raw_text.replace("\r\n", "\n")
-    _check(lambda: service.check_text(text), fail)
+    passes(lambda: service.check_text(text), fail)
     compare = _compare(service, entry, params, layer, state, fail)
 
     controls = _controls(service, entry, layer, state, unit, mode, text)
@@ -181,7 +181,7 @@ def _compare(service: TraceService, entry: ModelEntry, params: dict, layer: int,
     second = UnitRef(number(params.get("layer2"), "layer2", layer), (params.get("state2") or "").strip() or state,
                      number(raw_unit, "unit2", 0))
     if not errors:
-        _check(lambda: second.check(service, entry), fail2)
+        passes(lambda: second.check(service, entry), fail2)
     if errors:
         fail(InputError(errors["compare"], field="compare"))
         return None
@@ -335,15 +335,6 @@ def _controls(service, entry: ModelEntry, layer, state, unit, mode, text) -> Con
         text=text,
         max_chars=service.settings.max_chars,
     )
-
-
-def _check(call, fail) -> bool:
-    try:
-        call()
-        return True
-    except InputError as e:
-        fail(e)
-        return False
 
 
 def _rounded(a: np.ndarray, digits: int) -> list[float | None]:

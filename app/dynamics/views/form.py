@@ -153,12 +153,7 @@ class Reader:
         return v
 
     def check(self, call: Callable[[], object]) -> bool:
-        try:
-            call()
-            return True
-        except InputError as e:
-            self.fail(e)
-            return False
+        return selection.passes(call, self.fail)
 
 
 def shared_of(query: Mapping[str, str]) -> dict[str, str]:
