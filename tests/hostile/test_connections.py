@@ -24,7 +24,7 @@ import pytest
 
 from app.http.server import RepeatFilter, connection_cap, raise_nofile
 from tests.conftest import write_tiny_model
-from tests.share.server import free_port
+from tests.share.server import free_port, stop
 
 pytestmark = pytest.mark.slow
 
@@ -74,12 +74,7 @@ def hardened(models: Path, tmp: Path, **env_extra: str):
             time.sleep(0.2)
         yield port, proc.pid, log_path
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop(proc)
 
 
 def closed_within(sock: socket.socket, seconds: float, trickle: bytes = b"", every: float = 0.5) -> float | None:

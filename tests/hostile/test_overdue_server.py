@@ -15,6 +15,7 @@ import urllib.request
 
 import pytest
 
+from tests.app.core.test_overdue import text_of
 from tests.conftest import write_tiny_model
 from tests.share.server import running_server
 
@@ -24,13 +25,6 @@ MEMORY_CAP = 6 << 30  # the server's address space: a runaway run fails inside i
 RUN_TIMEOUT = 0.5
 FREED_WITHIN = 2.5  # seconds from the 503 until a small request has been served on the one slot
 HEALTH_MS = 300.0
-PASSAGE = ('"Yes," said she, "I shall go to Netherfield on Tuesday." He looked at her, and then at the '
-           'window, and said nothing for a while.\n')
-
-
-def text_of(n: int) -> str:
-    return (PASSAGE * (n // len(PASSAGE) + 1))[:n]
-
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):

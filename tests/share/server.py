@@ -53,13 +53,18 @@ def running_server(models_dir: Path, data_dir: Path, log_path: Path, **env_extra
             time.sleep(0.2)
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop(proc)
         log.close()
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM, then kill after 15 s: a test's server never outlives it."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
 
 
 def post_json(url: str, body: dict, timeout: float = 60) -> tuple[int, dict]:
