@@ -100,6 +100,7 @@ class KnownUnit:
     unit: int
     score: str  # "AUC 0.998" / "|r| 0.91"
     current: bool
+    weak: bool = False  # below KNOWN_MIN: the unit follows its probe only loosely
 
 
 @dataclass
@@ -271,15 +272,18 @@ def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest) -> Vi
     )
 
 
+# Short chip labels; a probe missing here is shown by its id, so a measured unit is never dropped for want of one.
 KNOWN_LABELS = {"quotes": "inside quotes", "string": "inside a string", "comment": "inside a comment",
+                "short_string": "one-quote string", "long_string": "triple-quoted string",
                 "indent": "indentation", "bracket_depth": "bracket depth", "brackets": "inside brackets",
-                "line_position": "position in the line"}
-# Below these the card's best unit is not worth a shortcut (AUC: the bar for naming a quote unit).
+                "line_position": "position in the line", "word_start": "word start", "vowel": "vowel",
+                "regex": "regex match"}
+# Below these a card's best unit tracks its probe only loosely: still offered, marked weak.
 KNOWN_MIN = {"auc": QUOTE_UNIT_MIN_AUC, "pearson": 0.8}
 
 
 def known_units(entry: ModelEntry, current: tuple[int, str, int]) -> list[KnownUnit]:
-    """The card's probe units that really track their probe (and exist in this model), in the card's order."""
+    """Every probe unit the card measured that exists in this model, in the card's order (weak ones marked)."""
     found = entry.card.get("probe_units")
     out = []
     for probe, u in (found.items() if isinstance(found, dict) else []):
@@ -287,12 +291,11 @@ def known_units(entry: ModelEntry, current: tuple[int, str, int]) -> list[KnownU
             layer, state, unit, score, metric = int(u["layer"]), str(u["state"]), int(u["unit"]), float(u["score"]), str(u["metric"])
         except (KeyError, TypeError, ValueError):
             continue
-        if probe not in KNOWN_LABELS or score < KNOWN_MIN.get(metric, 1.1):
-            continue
         if not entry.has_unit(layer, state, unit):
             continue
         shown = f"{'AUC' if metric == 'auc' else '|r|'} {score:.3f}"
-        out.append(KnownUnit(KNOWN_LABELS[probe], layer, state, unit, shown, (layer, state, unit) == current))
+        out.append(KnownUnit(KNOWN_LABELS.get(probe, probe), layer, state, unit, shown, (layer, state, unit) == current,
+                             weak=score < KNOWN_MIN.get(metric, 1.1)))
     return out
 
 

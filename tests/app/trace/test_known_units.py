@@ -15,6 +15,8 @@ CARD = {"corpus": "tiny", "val_bpc": 6.0, "probe_units": {
     "comment": {"layer": 0, "state": "i", "unit": 2, "score": 0.62, "sign": 1, "metric": "auc", "chars": 1000},
     "string": {"layer": 7, "state": "h", "unit": 1, "score": 0.99, "sign": 1, "metric": "auc", "chars": 1000},
     "vowel": {"layer": 0, "state": "h", "unit": 1, "score": 0.99, "sign": 1, "metric": "auc", "chars": 1000},
+    "short_string": {"layer": 0, "state": "c", "unit": 7, "score": 0.997, "sign": 1, "metric": "auc", "chars": 1000},
+    "long_string": {"layer": 0, "state": "c", "unit": 9, "score": 0.971, "sign": 1, "metric": "auc", "chars": 1000},
 }}
 
 
@@ -23,14 +25,21 @@ def buttons(html: str) -> list[tuple[str, str, str, str]]:
                       r'data-unit="(\d+)"[^>]*>([^<]*)</button>', html)
 
 
-def test_measured_units_are_offered_and_weak_or_impossible_ones_are_not(tmp_path):
+def test_every_measured_unit_is_offered_weak_ones_marked_and_impossible_ones_not(tmp_path):
     write_tiny_model(tmp_path / "m" / "carded", "lstm", card=CARD)
     with make_client(tmp_path / "m", default_model="carded") as c:
         page = c.get("/", params={"model": "carded", "layer": 0, "state": "h", "unit": 5, "text": "a b"})
         assert page.status_code == 200
         found = buttons(page.text)
         assert found == [("1", "c", "3", "inside quotes · layer 1 c[3] · AUC 0.999"),
-                         ("0", "h", "5", "indentation · layer 0 h[5] · |r| 0.910")]
+                         ("0", "h", "5", "indentation · layer 0 h[5] · |r| 0.910"),
+                         ("0", "i", "2", "inside a comment · layer 0 i[2] · AUC 0.620 (weak)"),
+                         ("0", "h", "1", "vowel · layer 0 h[1] · AUC 0.990"),
+                         ("0", "c", "7", "one-quote string · layer 0 c[7] · AUC 0.997"),
+                         ("0", "c", "9", "triple-quoted string · layer 0 c[9] · AUC 0.971")]
+        # a weak unit says so, in its style and its title; layer 7 does not exist, so string is not offered
+        assert 'class="known-unit weak" data-layer="0" data-state="i" data-unit="2"' in page.text
+        assert page.text.count("follows the probe only loosely") == 1
         assert 'class="known-unit current" data-layer="0" data-state="h" data-unit="5"' in page.text
         # the htmx view swap carries them too
         part = c.get("/", params={"model": "carded", "layer": 1, "state": "c", "unit": 3, "text": "a b"}, headers=HX)
