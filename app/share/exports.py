@@ -37,6 +37,14 @@ class ExportData:
     positions: np.ndarray  # (T,) where each character sits on the colour scale, in [-1, 1]
     scale: Scale
     unknown: list[int]  # positions of characters the model never saw
+    compare: tuple[int, str, int] | None = None  # the second unit on screen (layer, state, unit); None = off
+    values2: np.ndarray | None = None  # (T,) the second unit's value after reading each character
+    positions2: np.ndarray | None = None  # (T,) its place on its own colour scale, in [-1, 1]
+    scale2: Scale | None = None
+
+    @property
+    def compare_what(self) -> str:
+        return "" if self.compare is None else "layer {} · {} · unit {}".format(*self.compare)
 
     @property
     def what(self) -> str:
@@ -67,17 +75,26 @@ def export_data(traces: TraceService, raw: Mapping[str, object]) -> ExportData:
     scale = surprisal_scale() if c.mode == "surprisal" else neuron_scale(c.state, values)
     shown = arrived if c.mode == "surprisal" else values
     positions = np.round(scale.positions(shown).astype(np.float64), 3)  # (T,) as the page writes --v
-    return ExportData(c.model, c.layer, c.state, c.unit, c.mode, c.text, values, arrived, positions, scale,
+    data = ExportData(c.model, c.layer, c.state, c.unit, c.mode, c.text, values, arrived, positions, scale,
                       sorted(int(t) for t in trace.unknown))
+    if c.compare:  # the page outlines a second unit: the export carries it too (a checked page: it is valid)
+        data.compare = (c.layer2, c.state2, c.unit2)
+        trace2 = traces.view_trace(entry, c.text, c.layer2, c.state2).trace  # the same trace when it holds both
+        data.values2 = unit_values(trace2, c.layer2, c.state2, c.unit2)  # (T,)
+        data.scale2 = neuron_scale(c.state2, data.values2)
+        data.positions2 = np.round(data.scale2.positions(data.values2).astype(np.float64), 3)  # (T,)
+    return data
 
 
 def to_csv(d: ExportData) -> str:
-    """position,char,value,surprisal; text cells that a spreadsheet would run as a formula get a leading '."""
+    """position,char,value,surprisal (and compare_value with a second unit); text cells that a spreadsheet
+    would run as a formula get a leading '."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\r\n")
-    w.writerow(["position", "char", "value", "surprisal"])
+    w.writerow(["position", "char", "value", "surprisal"] + (["compare_value"] if d.compare else []))
+    second = d.values2.tolist() if d.values2 is not None else None
     for t, (ch, v, s) in enumerate(zip(d.text, d.values.tolist(), d.surprisal.tolist())):
-        w.writerow([t, guard_cell(ch), _num(v, 4), _num(s, 3)])
+        w.writerow([t, guard_cell(ch), _num(v, 4), _num(s, 3)] + ([_num(second[t], 4)] if second else []))
     return buf.getvalue()
 
 
@@ -99,6 +116,12 @@ def to_json(d: ExportData) -> dict:
         "colour_positions": [round(p, 3) for p in d.positions.tolist()],
         "scale": {"lo": d.scale.lo, "hi": d.scale.hi, "label": d.scale.label},
         "unknown_positions": d.unknown,
+        "compare": None if d.compare is None else {
+            "layer": d.compare[0], "state": d.compare[1], "unit": d.compare[2],
+            "values": [_num(v, 4) for v in d.values2.tolist()],
+            "colour_positions": [round(p, 3) for p in d.positions2.tolist()],
+            "scale": {"lo": d.scale2.lo, "hi": d.scale2.hi, "label": d.scale2.label},
+        },
         "notes": {
             "values": f"{d.state}[{d.layer}][{d.unit}] after reading each character (float16 precision)",
             "surprisal_bits": "-log2 p(character | the text before it); null for the first character",
@@ -119,14 +142,20 @@ def to_html(d: ExportData, source_url: str = "") -> str:
     """One page, inline styles only, no scripts: the text coloured as on the page, with a legend."""
     unknown = set(d.unknown)
     cells = []
+    second = None if d.compare is None else (d.values2.tolist(), d.positions2.tolist())
     for t, (ch, p, v, s) in enumerate(zip(d.text, d.positions.tolist(), d.values.tolist(), d.surprisal.tolist())):
         title = f"#{t} · value {_fmt(v, 4)} · surprisal {_fmt(s, 2)} bits"
+        style = _style(p)
+        if second is not None:  # the second unit as a bar under the character, as on the page
+            title += f" · compare {_fmt(second[0][t], 4)}"
+            style += f";box-shadow:inset 0 -4px 0 {hex_colour(second[1][t])}"
         cls = ("nl " if ch == "\n" else "") + ("unk" if t in unknown else "")
-        cells.append(Cell(ch, _style(p), title + (" · never seen in training" if t in unknown else ""), cls.strip()))
+        cells.append(Cell(ch, style, title + (" · never seen in training" if t in unknown else ""), cls.strip()))
     context = {
         "d": d,
         "cells": cells,
         "legend": [(_style(s.position), s.label) for s in legend(d.scale)],
+        "legend2": [] if d.scale2 is None else [(_style(s.position), s.label) for s in legend(d.scale2)],
         "exported": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "source_url": source_url,
     }

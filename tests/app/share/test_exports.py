@@ -119,3 +119,20 @@ def test_bad_export_requests_get_one_clear_message(client):
         for params, status, message in cases:
             r = client.get(f"/export.{ext}", params=params)
             assert r.status_code == status and message in r.json()["detail"], (ext, r.text[:200])
+
+
+def test_exports_carry_the_compare_unit_on_screen(client):
+    params = {**PARAMS, "layer2": "1", "state2": "c", "unit2": "5"}
+    data = page_trace(client.get("/", params=params).text)
+    rows = list(csv.reader(io.StringIO(client.get("/export.csv", params=params).text)))
+    assert rows[0] == ["position", "char", "value", "surprisal", "compare_value"]
+    assert [float(row[4]) for row in rows[1:]] == data["w"]  # the second unit's values, as the page has them
+    assert [float(row[2]) for row in rows[1:]] == data["v"]
+    d = client.get("/export.json", params=params).json()
+    assert (d["compare"]["layer"], d["compare"]["state"], d["compare"]["unit"]) == (1, "c", 5)
+    assert d["compare"]["values"] == data["w"] and len(d["compare"]["colour_positions"]) == len(PARAMS["text"])
+    html = client.get("/export.html", params=params).text
+    assert "Bar under each character: layer 1 · c · unit 5" in html
+    assert html.count("box-shadow:inset 0 -4px 0 #") == len(PARAMS["text"])
+    assert client.get("/export.json", params=PARAMS).json()["compare"] is None  # no second unit, none exported
+    assert "box-shadow" not in client.get("/export.html", params=PARAMS).text
