@@ -39,7 +39,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import numpy as np
 from fastapi import Request
 from fastapi.responses import Response
 
@@ -158,21 +157,13 @@ class StreamTicket:
 
 # ---- bodies built in pieces ------------------------------------------------------------------
 @dataclass(frozen=True)
-class Rounded:
-    """A float array, written as nested lists rounded to `decimals` (as app.trace.schemas.rounded)."""
+class Pieces:
+    """A long JSON list written a few rows at a time: rows(s) is the JSON value of the rows in slice s.
+    The feature that owns the shape says how a slice is written (app.trace.schemas); this writes the list."""
 
-    array: Any
-    decimals: int
-
-
-@dataclass(frozen=True)
-class Predictions:
-    """Per-position [{char, p}] lists (as app.trace.schemas.predictions)."""
-
-    chars: list[str]
-    ids: np.ndarray
-    probs: np.ndarray
-    decimals: int
+    length: int
+    per_row: int  # numbers in one row: sizes the slices so each json.dumps call stays short
+    rows: Callable[[slice], list]
 
 
 def json_bytes(value: Any) -> bytes:
@@ -230,25 +221,11 @@ def _write(value: Any, parts: list[str]) -> None:
             parts.append(":")
             _write(v, parts)
         parts.append("}")
-    elif isinstance(value, Rounded):
-        a = np.asarray(value.array)
-        per_row = int(np.prod(a.shape[1:]))  # 1 for a vector
-        _list_of_pieces((_dumps(np.round(a[s].astype(np.float64), value.decimals).tolist())
-                         for s in _rows(len(a), per_row)), parts)
-    elif isinstance(value, Predictions):
-        chars = value.chars
-
-        def pieces() -> Iterator[str]:
-            k = value.ids.shape[1] if value.ids.ndim > 1 else 1
-            for s in _rows(len(value.ids), 2 * k):
-                ids = np.asarray(value.ids[s]).tolist()
-                probs = np.round(np.asarray(value.probs[s], dtype=np.float64), value.decimals).tolist()
-                yield _dumps([[{"char": chars[i], "p": p} for i, p in zip(ri, rp)] for ri, rp in zip(ids, probs)])
-
-        _list_of_pieces(pieces(), parts)
+    elif isinstance(value, Pieces):
+        _list_of_pieces((_dumps(value.rows(s)) for s in _rows(value.length, value.per_row)), parts)
     elif isinstance(value, (list, tuple)) and len(value) > PIECE_VALUES:
         _list_of_pieces((_dumps(list(value[s])) for s in _rows(len(value), 1)), parts)
-    elif isinstance(value, list) and any(isinstance(v, (dict, Rounded, Predictions)) for v in value):
+    elif isinstance(value, list) and any(isinstance(v, (dict, Pieces)) for v in value):
         parts.append("[")
         for n, v in enumerate(value):
             if n:
@@ -290,7 +267,3 @@ class ReadyResponse(Response):
         last = len(self.chunks) - 1
         for n, chunk in enumerate(self.chunks):
             await send({"type": "http.response.body", "body": chunk, "more_body": n < last})
-
-
-def ready_response(chunks: list[bytes], encoding: str | None, media_type: str = "application/json") -> Response:
-    return ReadyResponse(chunks, encoding, media_type)

@@ -15,9 +15,10 @@ from app.core.errors import ErrorDetail, InputError
 from app.core.registry import ModelEntry
 from app.core.slots import Overloaded, WithoutModelRuns
 from app.deps import RegistryDep, ResponsesDep, TracesDep
-from app.http.heavy import HEAVY_VALUES, Predictions, Rounded, accepts_gzip, encoded, json_chunks, ready_response
+from app.http.heavy import HEAVY_VALUES, ReadyResponse, accepts_gzip, encoded, json_chunks
 from app.probe.views import find_units_panel
-from app.trace.schemas import Health, ModelInfo, TraceRequest, TraceResponse, predictions, rounded
+from app.trace.schemas import (Health, ModelInfo, TraceRequest, TraceResponse, prediction_pieces, predictions, rounded,
+                               rounded_pieces)
 from app.trace.service import TraceResult
 from app.trace.views import FIELDS, build_page
 from app.ui.render import render_block, render_page, wants_partial
@@ -76,7 +77,7 @@ def trace(body: TraceRequest, request: Request, traces: TracesDep, responses: Re
            body.topk, result.cached, gzip_ok)
     content, encoding = responses.build(key, lambda: encoded(
         json_chunks(_trace_json(entry, body, result, blocks, units, pieces=True)), gzip_ok))
-    return ready_response(content, encoding)
+    return ReadyResponse(content, encoding)
 
 
 @health.get("/healthz", response_model=Health, summary="Liveness: cheap, runs no model")
@@ -91,15 +92,15 @@ def _info(e: ModelEntry) -> ModelInfo:
 
 def _trace_json(entry: ModelEntry, body: TraceRequest, result: TraceResult, blocks: dict, units,
                 pieces: bool = False) -> dict:
-    """The response; with `pieces`, its big arrays stay arrays for app.http.heavy.json_bytes to write in pieces."""
+    """The response; with `pieces`, its big arrays are Pieces for app.http.heavy.json_chunks to write a few rows at a time."""
     trace = result.trace
-    values = (lambda a: Rounded(a, 4)) if pieces else (lambda a: rounded(a, 4))
+    values = (lambda a: rounded_pieces(a, 4)) if pieces else (lambda a: rounded(a, 4))
     out_layers = [{"layer": k, "states": {s: values(a) for s, a in per.items()}} for k, per in blocks.items()]
     topk = None
     k_top = min(body.topk, entry.vocab_size)
     if k_top and trace.topk_ids is not None:
         chars, ids, probs = entry.checkpoint.vocab.chars, trace.topk_ids[:, :k_top], trace.topk_probs[:, :k_top]
-        topk = Predictions(chars, ids, probs, 4) if pieces else predictions(chars, ids, probs, 4)
+        topk = prediction_pieces(chars, ids, probs, 4) if pieces else predictions(chars, ids, probs, 4)
     surprisal = [None if not np.isfinite(x) else x for x in rounded(trace.surprisal_bits, 4)]
     return {
         "model": entry.name,

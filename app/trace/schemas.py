@@ -8,6 +8,8 @@ import numpy as np
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.http.heavy import Pieces
+
 
 class ModelInfo(BaseModel):
     name: str = Field(description="the checkpoint folder's name; pass it as `model`")
@@ -74,3 +76,15 @@ def predictions(chars: list[str], ids: np.ndarray | None, probs: np.ndarray | No
         return None
     return [[{"char": chars[i], "p": p} for i, p in zip(ri, rp)]
             for ri, rp in zip(np.asarray(ids).tolist(), rounded(probs, decimals))]
+
+
+def rounded_pieces(a, decimals: int) -> Pieces:
+    """rounded(a, decimals), written a few rows at a time (app.http.heavy, for bodies of many MB)."""
+    a = np.asarray(a)
+    return Pieces(len(a), int(np.prod(a.shape[1:])), lambda s: rounded(a[s], decimals))
+
+
+def prediction_pieces(chars: list[str], ids: np.ndarray, probs: np.ndarray, decimals: int) -> Pieces:
+    """predictions(chars, ids, probs, decimals), written a few positions at a time."""
+    k = ids.shape[1] if ids.ndim > 1 else 1
+    return Pieces(len(ids), 2 * k, lambda s: predictions(chars, ids[s], probs[s], decimals))

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from fastapi.responses import JSONResponse
 
-from app.http.heavy import Predictions, ResponseSlots, Rounded, StreamSlots, json_bytes
-from app.trace.schemas import predictions, rounded
+from app.http.heavy import ResponseSlots, StreamSlots, json_bytes
+from app.trace.schemas import prediction_pieces, predictions, rounded, rounded_pieces
 from app.core.slots import Overloaded
 from tests.conftest import write_tiny_model
 from tests.hostile.conftest import make_client
@@ -47,10 +47,10 @@ def test_json_bytes_writes_what_jsonresponse_writes():
     surprisal = [None if i % 100 == 0 else x for i, x in enumerate(rounded(rng.random(9000), 4))]
     plain = {"model": "m", "text": '\u00e9"x', "layers": [{"layer": 0, "states": {"c": rounded(a, 4)}}],
              "topk": predictions(chars, ids, probs, 4), "s": surprisal, "u": None, "e": [], "b": True}
-    pieces = {**plain, "layers": [{"layer": 0, "states": {"c": Rounded(a, 4)}}],
-              "topk": Predictions(chars, ids, probs, 4)}
+    pieces = {**plain, "layers": [{"layer": 0, "states": {"c": rounded_pieces(a, 4)}}],
+              "topk": prediction_pieces(chars, ids, probs, 4)}
     assert json_bytes(pieces) == JSONResponse(plain).body
-    empty = {"z": Rounded(np.zeros((0, 4)), 4), "r": Rounded(np.zeros((3, 0)), 4)}
+    empty = {"z": rounded_pieces(np.zeros((0, 4)), 4), "r": rounded_pieces(np.zeros((3, 0)), 4)}
     assert json_bytes(empty) == b'{"z":[],"r":[[],[],[]]}'
 
 
