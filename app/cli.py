@@ -257,9 +257,6 @@ def serve(
     except ValidationError as e:
         _fail("bad RNNSCOPE_ setting: " + "; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in e.errors()))
     logging.basicConfig(level=log_level.upper(), format="%(levelname)s:     %(name)s: %(message)s")
-    from app.http.log_safety import install as escape_control_characters_in_logs  # %0A or %00 in a path: one line
-
-    escape_control_characters_in_logs()
     # uvicorn with h11, header/body/send deadlines, a connection cap and repeat-limited error logs.
     from app.http.server import serve as run_server
 

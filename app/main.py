@@ -26,6 +26,7 @@ from app.dynamics import routes as dynamics_routes
 from app.dynamics.service import DynamicsService
 from app.http.access_log import AccessLog
 from app.http.fallbacks import HeadAsGet, PublicLocation, install_not_found_page
+from app.http import log_safety
 from app.http.guards import BodyGuard, RateLimit, error_response
 from app.http.heavy import ResponseSlots, StreamSlots
 from app.http.openapi import document_limits
@@ -51,6 +52,7 @@ GZIP_LEVEL = 1
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
+    log_safety.install()  # visitors' text reaches the log (paths, errors): no record may hold a raw control character
     registry = Registry(settings.models_dir, settings.rescan_seconds)
     service = TraceService(registry, settings)
 

@@ -11,7 +11,6 @@ import time
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.http.log_safety import escape
 
 log = logging.getLogger("rnnscope.access")
 
@@ -40,7 +39,8 @@ class AccessLog:
         finally:
             query = len(scope.get("query_string", b""))
             hx = any(k == b"hx-request" for k, _ in scope.get("headers", []))
-            # the path is the visitor's, %-decoded: %0A or %00 in it must not forge or break a log line
-            log.info("%s %s%s %d %.0f ms%s", escape(scope["method"]), escape(scope["path"]),
+            # the path is the visitor's, %-decoded: app.http.log_safety (installed by create_app) escapes
+            # %0A or %00 in it, as in every log record, so it cannot forge or break a line
+            log.info("%s %s%s %d %.0f ms%s", scope["method"], scope["path"],
                      f" (query {query:,} bytes)" if query else "", status, (time.perf_counter() - t0) * 1000,
                      " htmx" if hx else "")

@@ -1,8 +1,8 @@
 """Log lines a visitor cannot forge or break: control characters in anything logged are escaped.
 
 A request path is the visitor's to choose and is logged (app/http/access_log.py): `GET /x%0AINFO:...` used to
-write a second, forged log line, and %00 put a NUL byte in the log. `install()`, called by `rnnscope
-serve`, makes every log record's message escape them, whichever logger or handler (uvicorn's included,
+write a second, forged log line, and %00 put a NUL byte in the log. `install()`, called by create_app,
+makes every log record's message escape them, whichever logger or handler (uvicorn's included,
 which exist only once uvicorn is configured) formats it:
 
 * C0 controls, DEL and C1 controls become \\n, \\r, \\t or \\xHH; U+2028/U+2029 (line and paragraph

@@ -2,7 +2,7 @@
 
 The access log writes the %-decoded request path; `GET /x%0AINFO:...` used to write a second line that
 read as a record of its own, and %00 wrote a NUL. Against a real `rnnscope serve` (app/http/log_safety.py,
-installed by the serve command) and on the record class itself. Loopback only; bounded loops.
+installed by create_app) and on the record class itself. Loopback only; bounded loops.
 """
 
 from __future__ import annotations
