@@ -190,7 +190,7 @@ def _bad_string(value: Any, where: str, depth: int) -> str | None:
     if depth > MAX_JSON_DEPTH:
         raise _TooDeep
     if isinstance(value, str):
-        return None if _valid_unicode(value) else where
+        return None if valid_unicode(value) else where
     if isinstance(value, list):
         for i, item in enumerate(value):
             found = _bad_string(item, f"{where}[{i}]", depth + 1)
@@ -199,7 +199,7 @@ def _bad_string(value: Any, where: str, depth: int) -> str | None:
     elif isinstance(value, dict):
         for key, item in value.items():
             path = f"{where}.{key}" if where else str(key)
-            if not _valid_unicode(key):
+            if not valid_unicode(key):
                 return where or "a field name"
             found = _bad_string(item, path, depth + 1)
             if found is not None:
@@ -207,7 +207,8 @@ def _bad_string(value: Any, where: str, depth: int) -> str | None:
     return None
 
 
-def _valid_unicode(s: str) -> bool:
+def valid_unicode(s: str) -> bool:
+    """False for a str holding a lone surrogate (JSON's \\ud800 parses into one; nothing can encode it)."""
     try:
         s.encode("utf-8")
     except UnicodeEncodeError:

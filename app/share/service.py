@@ -27,7 +27,7 @@ from models.probes import PROBES, regex_mask
 from app.core.config import Settings
 from app.core.errors import InputError
 from app.core.slots import Overloaded
-from app.http.guards import TokenBuckets
+from app.http.guards import TokenBuckets, valid_unicode
 from app.probe.schemas import DEFAULT_PROBE, MAX_PATTERN_CHARS
 from app.share.store import ShareNotFound, ShareStore, ShareStoreError, ShareStoreFull, sqlite_url
 from app.trace.service import TraceService
@@ -71,7 +71,7 @@ def view_params(raw: Mapping[str, object], max_chars: int) -> dict[str, str]:
             value = str(value)
         elif not isinstance(value, str):
             raise InputError(f"{key} must be one value (text or a number), not a {type(value).__name__}", field=key)
-        if _has_surrogate(value):
+        if not valid_unicode(value):
             raise InputError(f"{key} holds an unpaired UTF-16 surrogate: send valid Unicode text", field=key)
         limit = MAX_CHARS.get(key, MAX_VALUE_CHARS)
         if key != "text" and len(value) > limit:
@@ -161,9 +161,8 @@ class ShareService:
         self.traces = traces
         self.store = store
         self.unavailable = unavailable
-        settings = traces.settings
-        rate = getattr(settings, "share_rate_limit", 0)
-        self.buckets = TokenBuckets(rate, getattr(settings, "share_rate_burst", rate) or rate) if rate > 0 else None
+        rate, burst = traces.settings.share_rate_limit, traces.settings.share_rate_burst
+        self.buckets = TokenBuckets(rate, burst) if rate > 0 else None
         self._bucket_lock = threading.Lock()  # admit() runs on the event loop and in worker threads
 
     def admit(self, client: str) -> None:
@@ -229,14 +228,6 @@ class ShareService:
     def close(self) -> None:
         if self.store is not None:
             self.store.close()
-
-
-def _has_surrogate(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 def _describe(url: str) -> str:
