@@ -12,16 +12,18 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 
 import pytest
 
 from tests.app.core.test_overdue import text_of
 from tests.conftest import write_tiny_model
-from tests.share.server import running_server
+from tests.faults.conftest import serving
+from tests.hostile.test_regex_bomb import vm_size
 
 pytestmark = pytest.mark.slow
 
-MEMORY_CAP = 6 << 30  # the server's address space: a runaway run fails inside it, not the machine
+MEMORY_HEADROOM = 4 << 30  # address space the server may add once up: a runaway run fails inside it, not the machine
 RUN_TIMEOUT = 0.5
 FREED_WITHIN = 2.5  # seconds from the 503 until a small request has been served on the one slot
 HEALTH_MS = 300.0
@@ -35,8 +37,13 @@ def models(tmp_path_factory):
     return root
 
 
-def _capped() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (MEMORY_CAP, MEMORY_CAP))
+@contextmanager
+def capped_server(models, tmp_path, **env: str):
+    """A real server, its address space capped once it is up; yields its base URL."""
+    with serving(models, tmp_path / "data", tmp_path / "serve.log", **env) as server:
+        cap = vm_size(server.proc.pid) + MEMORY_HEADROOM
+        resource.prlimit(server.proc.pid, resource.RLIMIT_AS, (cap, cap))
+        yield server.base
 
 
 def post(url: str, body: dict, timeout: float = 60) -> tuple[int, dict, float]:
@@ -78,7 +85,7 @@ SLOW = {
 def test_every_kind_of_overdue_run_stops_and_frees_its_slot(models, tmp_path):
     env = {"RNNSCOPE_MAX_CONCURRENT_TRACES": "1", "RNNSCOPE_TRACE_TIMEOUT": str(RUN_TIMEOUT),
            "RNNSCOPE_QUEUE_TIMEOUT": "30", "RNNSCOPE_DEFAULT_MODEL": "big-lstm"}
-    with running_server(models, tmp_path / "data", tmp_path / "serve.log", **env) as base:
+    with capped_server(models, tmp_path, **env) as base:
         # warm the model (loaded, oneDNN primitives built) so the slow requests below are slow for their length
         assert quick(base)[0] == 200
         for kind, (path, body) in SLOW.items():
@@ -99,7 +106,7 @@ def test_every_kind_of_overdue_run_stops_and_frees_its_slot(models, tmp_path):
 
 
 def test_an_adversarial_counterfactual_is_answered_in_bounded_time(models, tmp_path):
-    with running_server(models, tmp_path / "data", tmp_path / "serve.log") as base:
+    with capped_server(models, tmp_path) as base:
         for original, edited in (("a" * 1100, "ab" * 550), ("a" * 5000, "ab" * 2500), ("ab" * 2500, "ba" * 2500)):
             status, body, took = post(base + "/api/v1/counterfactual", {
                 "model": "tiny-lstm", "original": original, "edited": edited, "layer": 0, "state": "h", "unit": 0})
@@ -110,7 +117,7 @@ def test_an_adversarial_counterfactual_is_answered_in_bounded_time(models, tmp_p
 
 
 def test_interventions_take_one_text_limit_and_a_clamp_after_start_is_quick(models, tmp_path):
-    with running_server(models, tmp_path / "data", tmp_path / "serve.log") as base:
+    with capped_server(models, tmp_path) as base:
         status, body, _ = post(base + "/api/v1/intervene", {"model": "tiny-lstm", "text": "a" * 5001, "layer": 0,
                                                             "state": "h", "unit": 0})
         assert status == 413 and "5,000" in body["detail"], body
