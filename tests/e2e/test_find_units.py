@@ -122,6 +122,9 @@ def test_rank_by_probe_pick_a_row_then_rank_a_selected_span(page):
     second = rows(pg)[1]
     pg.wait_for_function("f => document.querySelector('#view h2').textContent === f",
                          arg=f"layer {second[0]} · {second[1]} · unit {second[2]}")
+    # the outline is repainted after htmx settles the swap (probe.js, htmx:afterSettle), a moment after the
+    # heading changed: wait for it (the page timeout fails the test if it never comes back)
+    pg.wait_for_function("() => document.querySelectorAll('#chars .ch.sel').length === 3")
     assert pg.locator("#chars .ch.sel").count() == 3
 
     # 7. an empty selection source and a bad regex say so inline
