@@ -8,7 +8,7 @@ it steps the model in the threadpool too.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import numpy as np
@@ -85,41 +85,30 @@ def _carried_from_referer(request: Request) -> RedirectResponse | None:
     return RedirectResponse(request.url.path + "?" + urlencode(carried), status_code=303)
 
 
-def _query(request: Request) -> Mapping[str, str]:
-    return request.query_params
+PageBuilder = Callable[[DynamicsService, Request], Base]
+
+# path → (template, how its page is built from the service and the request); every view page
+# is served the same way: a bare nav link carries the previous view's state, the rest renders.
+VIEW_PAGES: dict[str, tuple[str, PageBuilder]] = {
+    "/generate": ("dynamics_generate.html", lambda d, r: build_generate(d, r.query_params)),
+    "/gradients": ("dynamics_gradients.html",
+                   lambda d, r: build_gradients(d, r.query_params, r.query_params.getlist, wants_partial(r))),
+    "/toy": ("dynamics_toy.html", lambda d, r: build_toy(d, r.query_params)),
+    "/saturation": ("dynamics_saturation.html", lambda d, r: build_saturation(d, r.query_params, wants_partial(r))),
+    "/intervene": ("dynamics_intervene.html", lambda d, r: build_intervene(d, r.query_params, wants_partial(r))),
+}
 
 
-@pages.get("/generate", response_class=HTMLResponse)
-def generate_page(request: Request, dynamics: DynamicsDep):
-    return _carried_from_referer(request) or _page(
-        request, "dynamics_generate.html", build_generate(dynamics, _query(request)))
+def _add_view_page(path: str, template: str, build: PageBuilder) -> None:
+    def view_page(request: Request, dynamics: DynamicsDep):
+        return _carried_from_referer(request) or _page(request, template, build(dynamics, request))
+
+    pages.add_api_route(path, view_page, methods=["GET"], response_class=HTMLResponse,
+                        name=path.strip("/") + "_page")
 
 
-@pages.get("/gradients", response_class=HTMLResponse)
-def gradients_page(request: Request, dynamics: DynamicsDep):
-    return _carried_from_referer(request) or _page(
-        request, "dynamics_gradients.html",
-        build_gradients(dynamics, _query(request), request.query_params.getlist, wants_partial(request)))
-
-
-@pages.get("/toy", response_class=HTMLResponse)
-def toy_page(request: Request, dynamics: DynamicsDep):
-    return _carried_from_referer(request) or _page(
-        request, "dynamics_toy.html", build_toy(dynamics, _query(request)))
-
-
-@pages.get("/saturation", response_class=HTMLResponse)
-def saturation_page(request: Request, dynamics: DynamicsDep):
-    return _carried_from_referer(request) or _page(
-        request, "dynamics_saturation.html",
-        build_saturation(dynamics, _query(request), wants_partial(request)))
-
-
-@pages.get("/intervene", response_class=HTMLResponse)
-def intervene_page(request: Request, dynamics: DynamicsDep):
-    return _carried_from_referer(request) or _page(
-        request, "dynamics_intervene.html",
-        build_intervene(dynamics, _query(request), wants_partial(request)))
+for _path, (_template, _build) in VIEW_PAGES.items():
+    _add_view_page(_path, _template, _build)
 
 
 # ------------------------------------------------------------------ JSON API
