@@ -97,6 +97,170 @@
   document.addEventListener("htmx:sendError", () => netError("cannot reach the server; the view was kept"));
   document.addEventListener("htmx:afterRequest", (e) => { if (e.detail.successful) netError(""); });
 
+  // ---- repaint: a unit, layer, state or compare change re-colours the spans on screen ----
+  // The text's spans are rendered once (GET /); while the model, the text and the unit-value mode stay
+  // the same, a change of the unit only fetches its values (POST /ui/paint: float16, base64) and sets
+  // each span's --v (and --w), so focus, the tooltip and the selection stay where they are. Anything
+  // else (a new text, another model, surprisal mode) is an htmx swap of the view as before.
+  // <html data-repaint="off"> forces the swap for every change (bench/browser_speed.py compares both).
+  let painting = null; // AbortController of the repaint in flight
+
+  function canRepaint() {
+    const view = $("view"), box = $("chars"), form = $("controls"), text = $("text"), model = $("model");
+    if (document.documentElement.dataset.repaint === "off") return false;
+    if (!view || !box || !form || !text || !model || !view.dataset.painted) return false;
+    const mode = form.querySelector('input[name="mode"]:checked');
+    return view.dataset.model === model.value && Boolean(mode) && mode.value === "neuron" &&
+      box.textContent === text.value;
+  }
+
+  function float16s(b64) {
+    const bin = atob(b64 || "");
+    const out = new Float32Array(bin.length >> 1);
+    for (let i = 0; i < out.length; i++) {
+      const h = bin.charCodeAt(2 * i) | (bin.charCodeAt(2 * i + 1) << 8);
+      const sign = h & 0x8000 ? -1 : 1, exp = (h >> 10) & 0x1f, frac = h & 0x3ff;
+      out[i] = exp === 0 ? sign * frac * 5.960464477539063e-8 // 2^-24: subnormal
+        : exp === 31 ? (frac ? NaN : sign * Infinity) : sign * (1 + frac / 1024) * Math.pow(2, exp - 15);
+    }
+    return out;
+  }
+
+  // A value's place on the colour scale, as app.ui.scale.Scale.positions writes it (NaN -> 0).
+  function place01(x, hi) {
+    const p = x / hi;
+    return Number.isNaN(p) ? "0.000" : Math.max(-1, Math.min(1, p)).toFixed(3);
+  }
+
+  function showErrors(errors) {
+    Object.keys(errors).forEach((field) => {
+      const slot = $("err-" + field);
+      if (slot) slot.textContent = errors[field];
+      else if (errors[field]) netError(errors[field]);
+    });
+  }
+
+  function viewUrl(form) {
+    const q = new URLSearchParams();
+    new FormData(form).forEach((v, k) => { if (typeof v === "string") q.append(k, v); });
+    const panel = window.rnnscopePanel ? window.rnnscopePanel() : null; // static/probe.js
+    if (panel && panel.probe) q.set("probe", panel.probe);
+    if (panel && panel.pattern) q.set("pattern", panel.pattern);
+    return "/?" + q.toString();
+  }
+
+  function applyPaint(box, data) {
+    const v = float16s(data.v), w = data.w ? float16s(data.w) : null;
+    const spans = box.children;
+    for (let i = 0; i < spans.length; i++) {
+      const style = spans[i].style;
+      style.setProperty("--v", place01(v[i], data.hi || 1));
+      if (w) style.setProperty("--w", place01(w[i], data.hi2 || 1));
+      else style.removeProperty("--w");
+    }
+    const trace = traceOf(box).data;
+    if (trace) {
+      const nulls = (a) => Array.from(a, (x) => (Number.isNaN(x) ? null : x));
+      trace.what = data.what;
+      trace.v = nulls(v);
+      if (w) { trace.what2 = data.what2; trace.w = nulls(w); } else { delete trace.what2; delete trace.w; }
+    }
+    const top = $("view-top");
+    if (top) {
+      const t = document.createElement("template");
+      t.innerHTML = data.top; // the server's rendering (app.ui.render: every value escaped)
+      const fresh = t.content.firstElementChild;
+      top.replaceWith(fresh);
+      if (window.htmx) window.htmx.process(fresh); // the Share button is an htmx element
+    }
+    if ($("stats")) $("stats").textContent = data.stats;
+    document.title = data.title;
+    $("view").dataset.painted = data.painted;
+    const active = box.querySelector(".ch.active");
+    if (active && $("tip") && !$("tip").hidden) showTip(active);
+  }
+
+  function repaint(form) {
+    const box = $("chars");
+    if (painting) painting.abort();
+    const ctl = new AbortController();
+    painting = ctl;
+    const busy = $("busy");
+    if (busy) busy.classList.add("htmx-request");
+    const url = viewUrl(form);
+    fetch("/ui/paint", {
+      method: "POST", body: new URLSearchParams(new FormData(form)), signal: ctl.signal,
+      headers: { "Content-Type": "application/x-www-form-urlencoded" },
+    }).then((r) => r.json().catch(() => null).then((data) => {
+      if (painting !== ctl || box !== $("chars")) return; // superseded, or the view was swapped meanwhile
+      if (!data || !data.errors) { netError("the server answered " + r.status + "; the view was kept"); return; }
+      showErrors(data.errors);
+      if (!r.ok) return;
+      netError("");
+      applyPaint(box, data);
+      const entry = { htmx: true };
+      if (settingsOf(url) === settingsOf(location.href)) history.replaceState(entry, "", url);
+      else {
+        history.replaceState(entry, document.title, location.href); // so htmx restores this entry on back too
+        history.pushState(entry, "", url);
+      }
+      document.dispatchEvent(new CustomEvent("rnnscope:painted", { detail: { painted: data.painted } }));
+    })).catch((err) => {
+      if (err.name !== "AbortError" && painting === ctl) netError("cannot reach the server; the view was kept");
+    }).finally(() => {
+      if (painting !== ctl) return;
+      painting = null;
+      if (busy) busy.classList.remove("htmx-request");
+    });
+  }
+
+  document.addEventListener("htmx:configRequest", function (e) {
+    const form = e.detail.elt;
+    if (!form || form.id !== "controls") return;
+    if (!form.isConnected) {
+      e.preventDefault(); // a delayed trigger of a form that a history restore has replaced: nothing to update
+      return;
+    }
+    if (canRepaint()) {
+      e.preventDefault();
+      repaint(form);
+    } else if (painting) {
+      painting.abort(); // a swap is coming: a late repaint must not colour the new spans
+      painting = null;
+    }
+  });
+
+  // ---- a swapped view keeps the character that had focus (and its tooltip) when the text is the same ----
+  let focusedAt = -1;
+  document.addEventListener("htmx:beforeSwap", function (e) {
+    const active = document.activeElement;
+    focusedAt = e.detail.target && e.detail.target.id === "view" && active && active.parentElement &&
+      active.parentElement.id === "chars" ? Array.prototype.indexOf.call(active.parentElement.children, active) : -1;
+  });
+  document.addEventListener("htmx:afterSettle", function (e) {
+    if (focusedAt < 0 || !e.detail.target || e.detail.target.id !== "view") return;
+    const box = $("chars");
+    const span = box && box.children[focusedAt];
+    focusedAt = -1;
+    if (span) focusChar(span);
+  });
+
+  // ---- a trace that takes a while says how long it has been running ----------------------
+  let tracingTimer = 0;
+  document.addEventListener("htmx:beforeRequest", function (e) {
+    if (!e.detail.elt || e.detail.elt.id !== "controls") return;
+    const busy = $("busy"), started = Date.now();
+    clearInterval(tracingTimer);
+    if (busy) busy.textContent = "tracing…";
+    tracingTimer = setInterval(() => {
+      const s = Math.round((Date.now() - started) / 1000);
+      if (busy && s >= 1) busy.textContent = "tracing… " + s + " s";
+    }, 500);
+  });
+  document.addEventListener("htmx:afterRequest", function (e) {
+    if (e.detail.elt && e.detail.elt.id === "controls") clearInterval(tracingTimer);
+  });
+
   // ---- tooltip: value, surprisal, top-5 next characters ---------------------------------
   const dataCache = new WeakMap(); // #chars element -> {data, index: Map(span -> position)}
 

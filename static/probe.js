@@ -89,6 +89,7 @@
   // A probe change is a new history entry (back returns to the previous probe); typing a pattern only
   // updates the current one. Both are htmx-style entries ({htmx: true}), so htmx restores them on
   // back/forward by loading the URL, which renders the panel on that probe.
+  window.rnnscopePanel = panelParams; // static/app.js puts the panel in the URL of a repainted view
   let urlTimer = 0;
   function syncUrl(push) {
     clearTimeout(urlTimer);
@@ -202,10 +203,13 @@
   document.addEventListener("htmx:configRequest", function (e) {
     if (e.detail.elt && e.detail.elt.id === "probe-form") rankedKey = viewKey();
   });
-  document.addEventListener("htmx:afterSettle", function (e) {
+  function afterViewChange(viewChanged) {
     paint();
     markCurrent();
-    const target = e.detail.target;
-    if (target && target.id === "view" && rankedKey !== null && rankedKey !== viewKey()) rank(0);
+    if (viewChanged && rankedKey !== null && rankedKey !== viewKey()) rank(0);
+  }
+  document.addEventListener("htmx:afterSettle", function (e) {
+    afterViewChange(Boolean(e.detail.target && e.detail.target.id === "view"));
   });
+  document.addEventListener("rnnscope:painted", () => afterViewChange(true)); // static/app.js repainted the spans
 })();

@@ -10,7 +10,6 @@ from __future__ import annotations
 import inspect
 import json
 import re
-from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
@@ -19,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from app.core.errors import ErrorDetail, InputError
 from app.core.slots import Overloaded
 from app.deps import SharesDep, TracesDep, shares_of
+from app.http.forms import read_form
 from app.http.guards import client_key
 from app.share.exports import export_data, to_csv, to_html, to_json
 from app.share.preview import preview_svg
@@ -49,7 +49,6 @@ CREATE_ERRORS = {
     507: {"model": ErrorDetail, "description": "the share store is full (RNNSCOPE_SHARE_STORE_BYTES): a view "
                                                "already shared still gets its link"},
 }
-FORM_FIELDS = 64
 
 
 def _link(request: Request, sid: str) -> str:
@@ -85,7 +84,7 @@ async def share_button(request: Request) -> HTMLResponse:
     try:
         shares = shares_of(request)  # not ready is a message in the partial, as every other refusal
         _admit(request, shares)
-        params = await _form(request, shares.traces.settings.max_chars)
+        params = await read_form(request, shares.traces.settings.max_chars, field="share")
         shared = await run_in_threadpool(shares.create, params)
     except InputError as e:
         return HTMLResponse(render_page("share_result.html", {"error": e.message}), status_code=e.status)
@@ -93,27 +92,6 @@ async def share_button(request: Request) -> HTMLResponse:
         return HTMLResponse(render_page("share_result.html", {"error": e.message}), status_code=e.status,
                             headers={"Retry-After": str(e.retry_after)})
     return HTMLResponse(render_page("share_result.html", {"url": _link(request, shared.id)}))
-
-
-async def _form(request: Request, max_chars: int) -> dict[str, str]:
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind != "application/x-www-form-urlencoded":
-        raise InputError(f"send the view as a form (application/x-www-form-urlencoded), not {kind or 'no body'}",
-                         field="share", status=415)
-    limit = max_chars * 12 + 64 * 1024  # the longest text, %-encoded, plus the other fields
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise InputError(f"the form is over {limit:,} bytes: the text is too long to share", field="text",
-                             status=413)
-    try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=FORM_FIELDS)
-    except UnicodeDecodeError:
-        raise InputError("the form is not UTF-8", field="share") from None
-    except ValueError:
-        raise InputError(f"the form has more than {FORM_FIELDS} fields", field="share") from None
-    return dict(pairs)
 
 
 # ---- the link itself --------------------------------------------------------------------

@@ -9,12 +9,14 @@ from __future__ import annotations
 import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
 from markupsafe import escape
 
 from app.core.errors import ErrorDetail, InputError
 from app.core.registry import ModelEntry
 from app.core.slots import Overloaded, WithoutModelRuns
 from app.deps import RegistryDep, ResponsesDep, TracesDep
+from app.http.forms import read_form
 from app.http.heavy import HEAVY_VALUES, ReadyResponse, accepts_gzip, encoded, json_chunks
 from app.probe.views import find_units_panel
 from app.trace.schemas import (Health, ModelInfo, TraceRequest, TraceResponse, prediction_pieces, predictions, rounded,
@@ -161,3 +163,40 @@ def index(
         body = f"<title>{escape(page.view.title)}</title>" + body
     return HTMLResponse(body, headers=headers)
 
+
+
+# The form's fields that make a view; the Find units panel's probe and pattern do not change its colours.
+VIEW_FIELDS = ("model", "layer", "state", "unit", "mode", "text", "layer2", "state2", "unit2")
+
+
+@pages.post("/ui/paint")
+async def paint(request: Request, traces: TracesDep) -> JSONResponse:
+    """A unit, layer, state or compare change of the view on screen: the new values in a compact form
+    (float16, base64) and the few parts of the view that name the unit, for static/app.js to repaint the
+    spans it has instead of swapping ~85 bytes of HTML a character. The form's fields in, as GET / reads
+    them; `errors` always maps every field to its message ("" for none), so stale messages are cleared."""
+    try:
+        form = await read_form(request, traces.settings.max_chars, field="text")
+    except InputError as e:
+        return _paint_refused({e.field: e.message}, e.status)
+    params = {k: form.get(k) for k in VIEW_FIELDS}
+    try:
+        page = await run_in_threadpool(build_page, traces, params, True, False)
+    except Overloaded as busy:
+        return _paint_refused({"text": busy.message}, busy.status, {"Retry-After": str(busy.retry_after)})
+    if page.errors or page.view is None:
+        return _paint_refused(page.errors, 422)
+    view = page.view
+    if not view.painted:
+        return _paint_refused({"mode": "only a unit's colours can be repainted: surprisal mode swaps the view"}, 422)
+    top = render_block(PAGE, "view_top", {"page": page, "fields": FIELDS})
+    return JSONResponse({"errors": _all_fields({}), "painted": view.painted, "title": view.title, "top": top,
+                         "stats": " · ".join(view.stats), **view.paint})
+
+
+def _all_fields(errors: dict[str, str]) -> dict[str, str]:
+    return {**{f: "" for f in FIELDS}, **errors}
+
+
+def _paint_refused(errors: dict[str, str], status: int, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"errors": _all_fields(errors)}, status_code=status, headers=headers)

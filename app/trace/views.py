@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import math
 from dataclasses import dataclass, field
 
@@ -88,6 +89,8 @@ class View:
     legend2: list[Swatch] = field(default_factory=list)
     legend2_note: str = ""
     known: list[KnownUnit] = field(default_factory=list)  # the model card's measured units, one click away
+    painted: str = ""  # "LAYER:STATE:UNIT" whose colours are on screen (neuron mode), for static/app.js and tests
+    paint: dict = field(default_factory=dict)  # the compact repaint of app.trace.routes.paint: values, scale ends
 
 
 @dataclass
@@ -116,11 +119,13 @@ class Page:
         return 422 if self.errors else 200
 
 
-def build_page(service: TraceService, params: dict[str, str | None], with_view: bool = True) -> Page:
+def build_page(service: TraceService, params: dict[str, str | None], with_view: bool = True,
+               spans: bool = True) -> Page:
     """Parse and check every setting; trace (or reuse) and build the view when all are valid.
 
     `with_view=False` stops after the checks (no model run): enough to save a share link, whose
-    view is traced when someone opens it.
+    view is traced when someone opens it. `spans=False` builds the view without its per-character
+    spans: a repaint of spans already on screen needs only the new values.
     """
     registry = service.registry
     registry.refresh()
@@ -138,7 +143,11 @@ def build_page(service: TraceService, params: dict[str, str | None], with_view: 
     except InputError as e:
         fail(e)
         entry = registry.get(registry.default_name(service.settings.default_model) or registry.names()[0])
-    layer, state, unit = resolve_unit(service, entry, params.get("layer"), params.get("state"), params.get("unit"),
+    raw_unit = params.get("unit")
+    if raw_unit is not None and raw_unit.strip() == "":  # the box was emptied: say so, show no other unit
+        fail(InputError(f"the unit box is empty: type a unit number, 0–{entry.hidden - 1}", field="unit"))
+        raw_unit = None
+    layer, state, unit = resolve_unit(service, entry, params.get("layer"), params.get("state"), raw_unit,
                                       fail, spaces_are_blank=False).as_tuple()
     mode = params.get("mode") or "neuron"
     if mode not in MODES:
@@ -155,7 +164,7 @@ def build_page(service: TraceService, params: dict[str, str | None], with_view: 
         return Page(controls, None, errors)
     req = ViewRequest(entry.name, layer, state, unit, mode, text, compare)
     try:
-        view = build_view(service, entry, req)
+        view = build_view(service, entry, req, spans)
     except InputError as e:  # the trace engine refused something the checks above let through
         return Page(controls, None, {e.field: e.message})
     return Page(controls, view)
@@ -203,7 +212,7 @@ def _compare_controls(controls: Controls, entry: ModelEntry, compare, params: di
         controls.compare = True
 
 
-def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest) -> View:
+def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest, spans: bool = True) -> View:
     result = service.view_trace(entry, req.text, req.layer, req.state)
     trace = result.trace
     values = unit_values(trace, req.layer, req.state, req.unit)  # (T,)
@@ -242,23 +251,30 @@ def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest) -> Vi
         stats.append(f"{len(unknown)} unseen character{'s' if len(unknown) != 1 else ''}")
     stats.append("re-coloured from cache" if result.cached else f"traced in {result.seconds * 1000:.0f} ms")
 
-    chars_table = entry.checkpoint.vocab.chars
-    data = {
-        "what": f"{req.state}[{req.layer}][{req.unit}]",
-        "v": _rounded(values, 4),
-        "s": _rounded(surprisal, 2),
-        "top": _top_strings(chars_table, trace.topk_ids),
-        "p": np.rint(trace.topk_probs.astype(np.float64) * 1000).astype(int).tolist(),
-    }
+    what_short = f"{req.state}[{req.layer}][{req.unit}]"
+    what2_short = f"{req.compare[1]}[{req.compare[0]}][{req.compare[2]}]" if req.compare is not None else ""
+    data: dict = {}
+    if spans:
+        chars_table = entry.checkpoint.vocab.chars
+        data = {
+            "what": what_short,
+            "v": _rounded(values, 4),
+            "s": _rounded(surprisal, 2),
+            "top": _top_strings(chars_table, trace.topk_ids),
+            "p": np.rint(trace.topk_probs.astype(np.float64) * 1000).astype(int).tolist(),
+        }
+        if values2 is not None:
+            data["what2"] = what2_short
+            data["w"] = _rounded(values2, 4)
+    paint = {"what": what_short, "v": float16_base64(values), "hi": scale.hi}
     if values2 is not None:
-        data["what2"] = f"{req.compare[1]}[{req.compare[0]}][{req.compare[2]}]"
-        data["w"] = _rounded(values2, 4)
+        paint.update({"what2": what2_short, "w": float16_base64(values2), "hi2": scale2.hi})
     return View(
         title=f"{entry.name} · {what if req.mode == 'neuron' else 'surprisal'} · rnnscope",
         heading=heading,
         description=description,
         mode=req.mode,
-        chars_html=char_spans(req.text, positions, positions2, cls, titles),
+        chars_html=char_spans(req.text, positions, positions2, cls, titles) if spans else Markup(""),
         legend=legend(scale),
         legend_note=scale.label,
         stats=stats,
@@ -269,6 +285,8 @@ def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest) -> Vi
         legend2=legend2,
         legend2_note=legend2_note,
         known=known_units(entry, (req.layer, req.state, req.unit)),
+        painted=f"{req.layer}:{req.state}:{req.unit}" if req.mode == "neuron" else "",
+        paint=paint,
     )
 
 
@@ -338,6 +356,12 @@ def _controls(service, entry: ModelEntry, layer, state, unit, mode, text) -> Con
         text=text,
         max_chars=service.settings.max_chars,
     )
+
+
+def float16_base64(a: np.ndarray) -> str:
+    """Little-endian float16, base64: a unit's values in 2.7 bytes a character (NaN stays NaN),
+    against about 8 as JSON numbers; the page decodes them in static/app.js."""
+    return base64.b64encode(np.asarray(a, dtype="<f2").tobytes()).decode("ascii")
 
 
 def _rounded(a: np.ndarray, digits: int) -> list[float | None]:
