@@ -17,6 +17,18 @@ NEGATIVE = (0x5E, 0x3C, 0x99)  # PuOr purple
 MIDDLE = (0xF7, 0xF7, 0xF7)
 POSITIVE = (0xE6, 0x61, 0x01)  # PuOr orange
 
+# Text on a coloured character: white on purple darker than position -LIGHT_TEXT_FROM, black elsewhere
+# (static/app.css `color`). Black reaches WCAG AA's 4.5:1 on every colour lighter than that and white on every
+# darker one (both do from -0.754 to -0.769), so the text never has less than 4.56:1. A softer black
+# (#1d1d1f) would fall to 4.1:1 there: only pure black and white clear 4.5:1 on both sides of the switch.
+LIGHT_TEXT_FROM = 0.76
+DARK_TEXT = (0x00, 0x00, 0x00)
+LIGHT_TEXT = (0xFF, 0xFF, 0xFF)
+# The compare unit's bar: the text colour tinted teal (static/app.css --c-w), dark under dark text and pale
+# under light text, so it keeps WCAG's 3:1 for non-text contrast (3.34:1 and 3.97:1 at worst).
+COMPARE_LINE = (0x02, 0x2B, 0x27)
+COMPARE_LINE_LIGHT = (0xCE, 0xF7, 0xF3)
+
 SURPRISAL_CAP_BITS = 8.0
 SPREAD_PERCENTILE = 95  # unbounded states: where the colour scale ends  # surprisal colour saturates here: rarer than 1 in 256
 
@@ -127,5 +139,5 @@ def rgb(position: float) -> tuple[int, int, int]:
 
 
 def text_is_light(position: float) -> bool:
-    """White text only on strong purple, where dark text would be hard to read (as the CSS does)."""
-    return position < -0.55
+    """White text only on strong purple, where black would fall below 4.5:1 (as static/app.css does)."""
+    return position < -LIGHT_TEXT_FROM
