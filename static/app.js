@@ -100,7 +100,7 @@
   // ---- repaint: a unit, layer, state or compare change re-colours the spans on screen ----
   // The text's spans are rendered once (GET /); while the model, the text and the unit-value mode stay
   // the same, a change of the unit only fetches its values (POST /ui/paint: float16, base64) and sets
-  // each span's --v (and --w), so focus, the tooltip and the selection stay where they are. Anything
+  // each span's colour class (app.ui.levels), so focus, the tooltip and the selection stay. Anything
   // else (a new text, another model, surprisal mode) is an htmx swap of the view as before.
   // <html data-repaint="off"> forces the swap for every change (bench/browser_speed.py compares both).
   let painting = null; // AbortController of the repaint in flight
@@ -126,10 +126,31 @@
     return out;
   }
 
-  // A value's place on the colour scale, as app.ui.scale.Scale.positions writes it (NaN -> 0).
-  function place01(x, hi) {
-    const p = x / hi;
-    return Number.isNaN(p) ? "0.000" : Math.max(-1, Math.min(1, p)).toFixed(3);
+  // A value's colour level, as app.ui.levels writes it: position v/hi in [-1, 1] (NaN -> 0) rounded to
+  // one of 101 classes q0..q100; the compare bar: u1..u10 (below, positive) or o1..o10 (above, negative).
+  const STEPS = 50, BAR_STEPS = 10;
+  function clamp1(p) { return Number.isNaN(p) ? 0 : Math.max(-1, Math.min(1, p)); }
+  function levelClass(x, hi) { return "q" + Math.round((clamp1(x / hi) + 1) * STEPS); }
+  function barClass(x, hi) {
+    const p = clamp1(x / hi), n = Math.round(Math.abs(p) * BAR_STEPS);
+    return n ? (p > 0 ? "u" : "o") + n : "";
+  }
+
+  // Each span's current level and bar class, read once from the server's rendering, so a repaint
+  // touches only the spans whose class changes.
+  const levelCache = new WeakMap();
+  function levelsOf(box) {
+    let st = levelCache.get(box);
+    if (!st) {
+      st = { q: [], w: [] };
+      Array.prototype.forEach.call(box.children, (span) => {
+        const q = span.className.match(/(?:^| )(q\d+)(?= |$)/), w = span.className.match(/(?:^| )([uo]\d+)(?= |$)/);
+        st.q.push(q ? q[1] : "");
+        st.w.push(w ? w[1] : "");
+      });
+      levelCache.set(box, st);
+    }
+    return st;
   }
 
   function showErrors(errors) {
@@ -151,12 +172,18 @@
 
   function applyPaint(box, data) {
     const v = float16s(data.v), w = data.w ? float16s(data.w) : null;
-    const spans = box.children;
+    const spans = box.children, st = levelsOf(box), hi = data.hi || 1, hi2 = data.hi2 || 1;
     for (let i = 0; i < spans.length; i++) {
-      const style = spans[i].style;
-      style.setProperty("--v", place01(v[i], data.hi || 1));
-      if (w) style.setProperty("--w", place01(w[i], data.hi2 || 1));
-      else style.removeProperty("--w");
+      const q = levelClass(v[i], hi), bar = w ? barClass(w[i], hi2) : "";
+      if (q !== st.q[i]) {
+        if (st.q[i]) spans[i].classList.replace(st.q[i], q); else spans[i].classList.add(q);
+        st.q[i] = q;
+      }
+      if (bar !== st.w[i]) {
+        if (st.w[i]) spans[i].classList.remove(st.w[i]);
+        if (bar) spans[i].classList.add(bar);
+        st.w[i] = bar;
+      }
     }
     const trace = traceOf(box).data;
     if (trace) {

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
+from dataclasses import dataclass
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,39 @@ import torch
 from models.charlm import CharLM, ModelConfig
 from models.checkpoint import save_checkpoint
 from models.vocab import CharVocab
+
+# The main view's character spans (app.ui.render.char_spans): colour level and compare bar as classes.
+CHAR_SPAN = re.compile(r'<span class="ch ([^"]*)"(?: title="[^"]*")?>(.*?)</span>', re.S)
+
+
+@dataclass(frozen=True)
+class CharSpan:
+    cls: str  # the other classes, each with a leading space (" nl", " unk", " na"), as the page writes them
+    v: float  # the colour position in [-1, 1], to the level's 0.02
+    w: float | None  # the compare bar's position (0.1 steps; 0.0 for no bar), None with no bar on the page
+    ch: str
+
+
+def char_spans(html: str) -> list[CharSpan]:
+    """Every character span of the main view in a page or partial, with its classes read back."""
+    out, any_bar = [], False
+    parsed = []
+    for classes, ch in CHAR_SPAN.findall(html):
+        q, bar, rest = None, None, []
+        for c in classes.split():
+            if re.fullmatch(r"q\d+", c):
+                q = round(int(c[1:]) / 50 - 1, 3)
+            elif re.fullmatch(r"[uo]\d+", c):
+                bar = round((1 if c[0] == "u" else -1) * int(c[1:]) / 10, 3)
+            else:
+                rest.append(" " + c)
+        any_bar = any_bar or bar is not None
+        parsed.append((q, bar, "".join(rest), unescape(ch)))
+    for q, bar, rest, ch in parsed:
+        assert q is not None, f"a character span without a colour level: {ch!r}"
+        out.append(CharSpan(rest, q, (bar or 0.0) if any_bar else None, ch))
+    return out
+
 
 # The vocabulary: everything here. Characters outside it (e.g. "~", "€") are "unseen".
 VOCAB_TEXT = ('abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,;:!?"\'()-\n'

@@ -18,6 +18,7 @@ import numpy as np
 
 from app.share.service import checked_page, view_params
 from app.trace.service import TraceService, unit_values
+from app.ui.levels import bar_positions, level_positions
 from app.ui.render import render_page
 from app.ui.scale import STATE_INFO, Scale, legend, neuron_scale, rgb, surprisal_scale, text_is_light
 
@@ -74,7 +75,7 @@ def export_data(traces: TraceService, raw: Mapping[str, object]) -> ExportData:
     arrived = np.concatenate([[np.nan], nxt[:-1]]).astype(np.float32)  # (T,) as the page's surprisal mode
     scale = surprisal_scale() if c.mode == "surprisal" else neuron_scale(c.state, values)
     shown = arrived if c.mode == "surprisal" else values
-    positions = np.round(scale.positions(shown).astype(np.float64), 3)  # (T,) as the page writes --v
+    positions = level_positions(shown, scale.hi)  # (T,) the colour levels the page shows (app.ui.levels)
     data = ExportData(c.model, c.layer, c.state, c.unit, c.mode, c.text, values, arrived, positions, scale,
                       sorted(int(t) for t in trace.unknown))
     if c.compare:  # the page outlines a second unit: the export carries it too (a checked page: it is valid)
@@ -82,7 +83,7 @@ def export_data(traces: TraceService, raw: Mapping[str, object]) -> ExportData:
         trace2 = traces.view_trace(entry, c.text, c.layer2, c.state2).trace  # the same trace when it holds both
         data.values2 = unit_values(trace2, c.layer2, c.state2, c.unit2)  # (T,)
         data.scale2 = neuron_scale(c.state2, data.values2)
-        data.positions2 = np.round(data.scale2.positions(data.values2).astype(np.float64), 3)  # (T,)
+        data.positions2 = bar_positions(data.values2, data.scale2.hi)  # (T,) the bars the page draws
     return data
 
 

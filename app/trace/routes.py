@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from markupsafe import escape
 
@@ -23,6 +23,7 @@ from app.trace.schemas import (Health, ModelInfo, TraceRequest, TraceResponse, p
                                rounded_pieces)
 from app.trace.service import TraceResult
 from app.trace.views import FIELDS, build_page
+from app.ui.levels import levels_css
 from app.ui.render import render_block, render_page, wants_partial
 
 router = APIRouter(prefix="/api/v1", tags=["api"])
@@ -120,6 +121,12 @@ def _trace_json(entry: ModelEntry, body: TraceRequest, result: TraceResult, bloc
 # ---- the page at / ---------------------------------------------------------------------------
 pages = APIRouter(include_in_schema=False)
 PAGE = "index.html"
+
+
+@pages.get("/ui/levels.css")
+def levels_stylesheet() -> Response:
+    """The main view's colour classes, written from app.ui.scale (see app.ui.levels)."""
+    return Response(levels_css(), media_type="text/css", headers={"Cache-Control": "public, max-age=3600"})
 
 
 @pages.get("/", response_class=HTMLResponse)

@@ -15,6 +15,7 @@ from app.core.errors import InputError
 from app.core.registry import ModelEntry
 from app.core.selection import UnitRef, passes, resolve_unit, whole_number
 from app.trace.service import TraceService, unit_values
+from app.ui.levels import bar_classes, levels
 from app.ui.render import char_spans
 from app.ui.scale import STATE_INFO, Scale, Swatch, legend, neuron_scale, surprisal_scale
 from app.ui.urls import neuron_url
@@ -223,15 +224,15 @@ def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest, spans
     arrived = np.concatenate([[np.nan], surprisal[:-1]]).astype(np.float32)
     shown = arrived if req.mode == "surprisal" else values
     unknown = set(trace.unknown)
-    positions = [f"{x:.3f}" for x in scale.positions(shown).tolist()]
+    q = levels(shown, scale.hi)
     cls, titles = _marks(req.text, ~np.isfinite(shown), unknown)
-    compare_heading, compare_url, legend2, legend2_note, values2, positions2 = "", "", [], "", None, None
+    compare_heading, compare_url, legend2, legend2_note, values2, bars = "", "", [], "", None, None
     if req.compare is not None:
         layer2, state2, unit2 = req.compare
         trace2 = service.view_trace(entry, req.text, layer2, state2).trace  # the same trace when it holds both
         values2 = unit_values(trace2, layer2, state2, unit2)  # (T,)
         scale2 = neuron_scale(state2, values2)
-        positions2 = [f"{x:.3f}" for x in scale2.positions(values2).tolist()]
+        bars = bar_classes(values2, scale2.hi)
         compare_heading = f"layer {layer2} · {state2} · unit {unit2}"
         compare_url = neuron_url(entry.name, layer2, state2, unit2)
         legend2, legend2_note = legend(scale2), scale2.label
@@ -274,7 +275,7 @@ def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest, spans
         heading=heading,
         description=description,
         mode=req.mode,
-        chars_html=char_spans(req.text, positions, positions2, cls, titles) if spans else Markup(""),
+        chars_html=char_spans(req.text, q, bars, cls, titles) if spans else Markup(""),
         legend=legend(scale),
         legend_note=scale.label,
         stats=stats,

@@ -36,20 +36,20 @@ def wants_partial(request: Request) -> bool:
     return request.headers.get("HX-Request") == "true" and request.headers.get("HX-History-Restore-Request") != "true"
 
 
-def char_spans(text: str, v: list[str], w: list[str] | None, cls: dict[int, str], title: dict[int, str]) -> Markup:
-    """The coloured text: one <span> per character, --v (and --w) its place on the colour scale.
+def char_spans(text: str, q: list[int], bars: list[str] | None, cls: dict[int, str], title: dict[int, str]) -> Markup:
+    """The coloured text: one <span> per character, its colour level as a class (app.ui.levels).
 
-    Built here rather than in a Jinja loop because a neuron change re-renders every character
-    and the loop cost several times the rest of the request. `cls` holds extra CSS classes
-    (" nl", " unk", " na") and `title` hover text, for the few positions that have them. Every
-    character and title is escaped; each distinct character once.
+    `q` holds each character's level and `bars` the compare unit's bar classes (app.ui.levels). Built
+    here rather than in a Jinja loop because a fresh text renders every character and the loop cost
+    several times the rest of the request. `cls` holds extra CSS classes (" nl", " unk", " na") and
+    `title` hover text, for the few positions that have them. Every character and title is escaped;
+    each distinct character once.
     """
     esc = {ch: str(escape(ch)) for ch in set(text)}
-    if w is None and not cls:
-        return Markup("".join([f'<span class="ch" style="--v:{x}">{esc[ch]}</span>' for ch, x in zip(text, v)]))
+    if bars is None and not cls:
+        return Markup("".join([f'<span class="ch q{k}">{esc[ch]}</span>' for ch, k in zip(text, q)]))
     out = []
     for t, ch in enumerate(text):
-        style = f"--v:{v[t]};--w:{w[t]}" if w is not None and w[t] else f"--v:{v[t]}"
         tip = f' title="{escape(title[t])}"' if title.get(t) else ""
-        out.append(f'<span class="ch{cls.get(t, "")}" style="{style}"{tip}>{esc[ch]}</span>')
+        out.append(f'<span class="ch q{q[t]}{bars[t] if bars else ""}{cls.get(t, "")}"{tip}>{esc[ch]}</span>')
     return Markup("".join(out))

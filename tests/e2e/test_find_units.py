@@ -148,7 +148,7 @@ def test_compare_with_a_second_unit_and_open_the_neuron_page(page):
     pg.check("#compare")
     pg.wait_for_function("() => new URLSearchParams(location.search).get('unit2') === '4'")
     pg.wait_for_selector(".legend2")
-    ws = pg.eval_on_selector_all("#chars .ch", "els => els.map(e => e.style.getPropertyValue('--w'))")
+    ws = pg.eval_on_selector_all("#chars .ch", "els => els.map(e => Array.from(e.classList).filter(c => /^[uo][0-9]+$/.test(c)).join(''))")
     assert len(ws) == len(TEXT) and len(set(ws)) > 5
     shadows = pg.eval_on_selector_all("#chars .ch", "els => els.map(e => getComputedStyle(e).boxShadow)")
     assert len(set(shadows)) > 5  # the outline's thickness follows the second unit
@@ -160,10 +160,10 @@ def test_compare_with_a_second_unit_and_open_the_neuron_page(page):
     assert "h[0][4] (underline)" in pg.inner_text("#tip")
 
     # a fresh load of the pushed URL shows the same outline
-    before = pg.eval_on_selector_all("#chars .ch", "els => els.map(e => e.style.getPropertyValue('--w'))")
+    before = pg.eval_on_selector_all("#chars .ch", "els => els.map(e => Array.from(e.classList).filter(c => /^[uo][0-9]+$/.test(c)).join(''))")
     pg.reload()
     pg.wait_for_selector(".legend2")
-    assert pg.eval_on_selector_all("#chars .ch", "els => els.map(e => e.style.getPropertyValue('--w'))") == before
+    assert pg.eval_on_selector_all("#chars .ch", "els => els.map(e => Array.from(e.classList).filter(c => /^[uo][0-9]+$/.test(c)).join(''))") == before
     assert pg.is_checked("#compare") and not pg.is_disabled("#unit2")
 
     pg.click("#probe-form button[type=submit]")

@@ -21,24 +21,21 @@ def painted(pg, key: str) -> None:
     pg.wait_for_selector(f'#view[data-painted="{key}"]')
 
 
-def styles(pg, prop: str) -> list[float]:
-    return pg.eval_on_selector_all("#chars > .ch", "(els, p) => els.map(e => parseFloat(e.style.getPropertyValue(p) || 'NaN'))",
-                                   prop)
+def classes(pg, kind: str) -> list[str]:
+    """Each character's colour level ("q…", kind "q") or compare bar ("u…"/"o…" or "", kind "bar") on screen."""
+    pattern = r"^q\d+$" if kind == "q" else r"^[uo]\d+$"
+    return pg.eval_on_selector_all("#chars > .ch", "(els, p) => els.map(e => Array.from(e.classList).find(c => new RegExp(p).test(c)) || '')",
+                                   pattern)
 
 
-def rendered_positions(pg, url: str, prop: str) -> list[float]:
-    """The --v (or --w) a fresh page at `url` renders on the server, read from its HTML."""
+def rendered_classes(pg, url: str, kind: str) -> list[str]:
+    """The same, as a fresh page at `url` renders it on the server, read from its HTML."""
     html = pg.evaluate("u => fetch(u).then(r => r.text())", url)
-    spans = re.findall(r'<span class="ch[^"]*" style="([^"]*)"', html)
     out = []
-    for style in spans:
-        m = re.search(re.escape(prop) + r":(-?[0-9.]+)", style)
-        out.append(float(m.group(1)) if m else float("nan"))
+    for cls in re.findall(r'<span class="(ch [^"]*)"', html):
+        found = [c for c in cls.split() if re.fullmatch(r"q\d+" if kind == "q" else r"[uo]\d+", c)]
+        out.append(found[0] if found else "")
     return out
-
-
-def close(a: list[float], b: list[float], tol: float = 0.0015) -> bool:
-    return len(a) == len(b) and all(abs(x - y) <= tol or (x != x and y != y) for x, y in zip(a, b))
 
 
 def focused_index(pg) -> int:
@@ -68,7 +65,7 @@ def test_j_repaints_the_same_spans_with_the_colours_a_fresh_page_renders(page):
     assert focused_index(pg) == 3 and pg.is_visible("#tip")
     tip_after = pg.text_content("#tip")
     assert "h[0][6]" in tip_after and tip_after != tip_before  # the tooltip shows the new unit's value
-    assert close(styles(pg, "--v"), rendered_positions(pg, pg.url, "--v"))
+    assert classes(pg, "q") == rendered_classes(pg, pg.url, "q")
     assert pg.text_content("#view h2").strip() == "layer 0 · h · unit 6"
     assert pg.title().startswith("tiny-lstm · layer 0 · h · unit 6")
     assert query(pg)["unit"] == "6" and pg.input_value("#unit") == "6"
@@ -76,7 +73,7 @@ def test_j_repaints_the_same_spans_with_the_colours_a_fresh_page_renders(page):
     # a state whose scale comes from the text (c): the repaint uses that scale too
     pg.select_option("#state", "c")
     painted(pg, "0:c:6")
-    assert close(styles(pg, "--v"), rendered_positions(pg, pg.url, "--v"))
+    assert classes(pg, "q") == rendered_classes(pg, pg.url, "q")
     assert pg.evaluate("window.__spans[0] === document.querySelector('#chars > .ch')")
     assert not pg.problems, pg.problems
 
@@ -89,7 +86,8 @@ def test_compare_unit_repaints_the_underline_and_the_downloads_carry_it(page):
     pg.fill("#unit2", "2")
     pg.press("#unit2", "Enter")
     pg.wait_for_selector(".legend2")
-    assert close(styles(pg, "--w"), rendered_positions(pg, pg.url, "--w"))
+    assert classes(pg, "bar") == rendered_classes(pg, pg.url, "bar")
+    assert any(classes(pg, "bar"))
     assert query(pg)["unit2"] == "2"
     for fmt in ("html", "csv", "json"):
         href = pg.get_attribute(f'.share-exports a[href^="/export.{fmt}"]', "href")
@@ -99,7 +97,7 @@ def test_compare_unit_repaints_the_underline_and_the_downloads_carry_it(page):
 
     pg.uncheck("#compare")
     pg.wait_for_function("() => !document.querySelector('.legend2')")
-    assert all(x != x for x in styles(pg, "--w"))  # no underline left on any character
+    assert not any(classes(pg, "bar"))  # no bar left on any character
     assert not pg.problems, pg.problems
 
 
@@ -107,12 +105,12 @@ def test_bad_or_empty_unit_is_said_in_place_and_the_colours_stay(page, page_opti
     pg = page
     pg.goto(pg.base + START)
     painted(pg, "0:h:5")
-    before = styles(pg, "--v")
+    before = classes(pg, "q")
     pg.fill("#unit", "")
     pg.press("#unit", "Enter")
     pg.wait_for_function("() => document.querySelector('#err-unit').textContent.includes('empty')")
     assert "0–" in pg.text_content("#err-unit")
-    assert pg.get_attribute("#view", "data-painted") == "0:h:5" and styles(pg, "--v") == before
+    assert pg.get_attribute("#view", "data-painted") == "0:h:5" and classes(pg, "q") == before
     pg.fill("#unit", "999")
     pg.press("#unit", "Enter")
     pg.wait_for_function("() => /between|0–|range|unit/.test(document.querySelector('#err-unit').textContent) &&"
@@ -139,7 +137,7 @@ def test_back_and_forward_walk_the_repainted_units(page):
     painted(pg, "0:h:5")
     pg.go_forward()
     painted(pg, "0:h:6")
-    assert close(styles(pg, "--v"), rendered_positions(pg, pg.url, "--v"))
+    assert classes(pg, "q") == rendered_classes(pg, pg.url, "q")
 
 
 def test_a_new_text_swaps_and_the_swap_path_keeps_focus(page):

@@ -42,7 +42,7 @@ def test_the_quote_cell_colours_quoted_and_unquoted_text_apart(browser, tmp_path
         pg.fill("#text", TEXT)
         pg.wait_for_function("t => document.querySelector('#chars').textContent === t", arg=TEXT)
         assert pg.text_content("#view h2") == heading
-        values = pg.eval_on_selector_all("#chars .ch", "els => els.map(e => parseFloat(e.style.getPropertyValue('--v')))")
+        values = pg.eval_on_selector_all("#chars .ch", "els => els.map(e => Number(Array.from(e.classList).find(c => /^q[0-9]+$/.test(c)).slice(1)) / 50 - 1)")
         bg = pg.eval_on_selector_all("#chars .ch", "els => els.map(e => getComputedStyle(e).backgroundColor)")
         ARTIFACTS.mkdir(exist_ok=True)
         pg.screenshot(path=str(ARTIFACTS / "e2e-quote-cell.png"), full_page=True)

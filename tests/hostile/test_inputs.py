@@ -13,13 +13,12 @@ from html import unescape
 
 import pytest
 
-from tests.conftest import VOCAB_TEXT
+from tests.conftest import VOCAB_TEXT, char_spans
 
 from .conftest import HX, make_client
 
 TRACE = "/api/v1/trace"
 ONE = {"model": "tiny-lstm", "layer": 0, "state": "h", "units": [0]}  # one unit: small answers
-SPAN = re.compile(r'<span class="ch([^"]*)" style="--v:[^"]*"[^>]*>(.*?)</span>', re.S)
 LEAKS = ("root:x:", "BaseSettings", "import ", "[project]")  # bits of files outside what is served
 
 
@@ -39,7 +38,7 @@ def page_error(r, field: str) -> str:
 
 def cells(html: str) -> list[tuple[str, str]]:
     """(classes, character) of every coloured character on a page or partial."""
-    return [(cls, unescape(ch)) for cls, ch in SPAN.findall(html)]
+    return [(s.cls, s.ch) for s in char_spans(html)]
 
 
 def unseen(text: str) -> list[int]:

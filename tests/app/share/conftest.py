@@ -11,7 +11,8 @@ from fastapi.testclient import TestClient
 from app.core.config import Settings
 from app.main import create_app
 
-SPAN = re.compile(r'<span class="ch([^"]*)" style="--v:(-?[0-9.]+)"[^>]*>(.*?)</span>', re.S)
+from tests.conftest import char_spans
+
 TEXTAREA = re.compile(r'<textarea id="text"[^>]*>\n?(.*?)</textarea>', re.S)
 
 
@@ -31,7 +32,7 @@ def client(tiny_models_dir, tmp_path):
 
 def spans(html: str) -> list[tuple[str, float, str]]:
     """(classes, colour position, character) for every character span of the page's view."""
-    return [(cls, float(v), unescape(ch)) for cls, v, ch in SPAN.findall(html)]
+    return [(s.cls, s.v, s.ch) for s in char_spans(html)]
 
 
 def textarea(html: str) -> str:
