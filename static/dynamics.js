@@ -1,6 +1,7 @@
 // The dynamics views: stream generated characters (EventSource), sync the w_hh slider, pick a
-// position by clicking a character, and show an intervention's next-character guesses before and
-// after the clamp (static/app.js carries the shared URL state across the nav).
+// position by clicking a character, show an intervention's next-character guesses before and
+// after the clamp, and walk a saturation scatter with the keyboard (static/app.js carries the
+// shared URL state across the nav).
 // No inline script (CSP); every listener is delegated from document.
 (function () {
   "use strict";
@@ -266,6 +267,99 @@
       e.preventDefault();
       focusChar(to);
     }
+  });
+
+  // ---- gate saturation: each scatter is ONE keyboard widget (svg.plot.keys), never a link per dot ----
+  // Left/right walk the dots in order of their x value, up/down in order of their y value (Shift: ten at a
+  // time), Home/End go to the first/last unit; the highlighted dot's title is written into the plot's
+  // readout (a live region, data-live); Enter or a click opens the dot's data-href (the unit in the main view).
+  const KEYS = "svg.plot.keys";
+  const plotOrders = new WeakMap();
+  function plotOrder(svg) {
+    let o = plotOrders.get(svg);
+    if (!o) {
+      const dots = Array.from(svg.querySelectorAll("circle.pt[data-href]"));
+      const at = dots.map((d, i) => ({ i: i, x: Number(d.getAttribute("cx")), y: -Number(d.getAttribute("cy")) }));
+      const byX = at.slice().sort((a, b) => a.x - b.x || a.y - b.y || a.i - b.i).map((p) => p.i);
+      const byY = at.slice().sort((a, b) => a.y - b.y || a.x - b.x || a.i - b.i).map((p) => p.i);
+      const rank = (order) => {
+        const r = new Array(order.length);
+        order.forEach((i, k) => { r[i] = k; });
+        return r;
+      };
+      o = { dots: dots, x: byX, xr: rank(byX), y: byY, yr: rank(byY) };
+      plotOrders.set(svg, o);
+    }
+    return o;
+  }
+  function highlightDot(svg, i) {
+    const o = plotOrder(svg);
+    const dot = o.dots[i];
+    if (!dot) return;
+    svg.dataset.sel = String(i);
+    svg.querySelectorAll("circle.pt.sel").forEach((d) => d.classList.remove("sel"));
+    dot.classList.add("sel");
+    const ring = svg.querySelector("circle.cursor");
+    if (ring) {
+      ring.setAttribute("cx", dot.getAttribute("cx"));
+      ring.setAttribute("cy", dot.getAttribute("cy"));
+      ring.setAttribute("visibility", "visible");
+    }
+    const out = $(svg.dataset.live);
+    const title = dot.querySelector("title");
+    if (out) {
+      out.textContent = (title ? title.textContent : "") + " · dot " + (i + 1) + " of " + o.dots.length +
+        " · Enter or click opens it in the main view";
+    }
+  }
+  function openDot(dot, newTab) {
+    const href = dot && dot.dataset.href;
+    if (!href) return;
+    if (newTab) window.open(href, "_blank", "noopener");
+    else location.assign(href);
+  }
+  document.addEventListener("keydown", (e) => {
+    const svg = e.target;
+    if (!svg.matches || !svg.matches(KEYS) || e.altKey || e.ctrlKey || e.metaKey) return;
+    const o = plotOrder(svg);
+    if (!o.dots.length) return;
+    const cur = svg.dataset.sel === undefined ? -1 : Number(svg.dataset.sel);
+    const step = e.shiftKey ? 10 : 1;
+    const along = (order, rank, d) => (cur < 0 ? order[0] : order[Math.max(0, Math.min(order.length - 1, rank[cur] + d))]);
+    let next;
+    if (e.key === "ArrowRight") next = along(o.x, o.xr, step);
+    else if (e.key === "ArrowLeft") next = along(o.x, o.xr, -step);
+    else if (e.key === "ArrowUp") next = along(o.y, o.yr, step);
+    else if (e.key === "ArrowDown") next = along(o.y, o.yr, -step);
+    else if (e.key === "Home") next = 0;
+    else if (e.key === "End") next = o.dots.length - 1;
+    else if (e.key === "Enter" && cur >= 0) {
+      e.preventDefault();
+      openDot(o.dots[cur], false);
+      return;
+    } else return;
+    e.preventDefault();
+    highlightDot(svg, next);
+  });
+  document.addEventListener("focusin", (e) => {
+    const svg = e.target;
+    if (svg.matches && svg.matches(KEYS) && svg.dataset.sel === undefined && plotOrder(svg).dots.length) {
+      highlightDot(svg, 0);
+    }
+  });
+  document.addEventListener("mouseover", (e) => {
+    const dot = e.target.closest ? e.target.closest(KEYS + " circle.pt[data-href]") : null;
+    if (!dot) return;
+    const svg = dot.closest(KEYS);
+    highlightDot(svg, plotOrder(svg).dots.indexOf(dot));
+  });
+  document.addEventListener("click", (e) => {
+    const dot = e.target.closest ? e.target.closest(KEYS + " circle.pt[data-href]") : null;
+    if (dot && e.button === 0) openDot(dot, e.ctrlKey || e.metaKey || e.shiftKey);
+  });
+  document.addEventListener("auxclick", (e) => {
+    const dot = e.target.closest ? e.target.closest(KEYS + " circle.pt[data-href]") : null;
+    if (dot && e.button === 1) openDot(dot, true);
   });
 
   function boot() {

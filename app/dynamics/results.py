@@ -73,6 +73,8 @@ class SaturationResult:
     layers: dict[int, dict[str, dict[str, np.ndarray]]]  # layer -> gate -> {"left", "right"} (units,)
     seconds: float
     cached: bool
+    held_out: bool = True  # measured on held-out text (else on a given text, and `warning` says why)
+    warning: str = ""
 
     @property
     def nbytes(self) -> int:

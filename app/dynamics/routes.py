@@ -154,16 +154,20 @@ def toy(dynamics: DynamicsDep, w_hh: float = 3.0, w_xh: float = 2.0, b: float = 
 @api.get("/saturation/{model}", response_model=SaturationResponse, responses=ERRORS,
          summary="Gate saturation per unit on held-out text")
 def saturation(model: str, dynamics: DynamicsDep, text: str | None = Query(
-        None, description="measured on this when the model's corpus has no held-out file here")) -> SaturationResponse:
+        None, description="measured on this only when the server has no held-out text for the model "
+                          "(`held_out` is then false)")) -> SaturationResponse:
     """Each gate unit's fraction of steps below 0.1 (left-saturated) and above 0.9 (right-saturated),
-    on the first 20,000 characters of the model's held-out corpus text. Cached per model version."""
+    on the first 20,000 characters of the model's held-out corpus text: rebuilt from the corpus source
+    as `rnnscope corpus` builds it (the same deterministic split) and kept in memory. Cached per model version.
+    A corpus whose source is not installed, and no `text`: 503 saying how to install it."""
     entry = dynamics.model(model)
     res = dynamics.saturation(entry, text)
     layers = [LayerSaturation(layer=k, gates={g: GateSaturation(left=_floats(d["left"], False),
                                                                 right=_floats(d["right"], False))
                                               for g, d in per.items()})
               for k, per in sorted(res.layers.items())]
-    return SaturationResponse(model=entry.name, cell=entry.cell, source=res.source, chars=res.chars,
+    return SaturationResponse(model=entry.name, cell=entry.cell, source=res.source, held_out=res.held_out,
+                              warning=res.warning or None, chars=res.chars,
                               low=SATURATION_LOW, high=SATURATION_HIGH, layers=layers, cached=res.cached)
 
 

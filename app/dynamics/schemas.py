@@ -82,6 +82,9 @@ class SaturationResponse(BaseModel):
     model: str
     cell: str
     source: str = Field(description="which text the fractions were measured on")
+    held_out: bool = Field(description="true: measured on the model's held-out text; false: on the `text` sent, "
+                                       "because this server has no held-out text for the model (`warning` says why)")
+    warning: str | None = Field(None, description="why the fractions are not from held-out text; null when they are")
     chars: int
     low: float
     high: float

@@ -16,6 +16,7 @@ import math
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -42,6 +43,7 @@ from app.core.errors import InputError
 from app.core.registry import ModelEntry
 from app.core.selection import UnitRef
 from app.core.slots import ModelSlots, SlotStream
+from app.dynamics.heldout import HeldOut, HeldOutTexts, NoHeldOut
 from app.dynamics.results import (
     CounterfactualResult,
     DEFAULT_INTERVENE_TOPK,
@@ -68,16 +70,16 @@ from app.ui.scale import STATE_INFO, Scale, neuron_scale
 log = logging.getLogger("rnnscope.dynamics")
 T = TypeVar("T")
 
-DATA_DIR = ROOT / "data"
-VAL_FILES = {"austen": "austen.val.txt", "python-stdlib": "python.val.txt"}  # corpus (model card) -> held-out file
+DATA_DIR = ROOT / "data"  # where `rnnscope corpus --out data/...` writes held-out files (README)
 # ------------------------------------------------------------------ the service
 
 
 class DynamicsService:
-    def __init__(self, traces: TraceService, data_dir: Path = DATA_DIR):
+    def __init__(self, traces: TraceService, data_dir: Path = DATA_DIR, heldout: HeldOutTexts | None = None):
         self.traces = traces
         self.settings = traces.settings
         self.data_dir = data_dir
+        self.heldout = heldout if heldout is not None else HeldOutTexts(data_dir, SATURATION_CHARS)
         self._flows: ByteLRU[FlowResult] = ByteLRU(16 * 1024 * 1024, lambda r: r.flow.jacobian_norm.nbytes * 2 + 512)
         self._saturation: ByteLRU[SaturationResult] = ByteLRU(32 * 1024 * 1024, lambda r: r.nbytes)
         # So picking another position to compare (the page's "at") never runs the model again.
@@ -264,13 +266,18 @@ class DynamicsService:
         return ToyResult(run, w_hh, w_xh, b, h0, list(xs), local)
 
     # ---- gate saturation ----------------------------------------------------------------
-    def saturation_source(self, entry: ModelEntry) -> Path | None:
-        """The model's held-out corpus file, when its card names a known corpus and the file exists."""
-        fname = VAL_FILES.get(entry.corpus or "")
-        if fname is None:
-            return None
-        path = self.data_dir / fname
-        return path if path.is_file() else None
+    def held_out(self, entry: ModelEntry) -> HeldOut:
+        """The model's held-out text (rebuilt from its corpus source, cached), or NoHeldOut saying why not."""
+        sha = entry.card.get("corpus_sha256")
+        return self.heldout.get(entry.corpus, sha if isinstance(sha, str) else None)
+
+    def missing_held_out(self, entry: ModelEntry) -> str | None:
+        """Why there is no held-out text for this model here (None: there is)."""
+        try:
+            self.held_out(entry)
+        except NoHeldOut as e:
+            return e.reason
+        return None
 
     @staticmethod
     def check_gated(entry: ModelEntry) -> None:
@@ -279,26 +286,25 @@ class DynamicsService:
                              field="model")
 
     def saturation(self, entry: ModelEntry, text: str | None) -> SaturationResult:
+        """On held-out text whenever there is any (a given text is then ignored); else on `text`, with a
+        warning saying why it is not held-out text; with neither, a refusal that says why."""
         self.check_gated(entry)
-        path = self.saturation_source(entry)
-        if path is not None:
-            try:
-                with path.open(encoding="utf-8", errors="replace") as f:
-                    sample = f.read(SATURATION_CHARS)
-            except OSError as e:
-                raise InputError(f"the held-out text {path.name} cannot be read ({e.strerror or e})",
-                                 field="model", status=503) from None
-            source = f"the first {len(sample):,} characters of data/{path.name} (held-out {entry.corpus} text)"
-            key = ("sat", entry.name, entry.version, "file", str(path), path.stat().st_mtime_ns)
-        else:
+        warning = ""
+        try:
+            held = self.held_out(entry)
+        except NoHeldOut as e:
             if text is None:
-                raise InputError(f"{entry.name} has no held-out text here (its card names corpus "
-                                 f"{entry.corpus!r}): send a text to measure on", field="text")
+                raise InputError(f"{entry.name} has no held-out text here: {e.reason}. Send a text to measure on "
+                                 "instead", field="model" if e.installable else "text",
+                                 status=503 if e.installable else 422) from None
             self.check_text(text)
-            sample = text
-            why = "its corpus has no held-out file here" if entry.corpus else "its card names no corpus"
-            source = f"the current text ({len(text):,} characters): {why}"
-            key = ("sat", entry.name, entry.version, "text", _digest(text))
+            sample, held_out = text, False
+            source = f"the current text ({len(text):,} characters), not held-out text"
+            warning = f"{entry.name} has no held-out text here: {e.reason}"
+            key: tuple = ("sat", entry.name, entry.version, "text", _digest(text))
+        else:
+            sample, source, held_out = held.text, held.source, True
+            key = ("sat", entry.name, entry.version, "held-out", held.corpus, _digest(held.text))
 
         def compute() -> SaturationResult:
             t0 = time.perf_counter()
@@ -307,12 +313,11 @@ class DynamicsService:
             self.saturation_runs += 1
             layers = {int(k): {g: {side: np.asarray(a, dtype=np.float32) for side, a in d.items()}
                                for g, d in per.items()} for k, per in raw.items()}
-            return SaturationResult(entry, source, len(sample), layers, time.perf_counter() - t0, False)
+            return SaturationResult(entry, source, len(sample), layers, time.perf_counter() - t0, False,
+                                    held_out, warning)
 
         result, hit = self._once(key, self._saturation, compute)
-        if hit:
-            return SaturationResult(entry, result.source, result.chars, result.layers, result.seconds, True)
-        return result
+        return replace(result, cached=True) if hit else result
 
     # ---- interventions ------------------------------------------------------------------
     @staticmethod

@@ -162,10 +162,22 @@ def line_plot(series: Sequence[Series], xs: Sequence[float], *, title: str, x_la
     return Markup("".join(out))
 
 
+@dataclass(frozen=True)
+class Keys:
+    """Makes a scatter one keyboard widget (one tab stop) instead of a link per dot: static/dynamics.js
+    moves a highlight with the arrow keys, writes the dot's title into the element with id `live`,
+    and opens the dot's href on Enter or click. `label` names the widget and says how to use it."""
+
+    live: str
+    label: str
+
+
 def scatter(points: Sequence[Point], *, title: str, x_label: str, y_label: str, legend: Sequence[tuple[str, str]],
             x_range: tuple[float, float] = (0.0, 1.0), y_range: tuple[float, float] = (0.0, 1.0), width: int = 380,
-            height: int = 380, diagonal: bool = False) -> Markup:
-    """One circle per point (a link when it has an href), coloured by its class, with a <title>."""
+            height: int = 380, diagonal: bool = False, keys: Keys | None = None) -> Markup:
+    """One circle per point, coloured by its class, with a <title>. No dot is ever a link of its own
+    (thousands of tab stops, and links nested in the plot): with `keys` the plot is a single focusable
+    widget and each dot carries its href as data; without, hrefs are dropped."""
     x_axis = Axis(x_range[0], x_range[1], False)
     y_axis = Axis(y_range[0], y_range[1], False)
     pw, ph = width - MARGIN_L - MARGIN_R, height - MARGIN_T - MARGIN_B
@@ -176,22 +188,32 @@ def scatter(points: Sequence[Point], *, title: str, x_label: str, y_label: str, 
     def py(y: float) -> float:
         return MARGIN_T + (1 - y_axis.frac(y)) * ph
 
-    out = [_open(width, height, title), _frame(x_axis, y_axis, px, py, pw, ph, x_label, y_label, height)]
+    out = [_open(width, height, title, keys), _frame(x_axis, y_axis, px, py, pw, ph, x_label, y_label, height)]
     if diagonal:  # x + y = 1: a unit on this line is always saturated one way or the other
         out.append(f'<line class="diag" x1="{px(0):.1f}" y1="{py(1):.1f}" x2="{px(1):.1f}" y2="{py(0):.1f}"/>')
+    # The dots are left out of the accessibility tree: the widget announces the highlighted one itself.
+    out.append('<g class="pts" aria-hidden="true">' if keys else '<g class="pts">')
     for p in points:
-        dot = (f'<circle class="pt p-{_cls(p.cls)}" cx="{px(p.x):.1f}" cy="{py(p.y):.1f}" r="3.2">'
-               f"<title>{escape(p.title)}</title></circle>")
-        out.append(f'<a href="{escape(p.href)}">{dot}</a>' if p.href else dot)
+        href = f' data-href="{escape(p.href)}"' if keys and p.href else ""
+        out.append(f'<circle class="pt p-{_cls(p.cls)}" cx="{px(p.x):.1f}" cy="{py(p.y):.1f}" r="3.2"{href}>'
+                   f"<title>{escape(p.title)}</title></circle>")
+    out.append("</g>")
+    if keys:  # the highlight ring, placed by static/dynamics.js
+        out.append('<circle class="cursor" cx="0" cy="0" r="6.5" visibility="hidden"/>')
     out.append(_legend(legend, width, dot=True))
     out.append("</svg>")
     return Markup("".join(out))
 
 
-def _open(width: int, height: int, title: str) -> str:
+def _open(width: int, height: int, title: str, keys: Keys | None = None) -> str:
     t = escape(title)
-    return (f'<svg class="plot" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-            f'width="{width}" height="{height}" role="img" aria-label="{t}"><title>{t}</title>')
+    size = f'xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}"'
+    if keys is None:
+        return f'<svg class="plot" {size} role="img" aria-label="{t}"><title>{t}</title>'
+    # role=application: screen readers pass the arrow keys through to the widget
+    return (f'<svg class="plot keys" {size} tabindex="0" role="application" aria-roledescription="scatter plot" '
+            f'aria-label="{t}: {escape(keys.label)}" aria-describedby="{escape(keys.live)}" '
+            f'data-live="{escape(keys.live)}"><title>{t}</title>')
 
 
 def _frame(x_axis: Axis, y_axis: Axis, px, py, pw: float, ph: float, x_label: str, y_label: str, height: int,

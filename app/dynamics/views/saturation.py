@@ -28,12 +28,25 @@ class GateSummary:
 
 
 @dataclass
+class SaturationPlot:
+    """One layer's scatter: a single keyboard widget that announces the highlighted dot in `live`."""
+
+    layer: int
+    svg: Markup
+    live: str  # id of the readout the widget writes into
+    dots: int
+
+
+@dataclass
 class SaturationPage(Base):
     choices: list[ModelChoice] = field(default_factory=list)
     model: str = ""
-    plots: list[tuple[int, Markup]] = field(default_factory=list)
+    plots: list[SaturationPlot] = field(default_factory=list)
     summary: list[GateSummary] = field(default_factory=list)
     source: str = ""
+    held_out: bool = True
+    stand_in: str = ""  # what was measured when neither held-out text nor a text was there
+    warning: str = ""  # shown above the plots when the text was not held-out text
     seconds: str = ""
     low: float = SATURATION_LOW
     high: float = SATURATION_HIGH
@@ -58,13 +71,20 @@ def build_saturation(service: DynamicsService, query: Mapping[str, str], compute
         page.pending = not page.errors
         return page
     try:
-        if text is None and service.saturation_source(entry) is None:
-            text = DEFAULT_TEXT  # no held-out file and no text: measure the main page's default text
+        why = service.missing_held_out(entry)
+        if why is not None and text is None:  # no held-out text and none carried: the main page's, said loudly
+            text, page.stand_in = DEFAULT_TEXT, "the main page's default text"
         res = service.saturation(entry, None if text is None else text.replace("\r\n", "\n"))
     except (InputError, Overloaded) as e:
         page.refuse(e)
         return page
     page.source = res.source
+    page.held_out = res.held_out
+    if not res.held_out:
+        what = page.stand_in or "the current text (carried from the view you came from)"
+        page.warning = (f"Not held-out text. {res.warning}. Measured on {what} instead: {res.chars:,} characters, "
+                        f"against the {SATURATION_CHARS:,} held-out characters this view is meant for, and text the "
+                        "model may have trained on, so these fractions are rough.")
     page.seconds = "from cache" if res.cached else f"measured in {res.seconds:.1f} s"
     for layer, per in sorted(res.layers.items()):
         points = []
@@ -77,9 +97,14 @@ def build_saturation(service: DynamicsService, query: Mapping[str, str], compute
                                         href))
             page.summary.append(GateSummary(layer, g, int((left > 0.5).sum()), int((right > 0.5).sum()),
                                             int(((left + right) < 0.1).sum()), len(left)))
-        page.plots.append((layer, svg.scatter(
+        live = f"sat-readout-{layer}"
+        plot = svg.scatter(
             points, title=f"layer {layer}: each gate unit's time saturated", diagonal=True,
             x_label=f"fraction of steps left-saturated (< {SATURATION_LOW:g})",
             y_label=f"fraction right-saturated (> {SATURATION_HIGH:g})",
-            legend=[(f"g-{g}", f"{g} {GATE_NAMES[g]}") for g in per])))
+            legend=[(f"g-{g}", f"{g} {GATE_NAMES[g]}") for g in per],
+            keys=svg.Keys(live, f"layer {layer} gate units, {len(points):,} dots: arrow keys move between them "
+                                "(left and right by left saturation, up and down by right saturation), "
+                                "Enter opens the unit in the main view"))
+        page.plots.append(SaturationPlot(layer, plot, live, len(points)))
     return page

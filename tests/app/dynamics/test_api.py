@@ -12,12 +12,10 @@ import pytest
 import torch
 
 from app.dynamics.results import MAX_GENERATE, MAX_INTERVENE_CHARS
-from app.dynamics.service import DynamicsService
 from models.checkpoint import load_checkpoint
 from models.dynamics import MAX_LOOKBACK, MAX_TOPK, counterfactual, gate_saturation, gradient_flow, intervene
 from models.sample import generate
 from models.trace import run_trace
-from tests.conftest import write_tiny_model
 
 from tests.app.conftest import make_client
 
@@ -256,18 +254,6 @@ def test_saturation_on_a_given_text_matches_models_dynamics_and_is_cached(client
     assert again["cached"] is True and svc_runs() == runs
     gru = client.get("/api/v1/saturation/tiny-gru", params={"text": QUOTE_TEXT}).json()
     assert list(gru["layers"][0]["gates"]) == ["r", "z"]
-
-
-def test_saturation_reads_the_held_out_file_of_the_models_corpus(tmp_path):
-    models = tmp_path / "models"
-    write_tiny_model(models / "tiny-austen", "lstm", card={"corpus": "austen"})
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "austen.val.txt").write_text("It is a truth universally acknowledged. " * 700, encoding="utf-8")
-    with make_client(models, default_model="tiny-austen") as c:
-        c.app.state.dynamics = DynamicsService(c.app.state.service, data_dir=data)
-        out = c.get("/api/v1/saturation/tiny-austen").json()
-    assert out["chars"] == 20_000 and "data/austen.val.txt" in out["source"] and "held-out austen" in out["source"]
 
 
 @pytest.mark.parametrize("path,params,status,fragment", [

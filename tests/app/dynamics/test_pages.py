@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from app.ui.svg import Point, Series, line_plot, log_axis, scatter
+from app.ui.svg import Keys, Point, Series, line_plot, log_axis, scatter
 
 from tests.app.conftest import make_client
 
@@ -198,15 +198,25 @@ def test_toy_bad_inputs_show_inline(client, params, field, fragment):
 # ------------------------------------------------------------------ gate saturation
 
 
-def test_saturation_scatter_has_a_linked_point_per_gate_unit(client):
+def test_saturation_scatter_is_one_keyboard_widget_with_a_unit_per_dot(client):
     r = client.get("/saturation", params={"model": "tiny-lstm", "text": TEXT}, headers=HX)
     assert r.status_code == 200, r.text
-    links = re.findall(r'<a href="(/\?model=tiny-lstm&amp;layer=(\d)&amp;state=([ifo])&amp;unit=(\d+))">', r.text)
+    links = re.findall(r'<circle class="pt p-g-[ifo]"[^>]* data-href="(/\?model=tiny-lstm&amp;layer=(\d)&amp;state=([ifo])'
+                       r'&amp;unit=(\d+))">', r.text)
     assert len(links) == 2 * 3 * 16  # layers x gates x units
     assert {(layer, g) for _, layer, g, _ in links} == {(str(k), g) for k in (0, 1) for g in "ifo"}
-    assert "the current text (32 characters): its corpus has no held-out file here" in r.text
+    # one tab stop per plot, no link (or anything else focusable) inside it, and a readout it announces into
+    svgs = re.findall(r"<svg [^>]*>", r.text)
+    assert len(svgs) == 2 and all('tabindex="0"' in s and 'role="application"' in s for s in svgs)
+    assert "<a " not in "".join(re.findall(r"<svg .*?</svg>", r.text, re.S))
+    assert r.text.count('tabindex="0"') == 2
+    for layer in (0, 1):
+        assert f'aria-describedby="sat-readout-{layer}" data-live="sat-readout-{layer}"' in r.text
+        assert f'<p id="sat-readout-{layer}" class="plot-readout" role="status">' in r.text
+    assert "the current text (32 characters), not held-out text" in r.text
+    assert "its model card names corpus &#39;tiny&#39;, which rnnscope cannot rebuild" in r.text
     gru = client.get("/saturation", params={"model": "tiny-gru", "text": TEXT}, headers=HX)
-    assert len(re.findall(r'<a href="/\?model=tiny-gru', gru.text)) == 2 * 2 * 16
+    assert len(re.findall(r'data-href="/\?model=tiny-gru', gru.text)) == 2 * 2 * 16
 
 
 def test_saturation_without_text_or_held_out_file_measures_the_default_text(client):
@@ -432,9 +442,13 @@ def test_line_plot_breaks_lines_at_gaps_and_floors_zeros_on_a_log_axis():
 
 
 def test_scatter_escapes_titles_and_links():
+    keys = Keys("out-1", 'move "<b>"')
     html = str(scatter([Point(0.2, 0.5, "g-f", 'f "<b>"', '/?a=1&b="2"')], title="s", x_label="x", y_label="y",
-                       legend=[("g-f", "f")]))
-    assert 'href="/?a=1&amp;b=&#34;2&#34;"' in html and "<b>" not in html
+                       legend=[("g-f", "f")], keys=keys))
+    assert 'data-href="/?a=1&amp;b=&#34;2&#34;"' in html and "<b>" not in html
+    assert 'aria-label="s: move &#34;&lt;b&gt;&#34;"' in html and "<a " not in html
+    plain = str(scatter([Point(0.2, 0.5, "g-f", "f", "/?a=1")], title="s", x_label="x", y_label="y", legend=[]))
+    assert "href" not in plain and "tabindex" not in plain  # without Keys a dot links nowhere: never a tab stop
 
 
 def test_svg_refuses_a_class_that_is_not_a_plain_name():
