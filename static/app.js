@@ -225,13 +225,18 @@
       if (!r.ok) return;
       netError("");
       applyPaint(box, data);
-      const entry = { htmx: true };
-      if (settingsOf(url) === settingsOf(location.href)) history.replaceState(entry, "", url);
-      else {
-        history.replaceState(entry, document.title, location.href); // so htmx restores this entry on back too
-        history.pushState(entry, "", url);
-      }
-      document.dispatchEvent(new CustomEvent("rnnscope:painted", { detail: { painted: data.painted } }));
+      // The URL (it holds the text: a 20,000-character text makes it ~60 KB) and the panel's marks wait
+      // for the frame that shows the colours.
+      requestAnimationFrame(() => setTimeout(() => {
+        if (painting && painting !== ctl) return; // a newer step is on its way: it will set the URL
+        const entry = { htmx: true };
+        if (settingsOf(url) === settingsOf(location.href)) history.replaceState(entry, "", url);
+        else {
+          history.replaceState(entry, document.title, location.href); // so htmx restores this entry on back too
+          history.pushState(entry, "", url);
+        }
+        document.dispatchEvent(new CustomEvent("rnnscope:painted", { detail: { painted: data.painted } }));
+      }, 0));
     })).catch((err) => {
       if (err.name !== "AbortError" && painting === ctl) netError("cannot reach the server; the view was kept");
     }).finally(() => {

@@ -86,3 +86,9 @@ def page(browser, server, page_options):
 def query(pg) -> dict[str, str]:
     """The page URL's query parameters (blank ones too)."""
     return {k: v[0] for k, v in parse_qs(urlsplit(pg.url).query, keep_blank_values=True).items()}
+
+
+def wait_for_query(pg, **params: str) -> None:
+    """Wait until the page URL carries these parameters: a repaint updates the URL the frame after the colours."""
+    pg.wait_for_function("p => Object.entries(p).every(([k, v]) => new URLSearchParams(location.search).get(k) === v)",
+                         arg=params)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import ARTIFACTS, query
+from tests.e2e.conftest import ARTIFACTS, query, wait_for_query
 
 pytestmark = pytest.mark.e2e
 
@@ -55,6 +55,7 @@ def test_type_pick_a_neuron_hover_and_reload(page):
     assert unit5 != unit6 and len(set(unit6)) > 5
     assert "re-coloured from cache" in pg.text_content(".stats")
     assert pg.evaluate("window.__marker") == marker == 1
+    wait_for_query(pg, unit="6")
     assert query(pg) == {"model": "tiny-lstm", "layer": "0", "state": "h", "unit": "6", "mode": "neuron", "text": TEXT}
 
     # hover: value, surprisal, five guesses with probabilities
@@ -128,7 +129,8 @@ def test_bad_input_shows_inline_and_keeps_the_view(page):
     assert not pg.locator("#err-unit").is_visible() and not pg.locator("#err-text").is_visible()
     pg.fill("#unit-slider", "4")  # the slider drives the same setting
     wait_for_heading(pg, "unit 4")
-    assert pg.input_value("#unit") == "4" and query(pg)["unit"] == "4"
+    wait_for_query(pg, unit="4")
+    assert pg.input_value("#unit") == "4"
 
 
 def test_model_switch_surprisal_mode_and_escaping(page):

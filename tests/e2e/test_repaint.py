@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.e2e.conftest import query
+from tests.e2e.conftest import query, wait_for_query
 
 pytestmark = pytest.mark.e2e
 
@@ -68,7 +68,8 @@ def test_j_repaints_the_same_spans_with_the_colours_a_fresh_page_renders(page):
     assert classes(pg, "q") == rendered_classes(pg, pg.url, "q")
     assert pg.text_content("#view h2").strip() == "layer 0 · h · unit 6"
     assert pg.title().startswith("tiny-lstm · layer 0 · h · unit 6")
-    assert query(pg)["unit"] == "6" and pg.input_value("#unit") == "6"
+    wait_for_query(pg, unit="6")
+    assert pg.input_value("#unit") == "6"
 
     # a state whose scale comes from the text (c): the repaint uses that scale too
     pg.select_option("#state", "c")
@@ -88,7 +89,7 @@ def test_compare_unit_repaints_the_underline_and_the_downloads_carry_it(page):
     pg.wait_for_selector(".legend2")
     assert classes(pg, "bar") == rendered_classes(pg, pg.url, "bar")
     assert any(classes(pg, "bar"))
-    assert query(pg)["unit2"] == "2"
+    wait_for_query(pg, unit2="2", layer2="0")
     for fmt in ("html", "csv", "json"):
         href = pg.get_attribute(f'.share-exports a[href^="/export.{fmt}"]', "href")
         assert "unit2=2" in href and "layer2=0" in href, href
@@ -130,6 +131,7 @@ def test_back_and_forward_walk_the_repainted_units(page):
         pg.fill("#unit", unit)
         pg.press("#unit", "Enter")
         painted(pg, f"0:h:{unit}")
+        wait_for_query(pg, unit=unit)  # the entry exists before going back
     pg.go_back()
     painted(pg, "0:h:6")
     assert pg.input_value("#unit") == "6" and query(pg)["unit"] == "6"
