@@ -39,19 +39,44 @@
       const on = tr.dataset.layer === l && tr.dataset.state === s && tr.dataset.unit === u;
       tr.classList.toggle("current", on);
       if (on) tr.setAttribute("aria-current", "true"); else tr.removeAttribute("aria-current");
+      const alts = tr.closest("tbody.alt-states");
+      if (on && alts && alts.hidden) expand(alts, true); // the unit on screen is one of a row's other states: show it
     });
+  }
+
+  // ---- a unit's other states: one row per unit, the rest behind its ▸ button (aria-expanded) ----
+  function expand(alts, open) {
+    alts.hidden = !open;
+    const button = document.querySelector('#probe-results button.more-states[aria-controls="' + alts.id + '"]');
+    if (button) button.setAttribute("aria-expanded", open ? "true" : "false");
   }
 
   document.addEventListener("click", function (e) {
     if (!e.target.closest) return;
     if (e.target.id === "span-clear") { setSpan(null); return; }
+    const more = e.target.closest("#probe-results button.more-states");
+    if (more) {
+      const alts = $(more.getAttribute("aria-controls"));
+      if (alts) expand(alts, more.getAttribute("aria-expanded") !== "true");
+      return; // opening the list picks nothing
+    }
     const row = e.target.closest("#probe-results tr.pick-row, #view .known-unit");
     if (row && !e.target.closest("a")) pick(row);
   });
 
   // ---- panel controls --------------------------------------------------------------------
+  // What the threshold means on a unit's colour scale, in words (app.probe.views.threshold_meaning says the same).
+  function thresholdMeaning(t) {
+    if (t > 0) return Math.round(t * 100) + "% of the way from white to orange";
+    if (t < 0) return Math.round(-t * 100) + "% of the way from white to purple";
+    return "white: any positive value";
+  }
   document.addEventListener("input", function (e) {
-    if (e.target.id === "threshold" && $("threshold-out")) $("threshold-out").textContent = Number(e.target.value).toFixed(2);
+    if (e.target.id === "threshold") {
+      const t = Number(e.target.value);
+      if ($("threshold-out")) $("threshold-out").textContent = t.toFixed(2);
+      if ($("threshold-meaning")) $("threshold-meaning").textContent = thresholdMeaning(t);
+    }
     if (e.target.id === "text" && span) setSpan(null); // positions no longer mean the same characters
   });
   document.addEventListener("change", function (e) {

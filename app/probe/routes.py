@@ -3,6 +3,8 @@ neuron page. Thin: validate, call app.probe.service, shape or render."""
 
 from __future__ import annotations
 
+import math
+
 from fastapi import APIRouter, Path
 from fastapi.responses import HTMLResponse
 
@@ -42,8 +44,10 @@ def probe(body: ProbeRequest, probes: ProbesDep) -> list[UnitRank]:
 
 @api.post("/span", response_model=list[UnitRank], responses=ERRORS, summary="Rank units by a selected span")
 def span(body: SpanRequest, probes: ProbesDep) -> list[UnitRank]:
-    """Units that are on (above `threshold`) inside text[start:end] and off elsewhere (sign +1),
-    or off inside and on elsewhere (sign -1), best first, as LSTMVis's selection does."""
+    """Units that are on (above `threshold` on their own colour scale) inside text[start:end] and off
+    elsewhere (sign +1), or off inside and on elsewhere (sign -1), best first, as LSTMVis's selection
+    does. A span of 4 or more characters counts its first and last on neither side: a unit switches
+    as it reads a boundary character (a closing quote)."""
     entry = probes.traces.model(body.model)
     return _ranks(probes.rank_span(entry, body.text, body.start, body.end, body.threshold, body.top))
 
@@ -60,8 +64,13 @@ def neuron(model: str, state: str, probes: ProbesDep, layer: int = Path(ge=0),
 
 
 def _ranks(ranking: Ranking) -> list[UnitRank]:
-    return [UnitRank(layer=u.layer, state=u.state, unit=u.unit, score=u.score, sign=u.sign, metric=u.metric)
-            for u in ranking.units]
+    return [UnitRank(layer=u.layer, state=u.state, unit=u.unit, score=u.score, sign=u.sign, metric=u.metric,
+                     roughness=_finite(u.roughness)) for u in ranking.units]
+
+
+def _finite(x: float | None) -> float | None:
+    """JSON has no inf: a unit that never varies has no roughness to report."""
+    return round(x, 6) if x is not None and math.isfinite(x) else None
 
 
 def _neuron_json(r: NeuronReport) -> NeuronResponse:

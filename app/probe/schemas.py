@@ -35,7 +35,11 @@ class SpanRequest(BaseModel):
     end: int = Field(ge=1, description="one past the last character of the span: greater than start",
                      examples=[7])
     threshold: float = Field(0.3, allow_inf_nan=False,
-                             description="a unit is 'on' at a character when its value is above this")
+                             description="a unit is 'on' at a character when its colour is above this on its own "
+                                         "colour scale, -1 (purple) .. 0 (white) .. +1 (orange): the value itself for h "
+                                         "and the tanh states, the gate's value for gates (0..1), and for c and kept the "
+                                         "value over the end of the unit's scale on this text (the 95th percentile of "
+                                         "|value|, rounded up), as the page colours it")
     top: int = Field(20, ge=1, le=200, description="how many units to return, best first")
 
     @model_validator(mode="after")
@@ -55,9 +59,13 @@ class UnitRank(BaseModel):
     state: str
     unit: int
     score: float = Field(description="auc: max(AUC, 1-AUC) in [0.5, 1]; pearson: |r| in [0, 1]; span: |fraction on "
-                                     "inside - fraction on outside| in [0, 1]")
+                                     "inside - fraction on outside| in [0, 1] (a span of 4 or more characters leaves "
+                                     "its first and last out)")
     sign: Literal[1, -1] = Field(description="+1: higher inside / rises with the probe / on inside the span; -1: the reverse")
     metric: Literal["auc", "pearson", "span"]
+    roughness: float | None = Field(None, description="how much the unit's colour flickers on this text: mean step "
+                                    "between neighbouring characters over its spread (5th to 95th percentile); lower "
+                                    "reads cleaner, and breaks exact ties of score; null for a unit that never varies")
 
 
 class Context(BaseModel):

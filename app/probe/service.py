@@ -18,6 +18,7 @@ import logging
 import math
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +30,13 @@ from models import probes
 from models.atlas import ATLAS_FILE, load_atlas, neuron_view
 from models.checkpoint import WEIGHTS
 from models.errors import RnnscopeError
-from models.probes import PROBES, UnitScore
+from models.probes import PROBES, Ranked, UnitGroup, UnitScore
 from models.trace import run_trace
 
 from app.core.errors import InputError
 from app.core.registry import ModelEntry
 from app.trace.service import TraceService
+from app.ui.scale import SPREAD_PERCENTILE, STATE_INFO, neuron_scale
 
 log = logging.getLogger("rnnscope.probes")
 
@@ -56,7 +58,8 @@ NOUNS = {
 
 @dataclass(frozen=True)
 class Ranking:
-    units: list[UnitScore]  # best first
+    units: list[UnitScore]  # best first (the JSON API's list)
+    groups: list[UnitGroup]  # the same ranking one unit (layer, unit) a row, for the page's panel
     scored: int  # units scored (every unit of every state of every layer)
     chars: int
     marked: int | None  # binary probe: characters labelled true; span: characters inside it
@@ -109,66 +112,68 @@ class ProbeService:
         label_seconds = time.perf_counter() - t0
         marked = int(values.sum()) if kind == probes.BINARY else None
         return self._rank(entry, text, top, marked, label_seconds,
-                          lambda blocks: probes.rank_units(blocks, values, kind, top,
-                                                                 workers=torch.get_num_threads()))
+                          lambda blocks: probes.ranked(blocks, *probes.unit_scores(
+                              blocks, values, kind, workers=torch.get_num_threads()), top))
 
     def rank_span(self, entry: ModelEntry, text: str, start: int, end: int, threshold: float, top: int) -> Ranking:
         self.traces.check_text(text)
         inside = span_mask(len(text), start, end)
         if not math.isfinite(threshold):
             raise InputError("the threshold must be a finite number", field="threshold")
+        edges = probes.span_edges(start, end)
         ranking = self._rank(entry, text, top, int(inside.sum()), 0.0,
-                             lambda blocks: span_rank(blocks, inside, threshold, top))
+                             lambda blocks: span_rank(blocks, inside, threshold, top, edges))
         if not ranking.units or ranking.units[0].score <= 0:
             raise InputError(
-                f"no unit is above the threshold {threshold:g} more often inside the span than outside it, "
-                "or the reverse: move the threshold", field="threshold")
+                f"no unit is above the threshold {threshold:g} more often inside the span than outside it, or the "
+                "reverse: move the threshold (a place on each unit's colour scale, from -1 purple to +1 orange)",
+                field="threshold")
         return ranking
 
     def _rank(self, entry: ModelEntry, text: str, top: int, marked: int | None, label_seconds: float,
               score) -> Ranking:
-        found: list[UnitScore] = []
+        parts: list[Ranked] = []
         scored, cached, trace_s, rank_s = 0, True, 0.0, label_seconds
-        for units, n, hit, t_s, r_s in self._scored(entry, text, score):
-            found.extend(units)
+        for found, n, hit, t_s, r_s in self._scored(entry, text, score):
+            parts.extend(found)
             scored, cached, trace_s, rank_s = scored + n, cached and hit, trace_s + t_s, rank_s + r_s
-        found.sort(key=lambda u: -u.score)  # stable: per-layer lists merge into the one-pass order
-        return Ranking(found[:top], scored, len(text), marked, cached, trace_s, rank_s)
+        found = probes.merge_ranked(parts, top)  # per-layer rankings merge into the one-pass order
+        return Ranking(found.units, found.groups, scored, len(text), marked, cached, trace_s, rank_s)
 
-    def _scored(self, entry: ModelEntry, text: str, score) -> Iterator[tuple[list[UnitScore], int, bool, float, float]]:
-        """(best units, units scored, cache hit, trace s, scoring s) per group of (layer, state)
+    def _scored(self, entry: ModelEntry, text: str, score) -> Iterator[tuple[list[Ranked], int, bool, float, float]]:
+        """(rankings, units scored, cache hit, trace s, scoring s) per group of (layer, state)
         blocks (float16; for a cached lazy trace, trace s includes working them out). A text too
         long to cache whole is traced and scored one layer at a time, both in the same model-slot
         run: one wait in the queue per layer."""
 
-        def score_blocks(blocks: dict) -> tuple[list[UnitScore], int, float]:
+        def score_blocks(blocks: dict) -> tuple[Ranked, int, float]:
             t0 = time.perf_counter()
             try:
-                units = score(blocks)
+                found = score(blocks)
             except RnnscopeError as e:
                 raise InputError(str(e), field="probe") from None
-            return units, sum(b.shape[1] for b in blocks.values()), time.perf_counter() - t0
+            return found, sum(b.shape[1] for b in blocks.values()), time.perf_counter() - t0
 
         if self.traces.fits_whole(entry, len(text)):
             result = self.traces.view_trace(entry, text, 0, entry.states[0])  # the page's cached whole trace
 
-            def derive_and_score() -> tuple[list[UnitScore], int, float, float]:
+            def derive_and_score() -> tuple[list[Ranked], int, float, float]:
                 # A whole trace keeps only h: every layer's other states are worked out here, one
                 # layer at a time, on the scoring slot (a busy server answers 503, not a pile-up).
-                found, n_units, derive_s, score_s = [], 0, 0.0, 0.0
+                parts, n_units, derive_s, score_s = [], 0, 0.0, 0.0
                 for k, per in result.trace.states.items():
                     t0 = time.perf_counter()
                     blocks = {(k, s): a for s, a in per.arrays().items()}
                     derive_s += time.perf_counter() - t0
-                    units, n, seconds = score_blocks(blocks)
-                    found, n_units, score_s = found + units, n_units + n, score_s + seconds
-                return found, n_units, derive_s, score_s
+                    part, n, seconds = score_blocks(blocks)
+                    parts, n_units, score_s = parts + [part], n_units + n, score_s + seconds
+                return parts, n_units, derive_s, score_s
 
-            units, n, derive_s, seconds = self.traces.scoring.run(None, derive_and_score)
-            yield units, n, result.cached, result.seconds + derive_s, seconds
+            parts, n, derive_s, seconds = self.traces.scoring.run(None, derive_and_score)
+            yield parts, n, result.cached, result.seconds + derive_s, seconds
             return
         for layer in range(entry.layers):
-            def trace_and_score(layer=layer) -> tuple[list[UnitScore], int, float, float]:
+            def trace_and_score(layer=layer) -> tuple[Ranked, int, float, float]:
                 t0 = time.perf_counter()
                 try:
                     tr = run_trace(entry.checkpoint.model, entry.checkpoint.vocab, text, layers=[layer], topk=0,
@@ -177,11 +182,11 @@ class ProbeService:
                     raise InputError(str(e)) from None
                 self.traces.traces_run += 1
                 trace_seconds = time.perf_counter() - t0
-                units, n, seconds = score_blocks({(layer, s): a for s, a in tr.states[layer].items()})
-                return units, n, trace_seconds, seconds
+                part, n, seconds = score_blocks({(layer, s): a for s, a in tr.states[layer].items()})
+                return part, n, trace_seconds, seconds
 
-            units, n, t_s, r_s = self.traces.slots.run(None, trace_and_score)
-            yield units, n, False, t_s, r_s
+            part, n, t_s, r_s = self.traces.slots.run(None, trace_and_score)
+            yield [part], n, False, t_s, r_s
 
     # ---- atlases and neuron pages --------------------------------------------------------
     def atlas(self, entry: ModelEntry) -> AtlasState:
@@ -266,14 +271,39 @@ def span_mask(length: int, start: int, end: int) -> np.ndarray:
     return inside
 
 
-def span_rank(blocks: dict, inside: np.ndarray, threshold: float, top: int) -> list[UnitScore]:
-    """Units on (above threshold) inside the span and off outside (+), or the reverse (-).
+def span_rank(blocks: dict, inside: np.ndarray, threshold: float, top: int, edges: list[int] | None = None) -> Ranked:
+    """Units on inside the span and off outside (+), or the reverse (-).
 
-    models.probes.span_scores gives both directions; the reverse is the negation of the first,
-    so one signed score ranks both, best |score| first (models.probes.top_units, as every ranking).
+    "On" means above `threshold` on the unit's own colour scale (screen_ends), so one threshold
+    suits h (tanh), the gates and an unbounded c alike. The span's edge characters (`edges`,
+    models.probes.span_edges) count on neither side. models.probes.span_scores gives both
+    directions; the reverse is the negation of the first, so one signed score ranks both, best
+    |score| first (models.probes.ranked, as every ranking).
     """
-    diff = np.concatenate([probes.span_scores(blocks[k], inside, threshold)[0] for k in blocks])  # (N,)
-    return probes.top_units(blocks, np.abs(diff), np.where(diff >= 0, 1, -1), SPAN_METRIC, top)
+    diff = np.concatenate([probes.span_scores(x, inside, threshold * screen_ends(state, x), edges)[0]
+                           for (_, state), x in blocks.items()])  # (N,)
+    return probes.ranked(blocks, np.abs(diff), np.where(diff >= 0, 1, -1), SPAN_METRIC, top)
+
+
+def screen_ends(state: str, x: np.ndarray) -> float | np.ndarray:
+    """Each column's colour-scale end on this text, as the main view colours that unit
+    (app.ui.scale.neuron_scale): 1 for the bounded states, one per unit for c and kept.
+
+    neuron_scale of an unbounded unit depends only on the 95th percentile of its |values|, so that
+    percentile is taken for every column at once and each is then put through neuron_scale.
+    """
+    if STATE_INFO.get(state, ("", "free"))[1] != "free":
+        return float(neuron_scale(state, np.zeros(0, dtype=np.float32)).hi)
+    a = np.abs(np.asarray(x, dtype=np.float32))
+    if np.isfinite(a).all():
+        p = np.percentile(a, SPREAD_PERCENTILE, axis=0)
+    else:  # neuron_scale leaves out what is not finite
+        a[~np.isfinite(a)] = np.nan
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: no scale of its own (1)
+            p = np.nanpercentile(a, SPREAD_PERCENTILE, axis=0)
+    return np.array([neuron_scale(state, np.array([v] if np.isfinite(v) else [], dtype=np.float32)).hi
+                     for v in p.tolist()], dtype=np.float64)
 
 
 def pushes_from_weights(entry: ModelEntry, unit: int, k: int = PUSHES_K) -> tuple[list, list]:

@@ -3,12 +3,13 @@ templates (no maths there), including the histogram's SVG geometry."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 import numpy as np
 
-from models.probes import BINARY, PROBES
+from models.probes import BINARY, PROBES, TIE, UnitScore, span_edges
 
 from app.core.selection import UnitRef
 from app.probe.schemas import DEFAULT_PROBE, MAX_PATTERN_CHARS
@@ -45,10 +46,14 @@ class FindUnitsPanel:
     max_pattern: int = MAX_PATTERN_CHARS
     rank_on_load: bool = False  # the view names a probe: show its ranking as the page opens
 
+    @property
+    def threshold_meaning(self) -> str:
+        return threshold_meaning(self.threshold)
+
 
 @dataclass
 class RankRow:
-    rank: int
+    rank: int | None  # None: another state of the unit above it
     layer: int
     state: str
     unit: int
@@ -58,6 +63,9 @@ class RankRow:
     sign_title: str
     neuron_url: str
     current: bool
+    roughness: str = ""  # for the row's title: why this state is shown first
+    alts: list[RankRow] = field(default_factory=list)  # the unit's other states, behind the row's expand button
+    expanded: bool = False  # the current unit is one of them: show them from the start
 
 
 @dataclass
@@ -67,6 +75,7 @@ class RankingView:
     error: str = ""
     error_field: str = ""
     hint: str = ""
+    tie: str = f"{TIE:g}"  # scores this close count as a tie (the hint under the table says so)
 
 
 def find_units_panel(probe: str | None = None, pattern: str | None = None) -> FindUnitsPanel:
@@ -84,14 +93,24 @@ def find_units_panel(probe: str | None = None, pattern: str | None = None) -> Fi
 
 
 def ranking_view(model: str, ranking: Ranking, what: str, current: tuple[int, str, int] | None) -> RankingView:
-    rows = []
-    for k, u in enumerate(ranking.units, 1):
+    """One row per unit (layer, unit): the state models.probes.order_states puts first (the
+    cleanest of those within TIE of the unit's best score), its other states behind the row."""
+
+    def row(u: UnitScore, rank: int | None) -> RankRow:
         plus, minus = SIGNS[u.metric]
-        rows.append(RankRow(
-            rank=k, layer=u.layer, state=u.state, unit=u.unit, metric=METRIC_LABELS[u.metric], score=f"{u.score:.3f}",
-            sign="+" if u.sign > 0 else "−", sign_title=plus if u.sign > 0 else minus,
+        return RankRow(
+            rank=rank, layer=u.layer, state=u.state, unit=u.unit, metric=METRIC_LABELS[u.metric],
+            score=f"{u.score:.3f}", sign="+" if u.sign > 0 else "−", sign_title=plus if u.sign > 0 else minus,
             neuron_url=neuron_url(model, u.layer, u.state, u.unit),
-            current=current == (u.layer, u.state, u.unit)))
+            current=current == (u.layer, u.state, u.unit),
+            roughness="" if u.roughness is None or not math.isfinite(u.roughness) else f"{u.roughness:.3f}")
+
+    rows = []
+    for k, g in enumerate(ranking.groups, 1):
+        first = row(g.states[0], k)
+        first.alts = [row(u, None) for u in g.states[1:]]
+        first.expanded = any(a.current for a in first.alts)
+        rows.append(first)
     parts = [what, f"{ranking.scored:,} units scored in {ranking.rank_seconds * 1000:.0f} ms"]
     parts.append("trace from cache" if ranking.cached else f"traced in {ranking.trace_seconds * 1000:.0f} ms")
     return RankingView(rows=rows, summary=" · ".join(parts))
@@ -106,7 +125,19 @@ def probe_summary(probe: str, ranking: Ranking, pattern: str | None) -> str:
 
 
 def span_summary(text: str, start: int, end: int, threshold: float) -> str:
-    return f"span {start}–{end} ({end - start:,} characters: “{excerpt(text[start:end])}”), on above {threshold:g}"
+    edges = " (its first and last count neither way)" if span_edges(start, end) else ""
+    return (f"span {start}–{end} ({end - start:,} characters{edges}: “{excerpt(text[start:end])}”), "
+            f"on above {threshold:g} of each unit's colour scale")
+
+
+def threshold_meaning(threshold: float) -> str:
+    """What the slider's number means, in words beside it (static/probe.js says the same as it moves)."""
+    share = math.floor(abs(threshold) * 100 + 0.5)  # JS's Math.round, so the page and the script agree
+    if threshold > 0:
+        return f"{share}% of the way from white to orange"
+    if threshold < 0:
+        return f"{share}% of the way from white to purple"
+    return "white: any positive value"
 
 
 def excerpt(s: str, limit: int = 40) -> str:

@@ -22,7 +22,8 @@ def _blocks(models_dir, name: str, text: str) -> dict:
 
 
 def _as_dicts(units) -> list[dict]:
-    return [{"layer": u.layer, "state": u.state, "unit": u.unit, "score": u.score, "sign": u.sign, "metric": u.metric}
+    return [{"layer": u.layer, "state": u.state, "unit": u.unit, "score": u.score, "sign": u.sign, "metric": u.metric,
+             "roughness": round(u.roughness, 6) if u.roughness is not None and np.isfinite(u.roughness) else None}
             for u in units]
 
 
@@ -94,10 +95,16 @@ def test_span_ranking_matches_span_scores(client, tiny_models_dir):
                                           "threshold": threshold, "top": 10})
     assert r.status_code == 200, r.text
     got = r.json()
-    blocks = _blocks(tiny_models_dir, "tiny-gru", TEXT)
+    blocks = _blocks(tiny_models_dir, "tiny-gru", TEXT)  # a GRU's states are all bounded: the scale's end is 1
     inside = np.zeros(len(TEXT), dtype=bool)
-    inside[start:end] = True
-    diffs = {(k, u): float(d) for k, b in blocks.items() for u, d in enumerate(probes.span_scores(b, inside, threshold)[0])}
+    inside[start + 1:end - 1] = True  # the span's first and last characters count on neither side
+    edges = np.zeros(len(TEXT), dtype=bool)
+    edges[[start, end - 1]] = True
+    diffs = {}
+    for k, b in blocks.items():
+        on = b.astype(np.float64) > threshold
+        for u, d in enumerate(on[inside].mean(axis=0) - on[~inside & ~edges].mean(axis=0)):
+            diffs[(k, u)] = float(d)
     best = max(abs(d) for d in diffs.values())
     assert got[0]["score"] == pytest.approx(best, abs=1e-6)
     for row in got:
@@ -173,5 +180,6 @@ def test_openapi_describes_the_probe_routes(client):
     assert {"/api/v1/probe", "/api/v1/span", "/api/v1/neurons/{model}/{layer}/{state}/{unit}"} <= set(spec["paths"])
     schemas = spec["components"]["schemas"]
     assert {"ProbeRequest", "SpanRequest", "UnitRank", "NeuronResponse"} <= set(schemas)
-    assert set(schemas["UnitRank"]["properties"]) == {"layer", "state", "unit", "score", "sign", "metric"}
+    assert set(schemas["UnitRank"]["properties"]) == {"layer", "state", "unit", "score", "sign", "metric", "roughness"}
+    assert "colour scale" in schemas["SpanRequest"]["properties"]["threshold"]["description"]
     assert "/ui/find-units" not in spec["paths"] and not any(p.startswith("/neuron/") for p in spec["paths"])

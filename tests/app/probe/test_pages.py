@@ -17,14 +17,43 @@ from tests.conftest import char_spans
 
 HX = {"HX-Request": "true"}
 TEXT = 'She said, "I shall go." He said nothing.\nThen: "Why?"'
-ROW = re.compile(r'<tr class="pick-row( current)?" data-layer="(\d+)" data-state="(\w+)" data-unit="(\d+)">')
+ROW = re.compile(r'<tr class="pick-row( current)?( alt)?" data-layer="(\d+)" data-state="(\w+)" data-unit="(\d+)"')
+TIE = 0.005
 def cells(html: str) -> list[tuple[str, float, float | None, str]]:
     """(classes, colour position, compare bar position, character) of every character span of the view."""
     return [(c.cls, c.v, c.w, c.ch) for c in char_spans(html)]
 
 
 def rows(html: str) -> list[tuple[int, str, int, bool]]:
-    return [(int(layer), state, int(unit), bool(cur)) for cur, layer, state, unit in ROW.findall(html)]
+    """The panel's unit rows (one per unit), as (layer, state, unit, current)."""
+    return [(int(layer), state, int(unit), bool(cur)) for cur, alt, layer, state, unit in ROW.findall(html) if not alt]
+
+
+def groups(html: str) -> list[list[tuple[int, str, int, bool]]]:
+    """Each unit row followed by its other states' rows (behind its expand button)."""
+    out: list[list[tuple[int, str, int, bool]]] = []
+    for cur, alt, layer, state, unit in ROW.findall(html):
+        if not alt:
+            out.append([])
+        out[-1].append((int(layer), state, int(unit), bool(cur)))
+    return out
+
+
+def expected_groups(api: list[dict], n: int) -> list[tuple[int, int, str]]:
+    """(layer, unit, state shown) of the first n units of a flat API ranking: units in the order they first
+    appear; shown, the least rough of the unit's states within TIE of its best score."""
+    order: list[tuple[int, int]] = []
+    for a in api:
+        if (a["layer"], a["unit"]) not in order:
+            order.append((a["layer"], a["unit"]))
+    out = []
+    for layer, unit in order[:n]:
+        mine = [a for a in api if (a["layer"], a["unit"]) == (layer, unit)]
+        best = max(a["score"] for a in mine)
+        near = [a for a in mine if a["score"] >= best - TIE - 1e-9]
+        shown = min(near, key=lambda a: (a["roughness"] if a["roughness"] is not None else float("inf")))
+        out.append((layer, unit, shown["state"]))
+    return out
 
 
 def test_main_page_has_the_panel_with_every_probe(client):
@@ -45,9 +74,17 @@ def test_panel_ranks_the_same_units_as_the_api_and_marks_the_current_one(client)
                                              "layer": str(first["layer"]), "state": first["state"],
                                              "unit": str(first["unit"])}, headers=HX)
     assert r.status_code == 200
+    everything = client.post("/api/v1/probe", json={"model": "tiny-lstm", "text": TEXT, "probe": "quotes",
+                                                    "top": 200}).json()
     got = rows(r.text)
-    assert [(a["layer"], a["state"], a["unit"]) for a in api] == [(la, s, u) for la, s, u, _ in got]
-    assert [cur for *_, cur in got] == [True] + [False] * (len(got) - 1)
+    assert len(got) == 20  # twenty units, each one row
+    assert [(la, u, s) for la, s, u, _ in got] == expected_groups(everything, 20)
+    # behind each row, the unit's other states: every state of an LSTM layer once
+    for g in groups(r.text):
+        assert {u for _, _, u, _ in g} == {g[0][2]} and len({la for la, *_ in g}) == 1
+        assert sorted(s for _, s, _, _ in g) == sorted(["h", "c", "i", "f", "g", "o", "kept", "written"])
+    current = [(la, s, u) for g in groups(r.text) for la, s, u, cur in g if cur]
+    assert current == [(first["layer"], first["state"], first["unit"])]  # marked once, wherever it is
     assert f'href="/neuron/tiny-lstm/{first["layer"]}/{first["state"]}/{first["unit"]}"' in r.text
     assert f"{first['score']:.3f}" in r.text and "AUC" in r.text
     # the API call above traced the text; the panel scored the cached trace
@@ -61,8 +98,12 @@ def test_panel_span_source_ranks_the_selection(client):
     assert r.status_code == 200, r.text
     api = client.post("/api/v1/span", json={"model": "tiny-gru", "text": TEXT, "start": 10, "end": 22,
                                             "threshold": 0.1, "top": 20}).json()
-    assert [(la, s, u) for la, s, u, _ in rows(r.text)] == [(a["layer"], a["state"], a["unit"]) for a in api]
-    assert "span 10–22 (12 characters: “&#34;I shall go.”), on above 0.1" in r.text
+    everything = client.post("/api/v1/span", json={"model": "tiny-gru", "text": TEXT, "start": 10, "end": 22,
+                                                   "threshold": 0.1, "top": 200}).json()
+    assert [(la, u, s) for la, s, u, _ in rows(r.text)] == expected_groups(everything, 20)
+    assert expected_groups(api, 3) == expected_groups(everything, 3)  # the API's own top agrees
+    assert ("span 10–22 (12 characters (its first and last count neither way): “&#34;I shall go.”), "
+            "on above 0.1 of each unit&#39;s colour scale") in r.text
     assert "Δ on" in r.text
 
 
