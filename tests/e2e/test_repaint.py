@@ -6,6 +6,7 @@ up to date, bad input shown in place; the swap path (a new text, or repaint swit
 from __future__ import annotations
 
 import re
+from urllib.parse import urlencode
 
 import pytest
 
@@ -160,3 +161,19 @@ def test_a_new_text_swaps_and_the_swap_path_keeps_focus(page):
     assert pg.evaluate("window.__first !== document.querySelector('#chars > .ch')")  # swapped, not repainted
     pg.wait_for_function("() => document.activeElement && document.activeElement.classList.contains('ch')")
     assert focused_index(pg) == 4 and pg.is_visible("#tip")
+
+
+def test_a_long_text_is_recoloured_where_it_is_seen_first_and_then_everywhere(page):
+    pg = page
+    text = (TEXT + "\n") * 90  # about 7,500 characters: more than two slices of static/app.js's SLICE
+    pg.goto(pg.base + "/?" + urlencode({"model": "tiny-lstm", "layer": 0, "state": "h", "unit": 5, "mode": "neuron",
+                                        "text": text}))
+    painted(pg, "0:h:5")
+    pg.click("#view h2")
+    pg.keyboard.press("j")
+    painted(pg, "0:h:6")
+    wait_for_query(pg, unit="6")
+    expected = rendered_classes(pg, pg.url, "q")
+    assert len(expected) == len(text)
+    pg.wait_for_function("exp => Array.from(document.querySelectorAll('#chars > .ch')).every((e, i) => e.classList.contains(exp[i]))",
+                         arg=expected)
