@@ -4,12 +4,14 @@ no model runs), shared by the service, its schemas, its pages and its routes."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 from models.dynamics import Counterfactual, GradientFlow, Intervention, ScalarRun
 
 from app.core.registry import ModelEntry
+from app.dynamics.watch import WatchSplit, split_watch
 
 SATURATION_CHARS = 20_000
 SATURATION_LOW, SATURATION_HIGH = 0.1, 0.9
@@ -102,6 +104,13 @@ class InterventionResult:
     @property
     def mean_after(self) -> float | None:
         return _nanmean(self.result.surprisal_after)
+
+    @cached_property
+    def watch_split(self) -> WatchSplit | None:
+        """Where the watched character comes next, split (closing vs opening quotes, ...); None without one."""
+        if self.watch is None:
+            return None
+        return split_watch(self.text, self.watch, self.result.prob_before, self.result.prob_after)
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from app.dynamics.schemas import (
     ToyResponse,
 )
 from app.dynamics.service import DynamicsService
+from app.dynamics.watch import WatchGroup, WatchSplit
 from app.dynamics.views.form import Base, SHARED
 from app.dynamics.views.generate import build_generate
 from app.dynamics.views.gradients import build_gradients
@@ -194,7 +195,23 @@ def intervene(body: InterveneRequest, dynamics: DynamicsDep) -> JSONResponse:
         "topk_before": predictions(chars, iv.topk_ids_before, iv.topk_probs_before, 6),
         "topk_after": predictions(chars, iv.topk_ids_after, iv.topk_probs_after, 6),
         "top_changes": _changes(chars, iv.change_ids, iv.change_before, iv.change_after),
+        "watch_summary": _watch_summary(res.watch_split),
     })
+
+
+def _watch_summary(split: WatchSplit | None) -> dict | None:
+    if split is None:
+        return None
+
+    def group(g: WatchGroup) -> dict:
+        return {"group": g.key, "label": g.label, "places": g.count,
+                "mean_p_before": _rounded_or_none(g.mean_before), "mean_p_after": _rounded_or_none(g.mean_after)}
+
+    return {"split": split.rule, "all": group(split.all), "groups": [group(g) for g in split.groups]}
+
+
+def _rounded_or_none(x: float | None) -> float | None:
+    return None if x is None or not math.isfinite(x) else round(x, 6)
 
 
 def _round(a: np.ndarray | None) -> list:

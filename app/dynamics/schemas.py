@@ -116,6 +116,21 @@ class ProbabilityChange(BaseModel):
     change: float = Field(description="after - before")
 
 
+class WatchGroupSummary(BaseModel):
+    group: str = Field(description="closing / opening (watch is a double quote), inside / outside (any other "
+                                   "character: inside or outside double quotes), or all")
+    label: str
+    places: int = Field(description="positions t where the watched character really comes next (text[t+1])")
+    mean_p_before: float | None = Field(description="mean p(watch next) over those places, unit free; null for none")
+    mean_p_after: float | None = Field(description="the same with the unit clamped")
+
+
+class WatchSummary(BaseModel):
+    split: str = Field(description="how the places were split (the quotes probe, models/probes.py)")
+    all: WatchGroupSummary
+    groups: list[WatchGroupSummary] = Field(description="the split: every place is in exactly one group")
+
+
 class InterveneResponse(BaseModel):
     model: str
     length: int
@@ -141,6 +156,10 @@ class InterveneResponse(BaseModel):
     topk_after: list[list[Prediction]] | None = Field(
         description="per position t, the topk likeliest next characters with the unit clamped from start on, "
                     "likeliest first; equal to topk_before before start; null when topk is 0")
+    watch_summary: WatchSummary | None = Field(
+        None, description="where the watched character really comes next, its mean probability before and after, "
+                          "split by what the model has to know there (a closing vs an opening quote); null without "
+                          "watch")
     top_changes: list[list[ProbabilityChange]] | None = Field(
         description="per position t, the topk characters whose next-character probability the clamp moved most, "
                     "largest |after - before| first (every change is 0 before start); null when topk is 0")

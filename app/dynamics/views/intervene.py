@@ -14,6 +14,7 @@ from app.core.errors import InputError
 from app.core.slots import Overloaded
 from app.dynamics.results import DEFAULT_INTERVENE_TOPK, MAX_INTERVENE_CHARS, InterventionResult
 from app.dynamics.service import DynamicsService
+from app.dynamics.watch import WatchGroup
 from app.dynamics.views.form import (Base, Cell, Picker, Reader, WATCH_ROWS, base, cells, picker, resolve_model,
     resolve_unit, show_char)
 from app.ui import svg
@@ -27,6 +28,20 @@ class WatchRow:
     before: str
     after: str
     change: str
+    kind: str = ""  # the row's group in the split ("closing", "opening", ...)
+
+
+@dataclass
+class WatchGroupRow:
+    """One group of the watched character's places (closing quotes, ...): count and mean p, formatted."""
+
+    key: str
+    label: str
+    places: str
+    before: str
+    after: str
+    change: str
+    cls: str  # "down", "up" or "same": which way the clamp moved its mean p
 
 
 @dataclass
@@ -79,6 +94,8 @@ class IntervenePage(Base):
     prob_plot: Markup | None = None
     watch_rows: list[WatchRow] = field(default_factory=list)
     watch_summary: str = ""
+    watch_groups: list[WatchGroupRow] = field(default_factory=list)  # the split, then every place
+    watch_rule: str = ""
     cf_cells: list[Cell] = field(default_factory=list)
     cf_legend: list[Swatch] = field(default_factory=list)
     cf_note: str = ""
@@ -199,18 +216,33 @@ def _clamp_section(page: IntervenePage, res: InterventionResult) -> None:
                 list(range(n)), title=f"probability that the next character is {res.watch!r}",
                 x_label="position t", y_label=f"p({show_char(res.watch)} next)", y_lo=0.0, y_hi=1.0, width=760,
                 height=220, mark_x=float(res.start))
-        where = [t for t in range(len(text) - 1) if text[t + 1] == res.watch]
+        split = res.watch_split
+        assert split is not None  # a watched character always has its split
+        where = split.all.places
         for t in where[:WATCH_ROWS]:
             b, a = float(iv.prob_before[t]), float(iv.prob_after[t])
             context = text[max(0, t - 24):t + 1].replace("\n", "↵")
-            page.watch_rows.append(WatchRow(t, context, f"{b:.3f}", f"{a:.3f}", f"{a - b:+.3f}"))
+            page.watch_rows.append(WatchRow(t, context, f"{b:.3f}", f"{a:.3f}", f"{a - b:+.3f}", split.kind_of(t)))
         if where:
-            b = float(np.mean(iv.prob_before[where]))
-            a = float(np.mean(iv.prob_after[where]))
+            b, a = split.all.mean_before, split.all.mean_after
             page.watch_summary = (f"where {res.watch!r} really comes next ({len(where)} place"
-                                  f"{'s' if len(where) != 1 else ''}): mean p {b:.3f} → {a:.3f} ({a - b:+.3f})")
+                                  f"{'s' if len(where) != 1 else ''}): mean p {_p(b)} → {_p(a)}"
+                                  + (f" ({a - b:+.3f})" if a is not None and b is not None else ""))
+            page.watch_groups = [_group_row(g) for g in (*split.groups, split.all)]
+            page.watch_rule = f"Split {split.rule}."
         else:
             page.watch_summary = f"{res.watch!r} never comes next in this text; the plot still shows its probability"
+
+
+def _p(x: float | None) -> str:
+    return "—" if x is None else f"{x:.3f}"
+
+
+def _group_row(g: WatchGroup) -> WatchGroupRow:
+    b, a = g.mean_before, g.mean_after
+    d = None if a is None or b is None else a - b
+    return WatchGroupRow(g.key, g.label, f"{g.count:,}", _p(b), _p(a), "—" if d is None else f"{d:+.3f}",
+                         "same" if not d else ("down" if d < 0 else "up"))
 
 
 def _counterfactual_section(page: IntervenePage, res) -> None:
