@@ -75,11 +75,27 @@ def linear_axis(values: Sequence[float], lo: float | None = None, hi: float | No
     return Axis(float(a), float(b), False)
 
 
-def _ticks(axis: Axis, count: int = 5, integer: bool = False) -> list[tuple[float, str]]:
+TICK_GAP = 18  # px between two labelled ticks on a y-axis at least: 10 px labels never touch
+LOG_STEPS = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 24)  # decades between labelled ticks on a log axis
+
+
+def log_ticks(axis: Axis, room: float) -> list[tuple[float, str]]:
+    """Powers of ten at a round step (multiples of it, so 1 is labelled whenever it is in range), as
+    many as fit `room` pixels with TICK_GAP between them: a span of 1e-18 .. 100 reads 1e-18, 1e-15, ... 1."""
+    lo, hi = round(math.log10(axis.lo)), round(math.log10(axis.hi))
+    fit = max(2, int(room // TICK_GAP) + 1)
+    for step in LOG_STEPS:
+        es = [e for e in range(hi, lo - 1, -1) if e % step == 0]
+        if len(es) <= fit:
+            break
+    es = es or [hi]
+    plain = all(-3 <= e <= 3 for e in es)  # one style per axis: 0.001 .. 1000, or 1e-18 .. 1
+    return [(10.0**e, _pow10(e) if plain or e == 0 else f"1e{e}") for e in es]
+
+
+def _ticks(axis: Axis, count: int = 5, integer: bool = False, room: float = 164.0) -> list[tuple[float, str]]:
     if axis.log:
-        lo, hi = round(math.log10(axis.lo)), round(math.log10(axis.hi))
-        step = max(1, math.ceil((hi - lo) / 6))
-        return [(10.0**e, _pow10(e)) for e in range(hi, lo - 1, -step)]
+        return log_ticks(axis, room)
     span = axis.hi - axis.lo
     raw = span / max(1, count - 1)
     if integer:
@@ -97,7 +113,16 @@ def _ticks(axis: Axis, count: int = 5, integer: bool = False) -> list[tuple[floa
 
 
 def _pow10(e: int) -> str:
-    return "1" if e == 0 else ("10" if e == 1 else f"1e{e}")
+    """0.001 .. 1000 written out; beyond, 1e-18 or 1e6."""
+    if -3 <= e <= 3:
+        return f"{10.0**e:.{max(0, -e)}f}"
+    return f"1e{e}"
+
+
+def axis_label(v: float) -> str:
+    """A power of ten as its tick reads: 1, 1e-18, 1e2."""
+    e = round(math.log10(v))
+    return "1" if e == 0 else f"1e{e}"
 
 
 def _num(v: float) -> str:
@@ -116,11 +141,14 @@ def _cls(name: str) -> str:
 
 def line_plot(series: Sequence[Series], xs: Sequence[float], *, title: str, x_label: str, y_label: str,
               log_y: bool = False, y_lo: float | None = None, y_hi: float | None = None, width: int = 380,
-              height: int = 230, point_titles: Sequence[str] | None = None, mark_x: float | None = None) -> Markup:
+              height: int = 230, point_titles: Sequence[str] | None = None, mark_x: float | None = None,
+              y_axis: Axis | None = None) -> Markup:
     """Lines over shared xs. Non-finite values break a line; on a log axis, values at or below
-    the floor (including exact zeros) are drawn on it. point_titles label the dots (per x)."""
+    the floor (including exact zeros) are drawn on it. point_titles label the dots (per x).
+    `y_axis`: a y-axis shared with other plots (e.g. log_axis of all their values), so they compare."""
     all_y = [float(y) for s in series for y in s.ys]
-    y_axis = log_axis(all_y) if log_y else linear_axis(all_y, y_lo, y_hi)
+    if y_axis is None:
+        y_axis = log_axis(all_y) if log_y else linear_axis(all_y, y_lo, y_hi)
     x_axis = linear_axis([float(x) for x in xs])
     pw, ph = width - MARGIN_L - MARGIN_R, height - MARGIN_T - MARGIN_B
 
@@ -219,7 +247,7 @@ def _open(width: int, height: int, title: str, keys: Keys | None = None) -> str:
 def _frame(x_axis: Axis, y_axis: Axis, px, py, pw: float, ph: float, x_label: str, y_label: str, height: int,
            integer_x: bool = False) -> str:
     out = [f'<rect class="frame" x="{MARGIN_L}" y="{MARGIN_T}" width="{pw:.1f}" height="{ph:.1f}"/>']
-    for v, label in _ticks(y_axis):
+    for v, label in _ticks(y_axis, room=ph):
         y = py(v)
         out.append(f'<line class="grid" x1="{MARGIN_L}" y1="{y:.1f}" x2="{MARGIN_L + pw:.1f}" y2="{y:.1f}"/>'
                    f'<text class="tick" x="{MARGIN_L - 5}" y="{y + 3.5:.1f}" text-anchor="end">{escape(label)}</text>')

@@ -43,6 +43,7 @@ class GradientsPage(Base):
     choices: list[ModelChoice] = field(default_factory=list)
     panels: list[FlowPanel] = field(default_factory=list)
     max_chars: int = 0
+    axis_note: str = ""
 
 
 def build_gradients(service: DynamicsService, query, getlist: Callable[[str], list[str]],
@@ -74,11 +75,24 @@ def build_gradients(service: DynamicsService, query, getlist: Callable[[str], li
     except (InputError, Overloaded) as e:
         page.refuse(e)
         return page
-    page.panels = [_flow_panel(res, page.text) for res in results]
+    # The model list's order, whatever order the URL names them in; one y-axis for all, so a curve that
+    # falls to 1e-18 and one that stays near 0.1 look as different as they are.
+    rank = {name: k for k, name in enumerate(service.registry.names())}
+    results = sorted(results, key=lambda res: rank.get(res.entry.name, len(rank)))
+    axis = shared_axis(results)
+    page.axis_note = (f"all {len(results)} plots share one log y-axis, {svg.axis_label(axis.lo)} to "
+                      f"{svg.axis_label(axis.hi)}, so their heights compare directly") if len(results) > 1 else ""
+    page.panels = [_flow_panel(res, page.text, axis) for res in results]
     return page
 
 
-def _flow_panel(res: FlowResult, text: str) -> FlowPanel:
+def shared_axis(results: list[FlowResult]) -> svg.Axis:
+    """One log axis over every panel's Jacobian norms and saliencies."""
+    return svg.log_axis([float(v) for r in results for a in (r.flow.jacobian_norm, r.flow.saliency)
+                         for v in np.asarray(a, dtype=np.float64).ravel()])
+
+
+def _flow_panel(res: FlowResult, text: str, axis: svg.Axis | None = None) -> FlowPanel:
     f, e = res.flow, res.entry
     T, start = f.position, f.start
     back = list(range(T - start, -1, -1))  # steps back for t = start..T
@@ -91,7 +105,8 @@ def _flow_panel(res: FlowResult, text: str) -> FlowPanel:
         [svg.Series("‖∂h_T/∂h_t‖", jac[order].tolist(), "jac", dots),
          svg.Series("saliency of the next char", sal[order].tolist(), "sal", dots)],
         list(range(T - start + 1)), title=f"{e.name}: gradient flow back from position {T}",
-        x_label="steps back from T (T − t)", y_label="norm (log scale)", log_y=True, point_titles=titles)
+        x_label="steps back from T (T − t)", y_label="norm (log scale)", log_y=True, point_titles=titles,
+        y_axis=axis)
     stats = []
     for k in (1, 10, 50, 100):
         if k <= T - start:

@@ -126,9 +126,46 @@ def test_gradients_block_draws_one_point_per_step_for_each_model(client):
     assert "‖∂h_T/∂h_(T−1)‖ = " in r.text
 
 
-def test_gradients_default_compares_the_page_model_first(client):
-    r = client.get("/gradients", params={"text": "abcdef", "model": "tiny-gru", "lookback": "3"}, headers=HX)
-    assert re.findall(r'data-model="([^"]+)"', r.text) == ["tiny-gru", "tiny-lstm", "tiny-rnn"]
+def test_gradients_panels_follow_the_model_list_whatever_order_they_are_asked_in(client):
+    r = client.get("/gradients", params={"text": "abcdef", "model": "tiny-rnn", "lookback": "3"}, headers=HX)
+    assert re.findall(r'data-model="([^"]+)"', r.text) == ["tiny-gru", "tiny-lstm", "tiny-rnn"]  # page model included
+    asked = client.get("/gradients", params={"text": "abcdef", "lookback": "3",
+                                             "compare": ["tiny-rnn", "tiny-gru", "tiny-lstm"]}, headers=HX)
+    assert re.findall(r'data-model="([^"]+)"', asked.text) == ["tiny-gru", "tiny-lstm", "tiny-rnn"]
+
+
+def y_ticks(svg_html: str) -> list[tuple[str, float]]:
+    """The y-axis tick labels of one plot (right-aligned left of the frame) and their heights."""
+    return [(label, float(y)) for y, label in
+            re.findall(r'<text class="tick" x="53" y="([\d.]+)" text-anchor="end">([^<]*)</text>', svg_html)]
+
+
+def test_gradient_panels_share_one_log_axis_with_spaced_ticks(client):
+    r = client.get("/gradients", params={"text": TEXT, "lookback": "25", "compare": ["tiny-rnn", "tiny-lstm", "tiny-gru"]},
+                   headers=HX)
+    assert r.status_code == 200, r.text
+    plots = re.findall(r"<svg .*?</svg>", r.text, re.S)
+    assert len(plots) == 3
+    ticks = [y_ticks(p) for p in plots]
+    assert ticks[0] and ticks[0] == ticks[1] == ticks[2]  # the same labels at the same heights in every panel
+    heights = [y for _, y in ticks[0]]
+    assert all(b - a >= 18 for a, b in zip(heights, heights[1:]))  # 10 px labels, 18 px apart at least: no overlap
+    assert "all 3 plots share one log y-axis" in r.text
+    # every panel's values lie on that one axis: the lowest curve of all touches the shared floor, and no
+    # panel's points go above the frame's top or below its bottom
+    ys = [float(y) for p in plots for pts in re.findall(r'<polyline points="([^"]*)"', p)
+          for y in re.findall(r",([\d.]+)", pts)]
+    assert min(ys) >= 26 - 0.1 and max(ys) <= 230 - 40 + 0.1
+
+
+def test_log_ticks_are_round_powers_that_fit_and_read_plainly():
+    from app.ui.svg import Axis, log_ticks
+    wide = [label for _, label in log_ticks(Axis(1e-19, 100.0, True), 164)]
+    assert wide == ["1", "1e-3", "1e-6", "1e-9", "1e-12", "1e-15", "1e-18"]  # 1 is labelled, one style
+    assert [label for _, label in log_ticks(Axis(1e-3, 1.0, True), 164)] == ["1", "0.1", "0.01", "0.001"]
+    for decades in range(1, 25):
+        ticks = log_ticks(Axis(10.0**-decades, 1.0, True), 164)
+        assert 2 <= len(ticks) <= 164 // 18 + 1
 
 
 @pytest.mark.parametrize("params,field,fragment", [
