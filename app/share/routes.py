@@ -21,7 +21,7 @@ from app.deps import SharesDep, TracesDep, shares_of
 from app.http.forms import read_form
 from app.http.guards import client_key
 from app.share.exports import export_data, to_csv, to_html, to_json
-from app.share.preview import preview_svg
+from app.share.preview import PNG_CACHE, preview_png, preview_svg
 from app.share.schemas import ShareLink, ShareRequest
 from app.share.service import ShareService, ShareUnavailable
 from app.trace import routes as trace_routes
@@ -105,7 +105,7 @@ def share_page(sid: str, request: Request) -> HTMLResponse:
         return HTMLResponse(render_page("share_error.html", context), status_code=e.status)
     page = _index_page(request, shares, params)
     installed = shares.traces.registry.entries
-    info = {"sid": sid, "url": _link(request, sid), "preview": absolute_url(request, "share_preview", sid=sid),
+    info = {"sid": sid, "url": _link(request, sid), "preview": absolute_url(request, "share_preview_png", sid=sid),
             "title": _title(params), "description": _description(params.get("text", "")),
             "model": params.get("model", ""), "missing_model": params.get("model") not in installed,
             "no_models": not installed, "refused": page.status_code != 200, "text": params.get("text", "")}
@@ -150,6 +150,26 @@ def share_preview(sid: str, shares: SharesDep) -> Response:
     data = export_data(shares.traces, params)
     svg = preview_svg(data, _title(params))
     return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "public, max-age=3600"})
+
+
+@html.get("/s/{sid}/preview.png", name="share_preview_png")
+def share_preview_png(sid: str, shares: SharesDep) -> Response:
+    """The same card as a PNG (what og:image points at: most sites do not render SVG previews). Drawn once
+    per view and model version, then served from PNG_CACHE; cached for an hour like the SVG."""
+    params = shares.get(sid, count_open=False)
+    registry = shares.traces.registry
+    registry.refresh()
+    entry = registry.entries.get(params.get("model", ""))
+    key = (sid, str(entry.path), entry.version) if entry is not None else None
+    png = PNG_CACHE.get(key) if key is not None else None
+    if png is None:  # export_data refuses a missing model or a stale view with the page's own message
+        data = export_data(shares.traces, params)
+
+        def draw() -> bytes:
+            return preview_png(data, _title(params))
+
+        png = PNG_CACHE.get_or_draw(key, draw) if key is not None else draw()
+    return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=3600"})
 
 
 # ---- downloads --------------------------------------------------------------------------

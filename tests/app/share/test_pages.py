@@ -69,7 +69,10 @@ def test_link_preview_tags(client):
     assert meta("property", "og:title") == "tiny-gru · layer 1 · z · unit 7"
     assert meta("property", "og:description") == 'x "q" y z end'  # whitespace folded to one line
     assert meta("property", "og:url") == f"http://testserver/s/{sid}"
-    assert meta("property", "og:image") == f"http://testserver/s/{sid}/preview.svg"
+    assert meta("property", "og:image") == f"http://testserver/s/{sid}/preview.png"  # the SVG stays at preview.svg
+    assert meta("property", "og:image:type") == "image/png"
+    assert meta("property", "og:image:alt") == "the shared text coloured by tiny-gru · layer 1 · z · unit 7"
+    assert meta("name", "twitter:image") == f"http://testserver/s/{sid}/preview.png"
     assert meta("name", "twitter:card") == "summary_large_image"
     assert meta("name", "twitter:title") == "tiny-gru · layer 1 · z · unit 7"
     assert client.get("/").text.count("og:title") == 0  # only share pages carry them

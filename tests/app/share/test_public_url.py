@@ -61,8 +61,8 @@ def test_a_forged_host_stays_out_of_the_share_button_and_the_preview_tags(public
     page = public.get(f"/s/{sid}", headers=EVIL)
     assert page.status_code == 200 and "evil.example" not in page.text
     assert f'<meta property="og:url" content="{PUBLIC}/s/{sid}">' in page.text
-    assert f'<meta property="og:image" content="{PUBLIC}/s/{sid}/preview.svg">' in page.text
-    assert absolute_urls(page.text) <= {f"{PUBLIC}/s/{sid}", f"{PUBLIC}/s/{sid}/preview.svg",
+    assert f'<meta property="og:image" content="{PUBLIC}/s/{sid}/preview.png">' in page.text
+    assert absolute_urls(page.text) <= {f"{PUBLIC}/s/{sid}", f"{PUBLIC}/s/{sid}/preview.png",
                                         "http://www.w3.org/2000/svg"}
 
 
