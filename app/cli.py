@@ -62,6 +62,10 @@ def train(
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="resume state folder (default runs/<out name>)"),
     half: bool = typer.Option(False, "--half", help="store serving weights as float16"),
     threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads"),
+    snapshots: Optional[int] = typer.Option(None, "--snapshots", help="keep N float16 snapshots at log-spaced steps "
+                                            "from 0 to --steps in <out>/snapshots, indexed by timeline.json"),
+    snapshot_every: Optional[int] = typer.Option(None, "--snapshot-every", help="or one snapshot every STEPS steps "
+                                                 "(and at the last); not with --snapshots"),
     no_progress: bool = typer.Option(False, "--no-progress"),
 ):
     """Train a char model with stateful truncated BPTT (torchrun-aware)."""
@@ -76,7 +80,8 @@ def train(
                       seq_len=seq_len, batch=batch, lr=lr, lr_min=lr_min, steps=steps, clip=clip, eval_every=eval_every,
                       val_chars=val_chars, time_budget_min=time_budget, stop_at=stop_at, seed=seed, device=device, resume=resume,
                       init=str(init) if init else None, run_dir=str(run_dir) if run_dir else None, half=half,
-                      threads=threads, progress=not no_progress, given=given)
+                      threads=threads, snapshots=snapshots, snapshot_every=snapshot_every, progress=not no_progress,
+                      given=given)
     try:
         result = run_training(cfg)
     except RnnscopeError as e:

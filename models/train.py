@@ -4,9 +4,10 @@ Each batch row reads its own contiguous stream of the corpus; the hidden state i
 one chunk to the next and detached (truncated BPTT, as in the seed); inputs are the true
 characters (teacher forcing). Adam, gradient clipping and a cosine learning-rate decay to
 `lr_min`. Validation bits-per-char at intervals; the best model is saved as a serving
-checkpoint, and a resume file (optimizer, step, stream positions, carried state, RNG) lets
-`--resume` continue exactly where a run stopped. Under `torchrun` it trains data-parallel with
-DistributedDataParallel (gloo on CPU, nccl on CUDA); only rank 0 logs and saves.
+checkpoint (float16 snapshots on a schedule go beside it: models/snapshots.py), and a resume
+file (optimizer, step, stream positions, carried state, RNG) lets `--resume` continue exactly
+where a run stopped. Under `torchrun` it trains data-parallel with DistributedDataParallel (gloo
+on CPU, nccl on CUDA); only rank 0 logs and saves.
 """
 
 from __future__ import annotations
@@ -26,8 +27,9 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from .charlm import CharLM, ModelConfig, detach_state
-from .checkpoint import CONFIG, load_checkpoint, save_checkpoint
+from .checkpoint import CONFIG, load_checkpoint
 from .corpora import load_corpus_files
+from .snapshots import Snapshotter, half_copy, save_keeping_snapshots, schedule_for
 from .errors import RnnscopeError
 from .vocab import CharVocab
 
@@ -61,12 +63,15 @@ class TrainConfig:
     run_dir: str | None = None  # where resume state lives (default runs/<out name>)
     half: bool = False  # store serving weights as float16
     threads: int | None = None
+    snapshots: int | None = None  # N float16 snapshots at log-spaced steps from 0 to `steps`, into <out>/snapshots
+    snapshot_every: int | None = None  # or one every this many steps (and at the last)
     progress: bool = True
     given: frozenset = frozenset()  # options the user set explicitly; with --resume they must match the saved run
 
 
 # What makes a run the run it is: --resume continues with the saved run's own values for these.
-RUN_KEYS = ("cell", "layers", "hidden", "emb", "dropout", "seq_len", "batch", "lr", "lr_min", "steps", "clip", "seed")
+RUN_KEYS = ("cell", "layers", "hidden", "emb", "dropout", "seq_len", "batch", "lr", "lr_min", "steps", "clip", "seed",
+            "snapshots", "snapshot_every")
 
 
 @dataclass
@@ -238,6 +243,7 @@ def train(cfg: TrainConfig) -> TrainResult:
     resume_path = run_dir / RESUME_FILE
     continuing_in_place = bool(cfg.init) and Path(cfg.init).resolve() == out.resolve()
     if not cfg.resume:
+        schedule_for(cfg.snapshots, cfg.snapshot_every, cfg.steps)  # a bad option fails before anything is read
         _refuse_to_overwrite(out, resume_path, continuing_in_place)
 
     resume_state = None
@@ -250,6 +256,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             raise RnnscopeError(f"resume state {resume_path} is unreadable ({type(e).__name__}); "
                                 f"delete it and restart, or use --init {out}") from None
         cfg = _resumed_config(cfg, resume_state.get("train_config", {}), out)
+    schedule = schedule_for(cfg.snapshots, cfg.snapshot_every, cfg.steps)
 
     # Model and vocabulary: from resume state, an initial checkpoint, or fresh from the text.
     card_base: dict = {}
@@ -274,6 +281,9 @@ def train(cfg: TrainConfig) -> TrainResult:
         _seed_all(cfg.seed)
         model = CharLM(mcfg)
     model.to(cfg.device).train()
+    snaps = Snapshotter(out, schedule, mcfg, vocab) if schedule and is_main else None
+    if snaps is not None and resume_state is None:
+        snaps.refuse_fresh_start()
 
     train_ids = torch.tensor(vocab.encode(train_text), dtype=torch.int32)
     val_ids = torch.tensor(vocab.encode(val_text), dtype=torch.int32)
@@ -303,6 +313,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         if cfg.stop_at is not None and cfg.stop_at <= step:
             raise RnnscopeError(f"--stop-at {cfg.stop_at} is not after step {step}, where the resumed run stands")
         history = list(resume_state.get("history", []))
+        if snaps is not None:
+            snaps.resume_at(step)
         if is_main:
             tqdm.write(f"resuming at step {step} of {cfg.steps}, learning rate {lr_at(cfg, step):.2e} "
                        f"(the saved run's schedule: --lr {cfg.lr:g} --lr-min {cfg.lr_min:g})")
@@ -344,6 +356,16 @@ def train(cfg: TrainConfig) -> TrainResult:
         validated_at = step
         eval_seconds += time.time() - t_eval
 
+    def snapshot_now() -> None:
+        """The scheduled snapshot: validated as stored (float16), with the fixed-seed sample."""
+        nonlocal eval_seconds
+        t_snap = time.time()
+        stored = half_copy(model)
+        bpc = evaluate_bpc(stored, val_ids, cfg.device) if len(val_ids) > 1 else float("nan")
+        snaps.take(step, stored, vocab, chars_seen, bpc, len(val_ids) - 1, elapsed_before + (time.time() - t0))
+        tqdm.write(f"step {step}: snapshot, validation {bpc:.4f} bits/char (float16) -> {snaps.dir}")
+        eval_seconds += time.time() - t_snap
+
     def save_resume() -> None:
         """Every process calls this: each one's carried state and RNG go to rank 0, which writes."""
         mine = {"carry": _state_to_cpu(state), "rng": _rng_state(cfg.device)}
@@ -379,6 +401,8 @@ def train(cfg: TrainConfig) -> TrainResult:
     validated_at = None
     eval_seconds = 0.0
     last_bpc = None
+    if snaps is not None and snaps.due(step) and all(e["step"] != step for e in snaps.timeline["snapshots"]):
+        snapshot_now()  # step 0 (the untrained weights), or a resumed step whose snapshot was not yet taken
     bar = tqdm(total=cfg.steps, initial=step, disable=not (is_main and cfg.progress), unit="step", dynamic_ncols=True)
     while step < cfg.steps:
         if deadline is not None and _agree(time.time() >= deadline, world):
@@ -401,6 +425,8 @@ def train(cfg: TrainConfig) -> TrainResult:
         bar.update(1)
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}", bpc=f"{loss.item() / LN2:.3f}", val=f"{last_bpc:.3f}" if last_bpc else "-")
+        if snaps is not None and snaps.due(step):
+            snapshot_now()
         if step % cfg.eval_every == 0 or step == cfg.steps:
             checkpoint_now()
             if world > 1:
@@ -426,7 +452,7 @@ def _validate(cfg, model, val_ids, vocab, card, best_bpc, history, step, is_main
     tqdm.write(f"step {step}: validation {bpc:.4f} bits/char")
     if best_bpc is None or bpc < best_bpc or math.isnan(bpc):
         best_bpc = bpc if not math.isnan(bpc) else best_bpc
-        save_checkpoint(out, model, vocab, card(bpc), half=cfg.half)
+        save_keeping_snapshots(out, model, vocab, card(bpc), half=cfg.half)
     return bpc, best_bpc
 
 
