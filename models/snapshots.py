@@ -34,7 +34,10 @@ SNAPSHOT_DIR = "snapshots"
 TIMELINE = "timeline.json"
 TIMELINE_VERSION = 1
 # One prime, seed and temperature for every snapshot of every run: samples differ only by the weights.
-SAMPLE = {"prime": '"I', "length": 300, "seed": 1, "temperature": 0.8}
+# The prime is a sentence, not a character: training carries the state across chunks, so a model rarely
+# starts from the zero state and babbles until its state settles; a quote opens at its end.
+SAMPLE = {"prime": 'It was a fine morning, and the whole party set out early. "I', "length": 300, "seed": 1,
+          "temperature": 0.8}
 
 
 def log_schedule(n: int, last: int) -> list[int]:
@@ -109,6 +112,7 @@ def fixed_sample(model: CharLM, vocab: CharVocab) -> str:
 def _write_json(path: Path, obj: dict) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    tmp.chmod(0o644)
     os.replace(tmp, path)
 
 
@@ -224,6 +228,7 @@ class Snapshotter:
         tensors = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in half_model.state_dict().items()}
         tmp = self.dir / (name + ".tmp")
         save_file(tensors, str(tmp), metadata=meta)
+        tmp.chmod(0o644)  # read by the serving user, as checkpoints are
         os.replace(tmp, self.dir / name)
         entry = {"step": step, "file": name, "chars_seen": chars_seen, "val_bpc": bpc, "val_chars": val_chars,
                  "training_seconds": round(seconds, 1), "sample": fixed_sample(half_model, vocab)}

@@ -109,6 +109,7 @@ def test_snapshots_files_and_timeline(tmp_path, data_file):
         assert e["chars_seen"] == e["step"] * 4 * 20
         assert isinstance(e["val_bpc"], float) and 0 < e["val_bpc"] < 10
         assert len(e["sample"]) == SAMPLE["length"]
+        assert (folder / "snapshots" / e["file"]).stat().st_mode & 0o777 == 0o644
         with safe_open(str(folder / "snapshots" / e["file"]), "pt") as f:
             assert f.metadata()["step"] == str(e["step"])
             assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.float16}
