@@ -81,8 +81,8 @@ class HeldOutTexts:
         if not same:
             check = ("its training split differs from the model card's sha256 (the source on this machine is "
                      "not the one the model was trained from), so a little of it may have been trained on")
-        source = (f"the first {n:,} characters of the held-out {corpus} split ({head.split}), rebuilt from "
-                  f"the installed source as `rnnscope corpus {corpus}` builds it; {check}")
+        source = (f"the first {n:,} characters of the held-out {corpus} text, rebuilt from the installed source "
+                  f"as `rnnscope corpus {corpus}` builds it — {head.split}; {check}")
         return HeldOut(corpus, head.text_head, source, head.val_chars)
 
     def _build(self, corpus: str, build: Callable[[], Corpus]) -> tuple[_Head, str]:

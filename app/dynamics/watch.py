@@ -59,7 +59,7 @@ def split_watch(text: str, watch: str, prob_before: np.ndarray, prob_after: np.n
         rule = f"by the quotes probe: whether {watch!r} comes inside or outside double quotes"
         groups = [group("inside", f"{watch!r} inside double quotes", inside),
                   group("outside", f"{watch!r} outside double quotes", outside)]
-    return WatchSplit(watch, rule, group("all", f"every {watch!r}", places), groups)
+    return WatchSplit(watch, rule, group("all", "all places", places), groups)
 
 
 def _mean(p: np.ndarray, where: list[int]) -> float | None:

@@ -61,7 +61,7 @@ def test_a_fresh_clone_measures_the_rebuilt_held_out_split_once(models, tmp_path
         stale = c.get("/api/v1/saturation/tiny-stale").json()
         again = c.get("/api/v1/saturation/tiny-austen", params={"text": "ignored: held-out text wins"}).json()
     assert out["held_out"] is True and out["warning"] is None and out["chars"] == 20_000
-    assert "the first 20,000 characters of the held-out austen split" in out["source"]
+    assert "the first 20,000 characters of the held-out austen text" in out["source"]
     assert "matches the model card's sha256, so the model never saw this text" in out["source"]
     assert "differs from the model card's sha256" in stale["source"] and stale["held_out"] is True
     assert again["cached"] is True and again["chars"] == 20_000
