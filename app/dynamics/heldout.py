@@ -58,7 +58,7 @@ class HeldOutTexts:
         self.data_dir = data_dir
         self.chars = chars
         self.builders = dict(corpora.BUILDERS if builders is None else builders)
-        self._built: dict[str, tuple[Corpus, str]] = {}  # corpus -> (its held-out head only, train sha256)
+        self._built: dict[str, tuple[_Head, str]] = {}  # corpus -> (its held-out head only, train sha256)
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
         self.builds = 0  # corpora actually built (for tests)
