@@ -48,7 +48,9 @@
   function expand(alts, open) {
     alts.hidden = !open;
     const button = document.querySelector('#probe-results button.more-states[aria-controls="' + alts.id + '"]');
-    if (button) button.setAttribute("aria-expanded", open ? "true" : "false");
+    if (!button) return;
+    button.setAttribute("aria-expanded", open ? "true" : "false");
+    button.textContent = (open ? "▾" : "▸") + "\u00a0" + (button.dataset.count || "");
   }
 
   document.addEventListener("click", function (e) {

@@ -12,6 +12,7 @@ from app.core.errors import ErrorDetail, InputError
 from app.core.selection import whole_number
 from app.core.slots import Overloaded
 from app.deps import ProbesDep
+from app.probe.contexts import Context as ContextPlace
 from app.probe.schemas import Context, Histogram, NeuronResponse, ProbeMatch, ProbeRequest, Push, SpanRequest, UnitRank
 from app.probe.service import NeuronReport, Ranking
 from app.probe.views import (DEFAULT_THRESHOLD, DEFAULT_TOP, RankingView, current_unit, neuron_page, probe_summary,
@@ -74,8 +75,14 @@ def _finite(x: float | None) -> float | None:
 
 
 def _neuron_json(r: NeuronReport) -> NeuronResponse:
-    def ctx(items: list[dict]) -> list[Context]:
-        return [Context(**c) for c in items]
+    def ctx(items: list[ContextPlace]) -> list[Context]:
+        out = []
+        for c in items:
+            (a, b), p, lead = c.main, c.position, c.lead
+            out.append(Context(position=p, before=r.text[a:p], char=r.text[p], after=r.text[p + 1:b], q=c.q,
+                               value=None if c.value is None else round(c.value, 5),
+                               lead=r.text[lead[0]:lead[1]] if lead else None, skipped=a - lead[1] if lead else 0))
+        return out
 
     def pushes(items) -> list[Push] | None:
         return None if items is None else [Push(char=c, weight=w) for c, w in items]
@@ -84,7 +91,7 @@ def _neuron_json(r: NeuronReport) -> NeuronResponse:
         model=r.model, layer=r.layer, state=r.state, unit=r.unit, atlas=r.atlas_chars is not None,
         atlas_problem=r.atlas_problem, atlas_chars=r.atlas_chars, min=r.minimum, max=r.maximum, mean=r.mean,
         histogram=Histogram(edges=r.edges, counts=r.hist) if r.hist else None,
-        top=ctx(r.top), bottom=ctx(r.bottom), quantiles=ctx(r.quantiles),
+        top=ctx(r.top), bottom=ctx(r.bottom), quantiles=ctx(r.quantiles), contexts_problem=r.contexts_problem,
         probes=[ProbeMatch(**p) for p in r.probes],
         pushes_up=pushes(r.pushes_up), pushes_down=pushes(r.pushes_down))
 

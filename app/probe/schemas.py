@@ -70,10 +70,16 @@ class UnitRank(BaseModel):
 
 class Context(BaseModel):
     position: int = Field(description="character index in the atlas's held-out text")
-    before: str
-    char: str
-    after: str
+    before: str = Field(description="the characters just before it (up to 90)")
+    char: str = Field(description="the character just read")
+    after: str = Field(description="the characters just after it (up to 30)")
     q: float | None = Field(None, description="the activation quantile this sample was taken at")
+    value: float | None = Field(None, description="the unit's value after reading `char` (null when the server was too "
+                                                  "busy to trace the atlas's text; the page says so)")
+    lead: str | None = Field(None, description="where the unit's run that holds here began, when that is further back "
+                                               "than `before` reaches (e.g. the opening quote of a long quotation): "
+                                               "the characters around that start")
+    skipped: int = Field(0, description="characters between `lead` and `before`, left out")
 
 
 class ProbeMatch(BaseModel):
@@ -105,9 +111,12 @@ class NeuronResponse(BaseModel):
     max: float | None
     mean: float | None
     histogram: Histogram | None
-    top: list[Context] = Field(description="where the unit is most positive, highest first")
-    bottom: list[Context] = Field(description="where the unit is most negative, lowest first")
+    top: list[Context] = Field(description="where the unit is most positive, highest first, each from its own "
+                                           "paragraph, never overlapping")
+    bottom: list[Context] = Field(description="where the unit is most negative, lowest first, as top")
     quantiles: list[Context] = Field(description="samples at activation quantiles")
+    contexts_problem: str | None = Field(None, description="why the contexts carry no values (they are then the "
+                                                           "atlas's stored places)")
     probes: list[ProbeMatch] = Field(description="built-in probes, best match first")
     pushes_up: list[Push] | None = Field(description="top layer h only: next characters it makes likelier")
     pushes_down: list[Push] | None = Field(description="top layer h only: next characters it makes less likely")

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from models import probes
-from models.atlas import ATLAS_FILE, load_atlas, neuron_view
+from models.atlas import ATLAS_FILE, QUANTILES, load_atlas, neuron_view
 from models.checkpoint import WEIGHTS
 from models.errors import RnnscopeError
 from models.probes import PROBES, Ranked, UnitGroup, UnitScore
@@ -35,13 +35,16 @@ from models.trace import run_trace
 
 from app.core.errors import InputError
 from app.core.registry import ModelEntry
-from app.trace.service import TraceService
+from app.core.slots import Overloaded
+from app.probe.contexts import Context, extremes, quantile_samples, window
+from app.trace.service import TraceService, unit_values
 from app.ui.scale import SPREAD_PERCENTILE, STATE_INFO, neuron_scale
 
 log = logging.getLogger("rnnscope.probes")
 
 SPAN_METRIC = "span"
 PUSHES_K = 8
+CONTEXTS = 8  # most positive and most negative contexts on a neuron page, each from its own passage
 # What a binary probe's positive characters are, for "no character of this text is ..." messages.
 NOUNS = {
     "quotes": "inside double quotes",
@@ -89,9 +92,12 @@ class NeuronReport:
     mean: float | None = None
     hist: list[int] = field(default_factory=list)
     edges: list[float] = field(default_factory=list)
-    top: list[dict] = field(default_factory=list)
-    bottom: list[dict] = field(default_factory=list)
-    quantiles: list[dict] = field(default_factory=list)
+    top: list[Context] = field(default_factory=list)
+    bottom: list[Context] = field(default_factory=list)
+    quantiles: list[Context] = field(default_factory=list)
+    text: str = ""  # the atlas's held-out text the contexts are cut from
+    values: np.ndarray | None = None  # the unit's value at every character of it (None: not traced)
+    contexts_problem: str | None = None  # why the contexts carry no values or colours
     probes: list[dict] = field(default_factory=list)
     pushes_up: list[tuple[str, float]] | None = None
     pushes_down: list[tuple[str, float]] | None = None
@@ -221,9 +227,26 @@ class ProbeService:
             except (KeyError, IndexError, TypeError, ValueError, AttributeError):
                 report.atlas_problem = (f"{ATLAS_FILE} of {entry.name} is malformed; "
                                         f"rebuild it with `rnnscope atlas {entry.name}`")
+        if report.atlas_problem is None and report.text:
+            self._contexts(entry, report)
         if layer == entry.layers - 1 and state == "h" and report.pushes_up is None:
             report.pushes_up, report.pushes_down = pushes_from_weights(entry, unit)
         return report
+
+    def _contexts(self, entry: ModelEntry, report: NeuronReport) -> None:
+        """Contexts picked from the unit's values over the atlas's text, which the atlas does not keep:
+        the text is traced once per (layer, state) and cached like any view, so the unit's neighbours
+        cost nothing more. A busy server or a failed trace leaves the atlas's own places, uncoloured."""
+        try:
+            result = self.traces.view_trace(entry, report.text, report.layer, report.state)
+            x = unit_values(result.trace, report.layer, report.state, report.unit)
+        except (InputError, Overloaded) as e:
+            report.contexts_problem = f"the contexts below are not coloured and carry no values: {e.message}"
+            return
+        report.values = x
+        report.top = extremes(report.text, x, CONTEXTS, high=True)
+        report.bottom = extremes(report.text, x, CONTEXTS, high=False)
+        report.quantiles = quantile_samples(report.text, x, QUANTILES)
 
 
 # ---- pure helpers (tested directly) ------------------------------------------------------
@@ -358,7 +381,14 @@ def _fill_from_atlas(report: NeuronReport, atlas: dict, view: dict) -> None:
     report.hist = [int(c) for c in view["hist"]]
     hi = report.maximum if report.maximum > report.minimum else report.minimum + 1e-6
     report.edges = np.linspace(report.minimum, hi, len(report.hist) + 1).tolist()
-    report.top, report.bottom, report.quantiles = view["top"], view["bottom"], view["quantiles"]
+    text = atlas["text"]
+    report.text = text
+
+    def places(items: list[dict]) -> list[Context]:  # the atlas's own places, before any trace colours them
+        return [Context(int(c["position"]), None, window(len(text), int(c["position"]), None), c.get("q"))
+                for c in items]
+
+    report.top, report.bottom, report.quantiles = places(view["top"]), places(view["bottom"]), places(view["quantiles"])
     report.probes = view["probes"]
     card = atlas.get("card") if isinstance(atlas.get("card"), dict) else {}
     report.atlas_chars = int(card.get("chars") or len(atlas["text"]))

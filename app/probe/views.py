@@ -8,13 +8,15 @@ from dataclasses import dataclass, field
 from urllib.parse import urlencode
 
 import numpy as np
+from markupsafe import Markup, escape
 
 from models.probes import BINARY, PROBES, TIE, UnitScore, span_edges
 
 from app.core.selection import UnitRef
 from app.probe.schemas import DEFAULT_PROBE, MAX_PATTERN_CHARS
+from app.probe.contexts import Context
 from app.probe.service import SPAN_METRIC, NeuronReport, Ranking
-from app.ui.scale import STATE_INFO, neuron_scale
+from app.ui.scale import STATE_INFO, Scale, Swatch, legend, neuron_scale
 from app.ui.urls import neuron_url
 
 DEFAULT_THRESHOLD = 0.3
@@ -125,8 +127,8 @@ def probe_summary(probe: str, ranking: Ranking, pattern: str | None) -> str:
 
 
 def span_summary(text: str, start: int, end: int, threshold: float) -> str:
-    edges = " (its first and last count neither way)" if span_edges(start, end) else ""
-    return (f"span {start}–{end} ({end - start:,} characters{edges}: “{excerpt(text[start:end])}”), "
+    edges = "; its first and last count neither way" if span_edges(start, end) else ""
+    return (f"span {start}–{end} ({end - start:,} characters: “{excerpt(text[start:end])}”{edges}), "
             f"on above {threshold:g} of each unit's colour scale")
 
 
@@ -172,11 +174,12 @@ class HistogramView:
 
 @dataclass
 class ContextRow:
-    before: str
-    char: str
-    after: str
-    note: str  # "position 1,234" or "30th percentile"
+    lead: Markup  # the lead-in where the unit's run began (coloured); "" when the body shows it
+    skipped: str  # "412 characters left out" between the lead-in and the body, or ""
+    body: Markup  # the characters around the one just read, which is outlined
+    note: str  # its value, and "position 1,234" or "30th percentile"
     main_url: str  # this context, opened in the main view on this unit
+    coloured: bool  # one span per character coloured by the unit (False: the atlas's places, no trace)
 
 
 @dataclass
@@ -202,6 +205,9 @@ class NeuronPage:
     heading: str
     description: str
     main_url: str
+    legend: list[Swatch]  # the contexts' colour scale (empty when they are not coloured)
+    legend_note: str
+    contexts_problem: str
     prev_url: str
     next_url: str
     atlas_problem: str
@@ -220,15 +226,10 @@ class NeuronPage:
 def neuron_page(r: NeuronReport, hidden: int) -> NeuronPage:
     what = f"layer {r.layer} · {r.state} · unit {r.unit}"
     main_url = "/?" + urlencode({"model": r.model, "layer": r.layer, "state": r.state, "unit": r.unit})
+    scale = neuron_scale(r.state, r.values) if r.values is not None else None
 
-    def rows(items: list[dict]) -> list[ContextRow]:
-        out = []
-        for c in items:
-            note = f"{round(c['q'] * 100)}th percentile" if "q" in c else f"position {c['position']:,}"
-            text = c["before"] + c["char"] + c["after"]
-            url = "/?" + urlencode({"model": r.model, "layer": r.layer, "state": r.state, "unit": r.unit, "text": text})
-            out.append(ContextRow(_show(c["before"]), _show(c["char"]), _show(c["after"]), note, url))
-        return out
+    def rows(items: list[Context]) -> list[ContextRow]:
+        return [context_row(r, c, scale) for c in items]
 
     stats = []
     if r.minimum is not None:
@@ -242,12 +243,15 @@ def neuron_page(r: NeuronReport, hidden: int) -> NeuronPage:
         heading=f"{r.model} · {what}",
         description=STATE_INFO.get(r.state, (r.state, ""))[0],
         main_url=main_url,
+        legend=legend(scale) if scale is not None else [],
+        legend_note=f"{scale.label} (held-out text)" if scale is not None else "",
+        contexts_problem=r.contexts_problem or "",
         prev_url=neuron_url(r.model, r.layer, r.state, r.unit - 1) if r.unit > 0 else "",
         next_url=neuron_url(r.model, r.layer, r.state, r.unit + 1) if r.unit < hidden - 1 else "",
         atlas_problem=r.atlas_problem or "",
         atlas_note=(f"from the atlas: {r.atlas_chars:,} characters of held-out text"
                     + (f" ({r.atlas_source})" if r.atlas_source else "")) if r.atlas_chars else "",
-        histogram=histogram(r) if r.hist else None,
+        histogram=histogram(r, scale) if r.hist else None,
         stats=stats,
         top=rows(r.top),
         bottom=rows(r.bottom),
@@ -262,8 +266,47 @@ def neuron_page(r: NeuronReport, hidden: int) -> NeuronPage:
     )
 
 
-def histogram(r: NeuronReport, width: int = 560, height: int = 150, pad: int = 22) -> HistogramView:
-    """Bars in SVG user units; x maps the value range onto [pad, width - pad]."""
+def context_row(r: NeuronReport, c: Context, scale: Scale | None) -> ContextRow:
+    """One context: its stretches of the atlas's text, one span per character coloured by the unit
+    (as the main view colours it, --v its place on the scale) when the unit was traced."""
+    text, p = r.text, c.position
+    place = f"{round(c.q * 100)}th percentile" if c.q is not None else f"position {p:,}"
+    note = place if c.value is None else f"{c.value:+.3f} · {place}"
+    first, last = c.pieces[0][0], c.pieces[-1][1]
+    url = "/?" + urlencode({"model": r.model, "layer": r.layer, "state": r.state, "unit": r.unit,
+                            "text": text[first:last]})
+    lead, skipped = Markup(""), ""
+    if c.lead is not None:
+        a, b = c.lead
+        lead = _coloured(text, a, b, None, r.values, scale)
+        skipped = f"{c.main[0] - b:,} characters left out"
+    a, b = c.main
+    return ContextRow(lead, skipped, _coloured(text, a, b, p, r.values, scale), note, url, r.values is not None)
+
+
+def _coloured(text: str, a: int, b: int, peak: int | None, values: np.ndarray | None, scale: Scale | None) -> Markup:
+    """text[a:b] as one <span class="ch"> per character, style="--v:…" and its value as a title; the
+    character just read (peak) outlined. Without values, plain text with the peak in a <mark>."""
+    if values is None or scale is None:
+        out = []
+        for t in range(a, b):
+            shown = escape(SHOW.get(text[t], text[t]))
+            out.append(Markup("<mark>{}</mark>").format(shown) if t == peak else shown)
+        return Markup("").join(out)
+    pos = scale.positions(values[a:b])
+    out = []
+    for k, t in enumerate(range(a, b)):
+        cls = "ch active" if t == peak else "ch"
+        tip = f"{values[t]:+.3f}" + (": the character just read" if t == peak else "")
+        out.append(f'<span class="{cls}" style="--v:{pos[k]:.3f}" title="{escape(tip)}">'
+                   f'{escape(SHOW.get(text[t], text[t]))}</span>')
+    return Markup("".join(out))
+
+
+def histogram(r: NeuronReport, scale: Scale | None = None, width: int = 560, height: int = 150,
+              pad: int = 22) -> HistogramView:
+    """Bars in SVG user units; x maps the value range onto [pad, width - pad]. Bars take the contexts'
+    colour scale when there is one, so a bar and a character of the same value look alike."""
     counts = np.asarray(r.hist, dtype=np.float64)
     edges = np.asarray(r.edges, dtype=np.float64)
     lo, hi = float(edges[0]), float(edges[-1])
@@ -274,7 +317,7 @@ def histogram(r: NeuronReport, width: int = 560, height: int = 150, pad: int = 2
     def x_of(v: float) -> float:
         return pad + (v - lo) / span * plot_w
 
-    scale = neuron_scale(r.state, np.array([lo, hi], dtype=np.float32))
+    scale = scale or neuron_scale(r.state, np.array([lo, hi], dtype=np.float32))
     mids = (edges[:-1] + edges[1:]) / 2
     positions = scale.positions(mids.astype(np.float32))
     top = counts.max() if counts.size and counts.max() > 0 else 1.0

@@ -102,7 +102,7 @@ def test_panel_span_source_ranks_the_selection(client):
                                                    "threshold": 0.1, "top": 200}).json()
     assert [(la, u, s) for la, s, u, _ in rows(r.text)] == expected_groups(everything, 20)
     assert expected_groups(api, 3) == expected_groups(everything, 3)  # the API's own top agrees
-    assert ("span 10–22 (12 characters (its first and last count neither way): “&#34;I shall go.”), "
+    assert ("span 10–22 (12 characters: “&#34;I shall go.”; its first and last count neither way), "
             "on above 0.1 of each unit&#39;s colour scale") in r.text
     assert "Δ on" in r.text
 
