@@ -1,4 +1,4 @@
-"""The `rnnscope` command: corpus, train, sample, trace, atlas, serve."""
+"""The `rnnscope` command: corpus, train, sample, trace, atlas, import, serve."""
 
 from __future__ import annotations
 
@@ -240,11 +240,58 @@ def _quote_unit(ck) -> Optional[tuple[int, str, int]]:
         return None
 
 
+@cli.command("import")
+def import_cmd(
+    src: Path = typer.Argument(..., help="a state_dict: .pt/.pth (torch.save(model.state_dict(), ...)) or .safetensors"),
+    vocab: Path = typer.Option(..., "--vocab", help=".json list of characters in index order or object char -> index; "
+                               "any other file is the training corpus (vocabulary = its sorted characters)"),
+    out: Path = typer.Option(..., "--out", help="the checkpoint folder to write; with --name, the folder it goes in "
+                             "(e.g. the server's RNNSCOPE_MODELS_DIR)"),
+    name: Optional[str] = typer.Option(None, "--name", help="the model's name: writes OUT/NAME"),
+    maps: list[str] = typer.Option([], "--map", help="OLD=NEW: rename a key (or a prefix, both ending in '.'), e.g. "
+                                   "dec.weight=head.weight, my.emb=embed.weight; repeatable"),
+    nonlinearity: str = typer.Option("tanh", "--nonlinearity", help="a vanilla RNN's: tanh or relu"),
+    eval_text: Optional[Path] = typer.Option(None, "--eval", help="held-out text: bits/char, the quote unit and the "
+                                             "neuron atlas"),
+    force: bool = typer.Option(False, "--force", help="replace an existing, non-empty --out folder"),
+):
+    """Import a char-level RNN/LSTM/GRU trained elsewhere, checked against PyTorch's own modules."""
+    from app.core.registry import NAME_RE
+    from models.importer import import_model
+
+    target = out / name if name is not None else out
+    if not NAME_RE.match(target.name):
+        _fail(f"model name {target.name!r} cannot be served: use letters, digits, '.', '_' and '-', starting with a "
+              "letter or digit (pass --name NAME)")
+    try:
+        result = import_model(src, vocab, target, maps=maps, nonlinearity=nonlinearity, eval_path=eval_text,
+                              force=force)
+    except RnnscopeError as e:
+        _fail(str(e))
+    except Exception as e:  # noqa: BLE001 - one line, never a traceback, for a file we could not foresee
+        typer.echo(f"error: importing {src} failed unexpectedly: {type(e).__name__}: {e}", err=True)
+        raise typer.Exit(code=1)
+    chk = result.check
+    errs = ", ".join(f"{k} {v:.1e}" for k, v in chk["max_error"].items())
+    typer.echo(f"{src.name}: {result.layout.describe()}")
+    typer.echo(f"self-check against {chk['against']} on {chk['chars']} characters: largest error {errs} "
+               f"(tolerance {chk['tolerance']:g})")
+    card = result.card
+    if "val_bpc" in card:
+        dropped = f" ({card['val_dropped_chars']:,} characters outside the vocabulary left out)" \
+            if card["val_dropped_chars"] else ""
+        typer.echo(f"held-out: {card['val_bpc']:.4f} bits/char over {card['val_chars']:,} characters of "
+                   f"{eval_text}{dropped}; atlas written")
+    typer.echo(f"-> {result.path} (a server whose RNNSCOPE_MODELS_DIR is {result.path.parent} serves it as "
+               f"{result.path.name!r})")
+
+
 @cli.command()
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (0.0.0.0 for every interface)"),
     port: int = typer.Option(8000, "--port", min=1, max=65535),
-    models_dir: Optional[Path] = typer.Option(None, "--models-dir", help="overrides RNNSCOPE_MODELS_DIR"),
+    models_dir: Optional[Path] = typer.Option(None, "--models", "--models-dir", help="folder of model folders; "
+                                              "overrides RNNSCOPE_MODELS_DIR"),
     log_level: str = typer.Option("info", "--log-level"),
 ):
     """Serve the web app and the JSON API (uvicorn)."""

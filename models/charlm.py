@@ -26,6 +26,7 @@ CELL_STATES: dict[str, tuple[str, ...]] = {
 }
 
 _MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+NONLINEARITIES = ("tanh", "relu")  # a vanilla RNN's; LSTM and GRU have their own fixed ones
 
 
 @dataclass
@@ -36,6 +37,7 @@ class ModelConfig:
     emb: int = 64
     vocab_size: int = 0
     dropout: float = 0.0  # between layers, training only
+    nonlinearity: str = "tanh"  # vanilla RNN only: nn.RNN's tanh or relu (imported ReLU RNNs)
 
     def validate(self) -> "ModelConfig":
         if self.cell not in CELLS:
@@ -45,10 +47,17 @@ class ModelConfig:
                 raise RnnscopeError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0.0 <= self.dropout < 1.0:
             raise RnnscopeError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.nonlinearity not in NONLINEARITIES:
+            raise RnnscopeError(f"unknown nonlinearity {self.nonlinearity!r}: choose tanh or relu")
+        if self.nonlinearity != "tanh" and self.cell != "rnn":
+            raise RnnscopeError(f"nonlinearity {self.nonlinearity!r} applies only to cell 'rnn', not {self.cell!r}")
         return self
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if d["nonlinearity"] == "tanh":  # the default is left out: configs stay as they were before the field
+            del d["nonlinearity"]
+        return d
 
 
 # A recurrent state: one entry per layer; an LSTM layer's entry is (h, c), others just h.
@@ -63,8 +72,9 @@ class CharLM(nn.Module):
         self.config = config
         self.embed = nn.Embedding(config.vocab_size, config.emb)
         module = _MODULES[config.cell]
+        extra = {"nonlinearity": config.nonlinearity} if config.cell == "rnn" else {}
         self.layers = nn.ModuleList(
-            module(config.emb if k == 0 else config.hidden, config.hidden, batch_first=True)
+            module(config.emb if k == 0 else config.hidden, config.hidden, batch_first=True, **extra)
             for k in range(config.n_layers)
         )
         self.drop = nn.Dropout(config.dropout)

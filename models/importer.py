@@ -1,0 +1,307 @@
+"""Bring your own model: a char-level RNN/LSTM/GRU state_dict trained elsewhere -> an rnnscope checkpoint.
+
+The source's tensors are placed by models/import_layout.py and copied into a CharLM:
+- rnnscope's vocabulary puts an unknown character at index 0 (models/vocab.py). The source has
+  none, so the CharLM gets one extra row: a zero embedding, a zero head row and a head bias of
+  UNK_LOGIT, far below any real logit, so it never takes probability from a real character.
+- one-hot input (no embedding; weight_ih_l0 has V columns) becomes an identity embedding, E = V:
+  embedding row i is the one-hot vector of character i, so layer 0 sees exactly what it saw.
+- a module without biases gets zero biases; a head without a bias gets a zero bias.
+Then the import proves itself: PyTorch's own nn.Embedding/nn.LSTM/nn.GRU/nn.RNN/nn.Linear are
+built from the same source tensors and stepped one character at a time, and the imported model's
+hidden states (as the trace engine reports them, c included), and its logits must agree within
+CHECK_TOLERANCE on a sample, or nothing is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .checkpoint import WEIGHTS, Checkpoint, _swap_in, save_checkpoint
+from .charlm import CharLM, ModelConfig
+from .errors import RnnscopeError
+from .import_layout import Layout, apply_maps, read_source, recognise
+from .import_vocab import SourceVocab, read_vocab
+from .trace import run_trace
+from .vocab import UNK, CharVocab
+
+UNK_LOGIT = -50.0  # e^-50 ~ 2e-22: the added unknown character never takes probability from a real one
+CHECK_TOLERANCE = 1e-5  # |imported - PyTorch| <= this x max(1, |PyTorch|)
+CHECK_CHARS = 256  # sample length: the start of --eval text, then random characters of the vocabulary
+ATLAS_CHARS = 30_000
+_MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
+
+
+@dataclass
+class ImportResult:
+    path: Path
+    layout: Layout
+    vocab: SourceVocab
+    check: dict  # per quantity, the largest error seen, and the sample's length
+    card: dict
+    notes: list[str] = field(default_factory=list)
+
+
+def import_model(src: str | Path, vocab_path: str | Path, out: str | Path, maps: list[str] | None = None,
+                 nonlinearity: str = "tanh", eval_path: str | Path | None = None, force: bool = False) -> ImportResult:
+    """Read, place, build, check and write; with `eval_path`, also bits/char, probe units and the atlas."""
+    out = Path(out)
+    _check_target(out, force)
+    source = read_source(src)
+    vocab = read_vocab(vocab_path)
+    tensors = apply_maps(source.tensors, maps or [])
+    layout = recognise(tensors, len(vocab), nonlinearity)
+    eval_text = _read_eval(eval_path) if eval_path is not None else None
+    rns_vocab, rows = vocab.to_rnnscope()
+    model = build_charlm(tensors, layout, rows)
+    sample = check_sample(vocab, eval_text)
+    check = self_check(model, rns_vocab, rows, tensors, layout, sample)
+
+    notes = [n for n in (source.note, vocab.note) if n]
+    if UNK not in vocab.chars:
+        notes.append(f"rnnscope added the unknown character at index 0 (zero embedding, head bias {UNK_LOGIT:g}); "
+                     "characters outside the vocabulary read as it")
+    if layout.embed_key is None:
+        notes.append(f"one-hot input imported as an identity embedding ({layout.vocab_size} wide)")
+    if not layout.bias:
+        notes.append("the recurrent module has no biases: imported as zero biases")
+    if layout.head_bias_key is None:
+        notes.append("the output layer has no bias: imported as a zero bias")
+    card = {
+        "imported": True,
+        "source": {"file": Path(src).name, "sha256": source.sha256, "format": source.format,
+                   "maps": list(maps or [])},
+        "layout": layout.describe(),
+        "vocab_source": vocab.kind,
+        "self_check": check,
+        "params": model.num_params(),
+        "notes": notes,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+    }
+    if layout.cell == "rnn":
+        card["nonlinearity"] = layout.nonlinearity
+    staging = out.parent / f".{out.name}.importing"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        save_checkpoint(staging, model, rns_vocab, card)
+        if eval_text is not None:
+            known = set(vocab.chars)
+            held_out = "".join(ch for ch in eval_text if ch in known)  # what the source model can read
+            ck = Checkpoint(model, rns_vocab, card, staging)
+            card.update(evaluate_on(ck, held_out, Path(eval_path).name, dropped=len(eval_text) - len(held_out)))
+            save_checkpoint(staging, model, rns_vocab, card)
+            _write_atlas(ck, held_out, out.name)
+        (staging / "README.md").write_text(model_card(out.name, card), encoding="utf-8")
+        (staging / "README.md").chmod(0o644)
+        # Only now does the folder get a servable name: a server never sees half an import.
+        _swap_in(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return ImportResult(out, layout, vocab, check, card, notes)
+
+
+def _check_target(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise RnnscopeError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise RnnscopeError(f"--out {out} already exists and is not empty: pass --force to replace it")
+
+
+def _read_eval(path: str | Path) -> str:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RnnscopeError(f"--eval {path} does not exist") from None
+    except UnicodeDecodeError as e:
+        raise RnnscopeError(f"--eval {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise RnnscopeError(f"cannot read --eval {path}: {e.strerror or e}") from None
+    if len(text) < 100:
+        raise RnnscopeError(f"--eval {path} has {len(text)} characters: held-out text needs at least 100")
+    return text
+
+
+# ---- building the CharLM
+@torch.no_grad()
+def build_charlm(tensors: dict[str, torch.Tensor], layout: Layout, rows: list[int | None]) -> CharLM:
+    """A CharLM computing what the source computes; rows[i] is the source row of rnnscope index i (None: added)."""
+    V1 = len(rows)
+    E = layout.input_size
+    config = ModelConfig(cell=layout.cell, n_layers=layout.n_layers, hidden=layout.hidden, emb=E, vocab_size=V1,
+                         nonlinearity=layout.nonlinearity)
+    model = CharLM(config).eval()
+    src_embed = tensors[layout.embed_key] if layout.embed_key else torch.eye(layout.vocab_size)  # (V, E)
+    head_w = tensors[layout.head_key]  # (V, H)
+    head_b = tensors[layout.head_bias_key] if layout.head_bias_key else torch.zeros(layout.vocab_size)
+    for i, r in enumerate(rows):
+        model.embed.weight[i] = src_embed[r] if r is not None else 0.0
+        model.head.weight[i] = head_w[r] if r is not None else 0.0
+        model.head.bias[i] = head_b[r] if r is not None else UNK_LOGIT
+    for k, layer in enumerate(model.layers):
+        for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+            target = getattr(layer, f"{kind}_l0")
+            key = layout.key(kind, k)
+            target.copy_(tensors[key] if key in tensors else torch.zeros_like(target))
+    return model
+
+
+# ---- the self-check against PyTorch's own modules
+class Reference(nn.Module):
+    """The source model as its author would have written it, from PyTorch's modules and the source tensors."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor], layout: Layout):
+        super().__init__()
+        self.layout = layout
+        V, I, H = layout.vocab_size, layout.input_size, layout.hidden
+        self.embed = nn.Embedding(V, I) if layout.embed_key else None
+        extra = {"nonlinearity": layout.nonlinearity} if layout.cell == "rnn" else {}
+        self.rnn = _MODULES[layout.cell](I, H, num_layers=layout.n_layers, bias=layout.bias, **extra)
+        self.head = nn.Linear(H, V, bias=layout.head_bias_key is not None)
+        with torch.no_grad():
+            if self.embed is not None:
+                self.embed.load_state_dict({"weight": tensors[layout.embed_key]})
+            self.rnn.load_state_dict({n: tensors[layout.prefix + n] for n, _ in self.rnn.named_parameters()})
+            head = {"weight": tensors[layout.head_key]}
+            if layout.head_bias_key:
+                head["bias"] = tensors[layout.head_bias_key]
+            self.head.load_state_dict(head)
+
+    @torch.no_grad()
+    def step_all(self, ids: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor] | None, torch.Tensor]:
+        """ids (T,) source indices -> per layer h (T, H), per layer c (T, H) for an LSTM, logits (T, V).
+
+        One character at a time, so that every step's state (not only the last) comes from the module itself.
+        """
+        x = self.embed(ids) if self.embed is not None else F.one_hot(ids, self.layout.vocab_size).float()  # (T, I)
+        L, T = self.layout.n_layers, len(ids)
+        hs = torch.empty(L, T, self.layout.hidden)
+        cs = torch.empty(L, T, self.layout.hidden) if self.layout.cell == "lstm" else None
+        outs, state = [], None
+        for t in range(T):
+            out, state = self.rnn(x[t : t + 1, None, :], state)  # (1, 1, H); state (L, 1, H) or a pair
+            h = state[0] if isinstance(state, tuple) else state
+            hs[:, t] = h[:, 0]
+            if cs is not None:
+                cs[:, t] = state[1][:, 0]
+            outs.append(out[0, 0])
+        return list(hs), None if cs is None else list(cs), self.head(torch.stack(outs))  # (T, V)
+
+
+def check_sample(vocab: SourceVocab, eval_text: str | None, n: int = CHECK_CHARS) -> str:
+    """The start of the held-out text (its known characters) if given, then random vocabulary characters."""
+    known = set(vocab.chars)
+    head = "".join(ch for ch in (eval_text or "")[: n * 4] if ch in known)[: n // 2]
+    gen = torch.Generator().manual_seed(0)
+    tail = torch.randint(len(vocab), (n - len(head),), generator=gen).tolist()
+    return head + "".join(vocab.chars[i] for i in tail)
+
+
+@torch.no_grad()
+def self_check(model: CharLM, rns_vocab: CharVocab, rows: list[int | None], tensors: dict[str, torch.Tensor],
+               layout: Layout, sample: str) -> dict:
+    """Largest relative error of h, c and the logits against the PyTorch reference; raises past tolerance."""
+    ref = Reference(tensors, layout)
+    src_index = {ch: r for ch, r in zip(rns_vocab.chars, rows) if r is not None}
+    ids = torch.tensor([src_index[ch] for ch in sample], dtype=torch.long)
+    ref_h, ref_c, ref_logits = ref.step_all(ids)
+    states = ["h", "c"] if layout.cell == "lstm" else ["h"]
+    tr = run_trace(model, rns_vocab, sample, states=states, topk=0)
+    logits, _, _ = model(rns_vocab.encode_tensor(sample)[None])  # (1, T, V+1)
+    user_cols = torch.tensor([rows.index(r) for r in range(layout.vocab_size)])
+    mine = {("logits", None): logits[0][:, user_cols]}
+    theirs = {("logits", None): ref_logits}
+    for k in range(layout.n_layers):
+        mine[("h", k)], theirs[("h", k)] = torch.from_numpy(np.asarray(tr.states[k]["h"], np.float32)), ref_h[k]
+        if ref_c is not None:
+            mine[("c", k)], theirs[("c", k)] = torch.from_numpy(np.asarray(tr.states[k]["c"], np.float32)), ref_c[k]
+    worst: dict[str, float] = {}
+    for (what, k), a in mine.items():
+        b = theirs[(what, k)]
+        err = ((a - b).abs() / b.abs().clamp(min=1.0))  # (T, U)
+        e = float(err.max())
+        if not math.isfinite(e) or e > CHECK_TOLERANCE:
+            t, u = divmod(int(err.nan_to_num(float("inf")).argmax()), err.shape[1])
+            where = "the logits" if k is None else f"layer {k} {what}"
+            module = f"nn.{_MODULES[layout.cell].__name__}" if k is not None else "the reference head"
+            raise RnnscopeError(f"self-check failed: {where} differ from PyTorch's {module} by {e:.3g} at position {t}, "
+                                f"unit {u} (tolerance {CHECK_TOLERANCE:g}); the weights do not import faithfully, so "
+                                "nothing was written")
+        worst[what] = max(worst.get(what, 0.0), e)
+    return {"chars": len(sample), "tolerance": CHECK_TOLERANCE, "against": f"torch.nn.{_MODULES[layout.cell].__name__}",
+            "max_error": {k: float(f"{v:.3g}") for k, v in worst.items()}}
+
+
+# ---- with held-out text: bits/char, probe units, atlas
+@torch.no_grad()
+def bits_per_char(model: CharLM, ids: torch.Tensor, chunk: int = 1000) -> float:
+    """Over the whole text as one stream, the state carried from chunk to chunk."""
+    total, state = 0.0, None
+    for s in range(0, len(ids) - 1, chunk):
+        x = ids[s : s + chunk][None]  # (1, t)
+        y = ids[s + 1 : s + chunk + 1][None]
+        x = x[:, : y.shape[1]]
+        logits, _, state = model(x, state)
+        total += F.cross_entropy(logits[0], y[0], reduction="sum").item()
+    return total / (len(ids) - 1) / math.log(2)
+
+
+def evaluate_on(ck: Checkpoint, text: str, label: str, dropped: int = 0) -> dict:
+    """Card entries from held-out text (only characters in the vocabulary; `dropped` says how many were not)."""
+    from .evaluate import best_units, card_entries  # the same ranking a trained model's card uses
+    from .probes import labels
+
+    if len(text) < 100:
+        raise RnnscopeError(f"--eval {label}: only {len(text)} of its characters are in the vocabulary; "
+                            "is it text of the kind the model was trained on?")
+    out = {"val_bpc": round(bits_per_char(ck.model, ck.vocab.encode_tensor(text)), 4), "val_chars": len(text),
+           "val_text": label, "val_dropped_chars": dropped}
+    probe_ids = [p for p in ("quotes",) if np.unique(labels(p, text[:100_000])).size > 1]
+    if probe_ids:
+        out.update(card_entries(best_units(ck, text, probe_ids)))
+    return out
+
+
+def _write_atlas(ck: Checkpoint, text: str, name: str) -> None:
+    from .atlas import build_atlas, save_atlas
+
+    atlas = build_atlas(ck, text, max_chars=ATLAS_CHARS)
+    atlas["model"] = {"name": name, "weights_sha256": _sha256(ck.path / WEIGHTS)}
+    save_atlas(ck.path, atlas)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def model_card(name: str, card: dict) -> str:
+    """A short README.md beside the weights: where they came from and how they were checked."""
+    src = card["source"]
+    chk = card["self_check"]
+    errs = ", ".join(f"{k} {v:.2g}" for k, v in chk["max_error"].items())
+    lines = [f"# {name}", "", "Imported with `rnnscope import` from a state_dict trained elsewhere.", "",
+             f"- **Source:** `{src['file']}` ({src['format']}), sha256 `{src['sha256']}`",
+             f"- **Layout:** {card['layout']}",
+             f"- **Self-check:** against {chk['against']} on {chk['chars']} characters, largest error {errs} "
+             f"(tolerance {chk['tolerance']:g})"]
+    if "val_bpc" in card:
+        lines.append(f"- **Held-out:** {card['val_bpc']:.4f} bits per character over {card['val_chars']:,} "
+                     f"characters of `{card['val_text']}`")
+    lines += ["", "## Notes", ""] + [f"- {n}" for n in card["notes"]]
+    return "\n".join(lines) + "\n"
