@@ -335,10 +335,13 @@ def _top_strings(chars_table: list[str], ids: np.ndarray) -> list[str]:
 
 
 def model_options(service: TraceService, selected: str) -> list[ModelOption]:
+    """The model picker's entries; a model brought in with `rnnscope import` says so (its card marks it)."""
     out = []
     for e in service.registry.entries.values():
         bpc = f" · {e.val_bpc:.2f} bpc" if e.val_bpc is not None else ""
-        label = f"{e.name} · {e.cell.upper()} {e.layers}×{e.hidden}{bpc}"
+        relu = " (ReLU)" if e.checkpoint.config.nonlinearity == "relu" else ""
+        imported = " · imported" if e.card.get("imported") is True else ""
+        label = f"{e.name} · {e.cell.upper()}{relu} {e.layers}×{e.hidden}{bpc}{imported}"
         out.append(ModelOption(e.name, label, e.layers, e.hidden, " ".join(e.states), e.name == selected))
     return out
 
