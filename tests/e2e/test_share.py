@@ -198,3 +198,54 @@ def test_the_probe_and_pattern_are_in_the_url_the_history_and_the_link(browser, 
     assert stored["probe"] == "word_start" and "pattern" not in stored
     assert problems == [], problems
     context.close()
+
+
+def test_the_link_preview_is_a_png_a_browser_decodes_with_words_kept_whole(browser, server):
+    """og:image names the PNG card; it loads as a 1200×630 image in the browser, is cached by the server (the
+    second fetch is the same bytes), and its SVG twin keeps every word of the text on one line."""
+    context = browser.new_context(viewport={"width": 1300, "height": 800})
+    pg = new_page(context)
+    failed: list[str] = []
+    # an image opened on its own makes the browser ask for /favicon.ico (the pages link /static/favicon.svg)
+    pg.on("response", lambda r: failed.append(f"{r.status} {r.url}")
+          if r.status >= 400 and not r.url.endswith("/favicon.ico") else None)
+    long_text = ("It is a truth universally acknowledged, that a single man in possession of a good fortune, must "
+                 "be in want of a wife. However little known the feelings or views of such a man may be.")
+    made = pg.request.post(f"{server}/api/v1/share", data={"model": "tiny-lstm", "text": long_text, "layer": 1,
+                                                           "state": "c", "unit": 3})
+    url = made.json()["url"]
+    pg.goto(url)
+    pg.wait_for_selector("#chars .ch")
+    image = pg.get_attribute('meta[property="og:image"]', "content")
+    assert image == url + "/preview.png"
+    assert pg.get_attribute('meta[property="og:image:type"]', "content") == "image/png"
+    assert pg.get_attribute('meta[name="twitter:image"]', "content") == image
+    first = pg.request.get(image)
+    assert first.status == 200 and first.headers["content-type"] == "image/png"
+    assert pg.request.get(image).body() == first.body()
+    size = pg.evaluate("""src => new Promise((ok, bad) => {
+      const img = new Image();
+      img.onload = () => ok([img.naturalWidth, img.naturalHeight]);
+      img.onerror = () => bad(new Error('the preview did not decode'));
+      img.src = src;
+    })""", image)
+    assert size == [1200, 630]
+    pg.goto(url + "/preview.png")  # opened on its own, as a site unfurling the link would
+    assert pg.evaluate("document.images.length === 1 && document.images[0].naturalWidth") == 1200
+    # every word of the SVG card sits on one baseline (drawn by the browser's SVG engine)
+    pg.goto(url + "/preview.svg")
+    rows = pg.evaluate("""() => Array.from(document.querySelectorAll('g text')).map(t => [t.textContent,
+                          t.getBoundingClientRect().top])""")
+    words = [w for w in long_text.split() if w]
+    k = 0
+    for w in words:
+        glyphs = rows[k:k + len(w)]
+        if len(glyphs) < len(w):
+            break  # the card's end
+        assert "".join(g[0] for g in glyphs) == w
+        assert max(g[1] for g in glyphs) - min(g[1] for g in glyphs) < 2, f"{w!r} is split across lines"
+        k += len(w)
+    assert k > 100
+    assert failed == [], failed
+    assert [p for p in pg.problems if "status of 404" not in p] == [], pg.problems
+    context.close()

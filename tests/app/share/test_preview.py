@@ -234,3 +234,19 @@ def test_card_colours_and_ink_follow_the_scale():
     assert [g.ch for g in c.glyphs] == ["a", "b", "", "c", "d"]
     png = preview.preview_png(d, "m · layer 0 · h · unit 0")
     assert Image.open(io.BytesIO(png)).size == (1200, 630)
+
+
+def test_without_system_fonts_the_card_uses_pillows_own(monkeypatch):
+    """A machine without DejaVu still draws the card (Pillow >= 10.1 ships a scalable font)."""
+    monkeypatch.setattr(preview, "FONT_DIRS", ())
+    preview.font.cache_clear()
+    try:
+        assert preview.font("DejaVuSansMono.ttf", 26).getname()[0] != "DejaVu Sans Mono"
+        text = "plain words, wrapped"
+        pos = np.linspace(-1, 1, len(text))
+        d = ExportData("m", 0, "h", 0, "neuron", text, pos, pos, pos, Scale(-1.0, 1.0, "tanh range"), [])
+        img = Image.open(io.BytesIO(preview.preview_png(d, "m")))
+        assert img.size == (1200, 630)
+        assert pixel_colours(preview.preview_png(d, "m"), text) == [rgb(p) for p in pos]
+    finally:
+        preview.font.cache_clear()
