@@ -373,6 +373,7 @@ def unit_scores(blocks: dict[tuple[int, str], np.ndarray], values: np.ndarray, k
 TIE = 0.005  # scores this close are a tie: the state that reads cleaner is shown for its unit
 SCORE_DIGITS = 6  # scores are compared (and reported) rounded to this many decimals
 MAX_TIED_RUN = 512  # a longer run of equal scores keeps block order: sorting it by roughness costs more than it shows
+ROUGHNESS_CHUNK = 64  # columns worked on at once (a 20,000-character text: 10 MB of float64 each time)
 
 
 def roughness(x: np.ndarray) -> np.ndarray:
@@ -434,8 +435,9 @@ def _roughness_of(blocks: dict, keys: list, widths: np.ndarray, cols: np.ndarray
     where = np.searchsorted(widths, cols, side="right") - 1
     for b in np.unique(where):
         picked = np.flatnonzero(where == b)
-        local = cols[picked] - widths[b]
-        out[picked] = roughness(blocks[keys[b]][:, local])
+        for k in range(0, len(picked), ROUGHNESS_CHUNK):  # float64 copies of a few columns at a time
+            part = picked[k:k + ROUGHNESS_CHUNK]
+            out[part] = roughness(blocks[keys[b]][:, cols[part] - widths[b]])
     return out
 
 

@@ -317,16 +317,18 @@ def screen_ends(state: str, x: np.ndarray) -> float | np.ndarray:
     """
     if STATE_INFO.get(state, ("", "free"))[1] != "free":
         return float(neuron_scale(state, np.zeros(0, dtype=np.float32)).hi)
-    a = np.abs(np.asarray(x, dtype=np.float32))
-    if np.isfinite(a).all():
-        p = np.percentile(a, SPREAD_PERCENTILE, axis=0)
-    else:  # neuron_scale leaves out what is not finite
-        a[~np.isfinite(a)] = np.nan
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: no scale of its own (1)
-            p = np.nanpercentile(a, SPREAD_PERCENTILE, axis=0)
+    spread = np.empty(x.shape[1])
+    for k in range(0, x.shape[1], 128):  # float32 copies of a slice of columns at a time
+        a = np.abs(np.asarray(x[:, k:k + 128], dtype=np.float32))
+        if np.isfinite(a).all():
+            spread[k:k + 128] = np.percentile(a, SPREAD_PERCENTILE, axis=0)
+        else:  # neuron_scale leaves out what is not finite
+            a[~np.isfinite(a)] = np.nan
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: no scale of its own (1)
+                spread[k:k + 128] = np.nanpercentile(a, SPREAD_PERCENTILE, axis=0)
     return np.array([neuron_scale(state, np.array([v] if np.isfinite(v) else [], dtype=np.float32)).hi
-                     for v in p.tolist()], dtype=np.float64)
+                     for v in spread.tolist()], dtype=np.float64)
 
 
 def pushes_from_weights(entry: ModelEntry, unit: int, k: int = PUSHES_K) -> tuple[list, list]:

@@ -183,3 +183,46 @@ def test_openapi_describes_the_probe_routes(client):
     assert set(schemas["UnitRank"]["properties"]) == {"layer", "state", "unit", "score", "sign", "metric", "roughness"}
     assert "colour scale" in schemas["SpanRequest"]["properties"]["threshold"]["description"]
     assert "/ui/find-units" not in spec["paths"] and not any(p.startswith("/neuron/") for p in spec["paths"])
+
+
+def test_span_threshold_is_a_place_on_each_units_colour_scale(client, tiny_models_dir):
+    """h and the gates compare their values with the threshold; c and kept their value over the end of the
+    colour scale the main view gives that unit on this text (app.ui.scale.neuron_scale), unit by unit."""
+    from app.ui.scale import neuron_scale
+
+    start, end, threshold = TEXT.index('"'), TEXT.index('."') + 2, 0.4
+    got = client.post("/api/v1/span", json={"model": "tiny-lstm", "text": TEXT, "start": start, "end": end,
+                                            "threshold": threshold, "top": 200}).json()
+    blocks = _blocks(tiny_models_dir, "tiny-lstm", TEXT)
+    inside = np.zeros(len(TEXT), dtype=bool)
+    inside[start + 1:end - 1] = True
+    outside = np.ones(len(TEXT), dtype=bool)
+    outside[start:end] = False
+    want = {}
+    for (layer, state), b in blocks.items():
+        for u in range(b.shape[1]):
+            col = b[:, u].astype(np.float32)
+            on = col.astype(np.float64) > threshold * neuron_scale(state, col).hi
+            want[(layer, state, u)] = float(on[inside].mean() - on[outside].mean())
+    ends = {s: neuron_scale(s, blocks[(1, s)][:, 0].astype(np.float32)).hi for s in ("h", "c")}
+    assert ends["h"] == 1.0 and ends["c"] != 1.0  # this test means something: c's scale is not the value's
+    for row in got:
+        d = want[(row["layer"], row["state"], row["unit"])]
+        assert row["score"] == pytest.approx(abs(d), abs=1e-6) and row["sign"] == (1 if d >= 0 else -1)
+    assert [r["score"] for r in got[:5]] == pytest.approx(sorted((abs(d) for d in want.values()), reverse=True)[:5],
+                                                          abs=1e-6)
+
+
+def test_screen_ends_are_what_neuron_scale_gives_each_column():
+    from app.probe.service import screen_ends
+    from app.ui.scale import neuron_scale
+
+    rng = np.random.default_rng(3)
+    x = (rng.normal(size=(400, 300)) * rng.uniform(0.01, 40, size=300)).astype(np.float16)
+    x[5, 7] = np.float16(np.inf)
+    x[:, 9] = np.float16(np.nan)
+    ends = screen_ends("c", x)
+    assert ends.shape == (300,)
+    for u in (0, 7, 9, 150, 299):
+        assert ends[u] == neuron_scale("c", x[:, u].astype(np.float32)).hi
+    assert screen_ends("h", x) == 1.0 and screen_ends("f", x) == 1.0

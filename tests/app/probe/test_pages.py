@@ -301,3 +301,18 @@ def test_a_pattern_in_the_url_is_escaped(client):
     evil = '"><script>alert(1)</script>'
     html = client.get("/", params={"text": TEXT, "probe": "regex", "pattern": evil}).text
     assert "<script>alert" not in html and _panel(html)["pattern"] == evil
+
+
+def test_a_ranking_opens_the_units_other_states_when_the_view_shows_one_of_them(client):
+    base = {"model": "tiny-lstm", "text": TEXT, "source": "probe", "probe": "quotes"}
+    plain = client.get("/ui/find-units", params=base, headers=HX).text
+    assert 'aria-expanded="true"' not in plain and plain.count('class="alt-states" hidden') == 20
+    first_alts = groups(plain)[0][1:]
+    layer, state, unit, _ = first_alts[2]  # one of the first unit's other states
+    html = client.get("/ui/find-units", params={**base, "layer": str(layer), "state": state, "unit": str(unit)},
+                      headers=HX).text
+    assert html.count('aria-expanded="true"') == 1 and html.count('class="alt-states" hidden') == 19
+    assert re.search(r'<tbody id="alts-1" class="alt-states">', html)
+    assert re.search(rf'<tr class="pick-row current alt" data-layer="{layer}" data-state="{state}" data-unit="{unit}" '
+                     r'aria-current="true">', html)
+    assert '<button type="button" class="pick more-states" aria-expanded="true" aria-controls="alts-1" data-count="7"' in html
