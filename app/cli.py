@@ -260,9 +260,9 @@ def import_cmd(
     from models.importer import import_model
 
     target = out / name if name is not None else out
-    if not NAME_RE.match(target.name):
-        _fail(f"model name {target.name!r} cannot be served: use letters, digits, '.', '_' and '-', starting with a "
-              "letter or digit (pass --name NAME)")
+    if not NAME_RE.match(name if name is not None else out.name):
+        _fail(f"model name {name if name is not None else out.name!r} cannot be served: use letters, digits, '.', '_' "
+              "and '-', starting with a letter or digit (pass --name NAME)")
     try:
         result = import_model(src, vocab, target, maps=maps, nonlinearity=nonlinearity, eval_path=eval_text,
                               force=force)

@@ -102,13 +102,13 @@ def _looks_like_safetensors(blob: bytes) -> bool:
 def _torch_load(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(e))
-        what = f" ({found.group(1)})" if found else ""
-        raise RnnscopeError(f"{path} holds a pickled Python object{what}, not a state_dict; loading it would run its "
-                            f"code, which rnnscope never does: {SAVE_HINT}") from None
     except Exception as e:  # noqa: BLE001 - torch raises many types for a file that is not its own
-        first = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        found = re.search(r"GLOBAL (\S+) was not an allowed global", str(e))
+        if isinstance(e, pickle.UnpicklingError) and found:  # a class or function the file wants to call
+            raise RnnscopeError(f"{path} holds a pickled Python object ({found.group(1)}), not a state_dict; loading it "
+                                f"would run its code, which rnnscope never does: {SAVE_HINT}") from None
+        why = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", str(e))
+        first = why.group(1) if why else str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         raise RnnscopeError(f"{path} is not a PyTorch state_dict file torch.load can read ({first}); give a .pt/.pth "
                             "saved with torch.save(model.state_dict(), ...) or a .safetensors file") from None
 
@@ -189,8 +189,8 @@ def recognise(tensors: dict[str, torch.Tensor], vocab_size: int, nonlinearity: s
         for part in ("ih", "hh"):
             key = f"{prefix}bias_{part}_l{k}"
             if (key in tensors) != bias:
-                raise RnnscopeError(f"{prefix}: layer 0 {'has' if bias else 'lacks'} biases but {key} is "
-                                    f"{'missing' if bias else 'there'}; a PyTorch module has them in every layer or none")
+                raise RnnscopeError(f"{key} is {'missing' if bias else 'there'} but {prefix}bias_ih_l0 is "
+                                    f"{'there' if bias else 'missing'}: a PyTorch module has biases in every layer or none")
             if bias:
                 _expect(tensors, key, (rows,))
     used = {f"{prefix}{w}_l{k}" for k in range(L) for w in ("weight_ih", "weight_hh")}
