@@ -285,6 +285,19 @@ def probe_timeline(folder: str | Path, text: str, probe_ids, max_chars: int = 10
     return rows
 
 
+def record_probe_units(folder: str | Path, text: str, probe_ids, max_chars: int = 100_000) -> list[dict]:
+    """Measure probe_timeline and keep it in timeline.json: each entry gains `probe_units` (what a viewer
+    of the timeline shows as the unit's birth) and `probe_chars`, the held-out characters scored."""
+    d = snapshot_dir(folder)
+    rows = {r["step"]: r for r in probe_timeline(d, text, probe_ids, max_chars)}
+    tl = read_timeline(d)
+    for e in tl["snapshots"]:
+        e["probe_units"] = rows[e["step"]]["units"]
+        e["probe_chars"] = min(len(text), max_chars)
+    _write_json(d / TIMELINE, tl)
+    return [rows[s] for s in sorted(rows)]
+
+
 def timeline_size(folder: str | Path) -> int:
     """Bytes of the snapshot files and the timeline together (what shipping them costs)."""
     d = snapshot_dir(folder)

@@ -15,7 +15,7 @@ from models.corpora import load_corpus_files
 from models.errors import RnnscopeError
 from models.evaluate import validation_bpc
 from models.snapshots import (SAMPLE, every_schedule, fixed_sample, list_snapshots, load_snapshot, log_schedule,
-                              probe_timeline, read_timeline, schedule_for)
+                              probe_timeline, read_timeline, record_probe_units, schedule_for)
 from models.train import TrainConfig, train
 
 RNNSCOPE = shutil.which("rnnscope", path=str(Path(sys.executable).parent)) or "rnnscope"
@@ -219,6 +219,17 @@ def test_probe_timeline_scores_every_snapshot(tmp_path, data_file):
         q = r["units"]["quotes"]
         assert q["metric"] == "auc" and 0.5 <= q["score"] <= 1.0 and q["state"] in ("h", "c", "i", "f", "g", "o",
                                                                                      "kept", "written")
+
+
+def test_recorded_probe_units_go_into_the_timeline(tmp_path, data_file):
+    train(_cfg(tmp_path, data_file, snapshots=2))
+    rows = record_probe_units(tmp_path / "out", PROSE[:300], ("quotes", "word_start"), max_chars=200)
+    entries = read_timeline(tmp_path / "out")["snapshots"]
+    assert [e["step"] for e in entries] == [r["step"] for r in rows] == [0, 12]
+    for e, r in zip(entries, rows):
+        assert e["probe_units"] == r["units"] and set(e["probe_units"]) == {"quotes", "word_start"}
+        assert e["probe_chars"] == 200 and len(e["sample"]) == SAMPLE["length"]  # the rest of the entry stays
+    assert load_snapshot(tmp_path / "out", 12).card["probe_units"]["quotes"]["metric"] == "auc"
 
 
 def test_cli_snapshot_options(tmp_path, data_file):
