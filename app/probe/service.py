@@ -30,7 +30,8 @@ from models import probes
 from models.atlas import ATLAS_FILE, QUANTILES, load_atlas, neuron_view
 from models.checkpoint import WEIGHTS
 from models.errors import RnnscopeError
-from models.probes import PROBES, Ranked, UnitGroup, UnitScore
+from models.probes import PROBES
+from models.ranking import Ranked, UnitGroup, UnitScore, merge_ranked, ranked
 from models.trace import run_trace
 
 from app.core.errors import InputError
@@ -118,7 +119,7 @@ class ProbeService:
         label_seconds = time.perf_counter() - t0
         marked = int(values.sum()) if kind == probes.BINARY else None
         return self._rank(entry, text, top, marked, label_seconds,
-                          lambda blocks: probes.ranked(blocks, *probes.unit_scores(
+                          lambda blocks: ranked(blocks, *probes.unit_scores(
                               blocks, values, kind, workers=torch.get_num_threads()), top))
 
     def rank_span(self, entry: ModelEntry, text: str, start: int, end: int, threshold: float, top: int) -> Ranking:
@@ -143,7 +144,7 @@ class ProbeService:
         for found, n, hit, t_s, r_s in self._scored(entry, text, score):
             parts.extend(found)
             scored, cached, trace_s, rank_s = scored + n, cached and hit, trace_s + t_s, rank_s + r_s
-        found = probes.merge_ranked(parts, top)  # per-layer rankings merge into the one-pass order
+        found = merge_ranked(parts, top)  # per-layer rankings merge into the one-pass order
         return Ranking(found.units, found.groups, scored, len(text), marked, cached, trace_s, rank_s)
 
     def _scored(self, entry: ModelEntry, text: str, score) -> Iterator[tuple[list[Ranked], int, bool, float, float]]:
@@ -301,11 +302,11 @@ def span_rank(blocks: dict, inside: np.ndarray, threshold: float, top: int, edge
     suits h (tanh), the gates and an unbounded c alike. The span's edge characters (`edges`,
     models.probes.span_edges) count on neither side. models.probes.span_scores gives both
     directions; the reverse is the negation of the first, so one signed score ranks both, best
-    |score| first (models.probes.ranked, as every ranking).
+    |score| first (models.ranking.ranked, as every ranking).
     """
     diff = np.concatenate([probes.span_scores(x, inside, threshold * screen_ends(state, x), edges)[0]
                            for (_, state), x in blocks.items()])  # (N,)
-    return probes.ranked(blocks, np.abs(diff), np.where(diff >= 0, 1, -1), SPAN_METRIC, top)
+    return ranked(blocks, np.abs(diff), np.where(diff >= 0, 1, -1), SPAN_METRIC, top)
 
 
 def screen_ends(state: str, x: np.ndarray) -> float | np.ndarray:

@@ -10,7 +10,8 @@ from urllib.parse import urlencode
 import numpy as np
 from markupsafe import Markup, escape
 
-from models.probes import BINARY, PROBES, TIE, UnitScore, span_edges
+from models.probes import BINARY, PROBES, span_edges
+from models.ranking import TIE, UnitScore
 
 from app.core.selection import UnitRef
 from app.probe.schemas import DEFAULT_PROBE, MAX_PATTERN_CHARS
@@ -95,7 +96,7 @@ def find_units_panel(probe: str | None = None, pattern: str | None = None) -> Fi
 
 
 def ranking_view(model: str, ranking: Ranking, what: str, current: tuple[int, str, int] | None) -> RankingView:
-    """One row per unit (layer, unit): the state models.probes.order_states puts first (the
+    """One row per unit (layer, unit): the state models.ranking.order_states puts first (the
     cleanest of those within TIE of the unit's best score), its other states behind the row."""
 
     def row(u: UnitScore, rank: int | None) -> RankRow:

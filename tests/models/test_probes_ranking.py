@@ -1,12 +1,12 @@
-"""Rankings by unit (models.probes.ranked): roughness, the tie rule, grouping every state of a unit, and
-span scores that leave the span's edges out and take one threshold per column."""
+"""Rankings by unit (models.ranking.ranked): roughness, the tie rule, grouping every state of a unit; and
+span scores (models.probes) that leave the span's edges out and take one threshold per column."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from models import probes
+from models import probes, ranking
 from models.errors import RnnscopeError
 
 
@@ -24,14 +24,14 @@ def test_roughness_is_low_for_a_few_clear_steps_and_high_for_flicker():
     clean = steps(T, rng, 4)
     speckled = clean + rng.normal(size=T) * 0.5 * clean.std()
     x = np.stack([clean, speckled, np.full(T, 2.0), clean * 100], axis=1)
-    r = probes.roughness(x)
+    r = ranking.roughness(x)
     assert r[0] < 0.1 < r[1]
     assert r[2] == np.inf  # no spread: nothing to read
     assert r[3] == pytest.approx(r[0])  # scale-free: an unbounded c and a tanh h compare fairly
     # the definition: mean |step| over the 5th-95th percentile spread
     want = np.abs(np.diff(speckled)).mean() / (np.percentile(speckled, 95) - np.percentile(speckled, 5))
     assert r[1] == pytest.approx(want)
-    assert probes.roughness(np.zeros((1, 3))).tolist() == [np.inf] * 3
+    assert ranking.roughness(np.zeros((1, 3))).tolist() == [np.inf] * 3
 
 
 def planted_blocks(T: int = 300, seed: int = 1):
@@ -53,7 +53,7 @@ def planted_blocks(T: int = 300, seed: int = 1):
 
 def test_an_exact_tie_puts_the_smoother_state_first_and_a_unit_is_one_group():
     blocks, y = planted_blocks()
-    got = probes.ranked(blocks, *probes.unit_scores(blocks, y, probes.BINARY), top=5)
+    got = ranking.ranked(blocks, *probes.unit_scores(blocks, y, probes.BINARY), top=5)
     # flat: h and c both score 1.0; c is smoother, so it comes first although h's block comes first
     assert [(u.layer, u.state, u.unit) for u in got.units[:3]] == [(1, "c", 5), (1, "h", 5), (1, "kept", 5)]
     assert got.units[0].score == got.units[1].score == 1.0 and got.units[0].roughness < got.units[1].roughness
@@ -74,21 +74,21 @@ def test_a_near_tie_shows_the_cleaner_state_but_a_clear_gap_does_not():
     clean = np.where(y, 1.0, -1.0)
     blocks = {(0, "h"): np.stack([clean + rng.normal(size=T) * 0.9], axis=1), (0, "c"): np.stack([steps(T, rng, 3)], axis=1)}
     scores = np.array([0.90, 0.897])  # within TIE: the smoother c is shown
-    got = probes.ranked(blocks, scores, np.array([1, 1]), "auc", top=1)
+    got = ranking.ranked(blocks, scores, np.array([1, 1]), "auc", top=1)
     assert [u.state for u in got.groups[0].states] == ["c", "h"]
     assert got.groups[0].lead.state == "h"  # the unit still stands where its best score puts it
     assert [u.state for u in got.units] == ["h"]  # the flat list stays best score first
-    apart = probes.ranked(blocks, np.array([0.90, 0.89]), np.array([1, 1]), "auc", top=1)
+    apart = ranking.ranked(blocks, np.array([0.90, 0.89]), np.array([1, 1]), "auc", top=1)
     assert [u.state for u in apart.groups[0].states] == ["h", "c"]  # 0.01 apart: the better score is shown
 
 
 def test_groups_fill_top_units_even_when_states_crowd_the_top():
     blocks, y = planted_blocks()
     scores, sign, metric = probes.unit_scores(blocks, y, probes.BINARY)
-    got = probes.ranked(blocks, scores, sign, metric, top=4)
+    got = ranking.ranked(blocks, scores, sign, metric, top=4)
     assert len(got.units) == 4 and len(got.groups) == 4
     # the groups' leads are in flat order: each unit stands where its first column stands
-    everything = probes.ranked(blocks, scores, sign, metric, top=48).units
+    everything = ranking.ranked(blocks, scores, sign, metric, top=48).units
     firsts = []
     for u in everything:
         if (u.layer, u.unit) not in [(a, b) for a, b, _ in firsts]:
@@ -98,12 +98,12 @@ def test_groups_fill_top_units_even_when_states_crowd_the_top():
 
 def test_merging_per_layer_rankings_gives_the_one_pass_ranking():
     blocks, y = planted_blocks(seed=4)
-    whole = probes.ranked(blocks, *probes.unit_scores(blocks, y, probes.BINARY), top=7)
+    whole = ranking.ranked(blocks, *probes.unit_scores(blocks, y, probes.BINARY), top=7)
     parts = []
     for k in range(2):
         mine = {key: b for key, b in blocks.items() if key[0] == k}
-        parts.append(probes.ranked(mine, *probes.unit_scores(mine, y, probes.BINARY), top=7))
-    merged = probes.merge_ranked(parts, 7)
+        parts.append(ranking.ranked(mine, *probes.unit_scores(mine, y, probes.BINARY), top=7))
+    merged = ranking.merge_ranked(parts, 7)
     assert merged.units == whole.units and merged.groups == whole.groups
     assert probes.rank_units(blocks, y, probes.BINARY, top=7) == whole.units
 
