@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from app.ui.scale import rgb, text_is_light
+from app.ui.scale import DARK_TEXT, LIGHT_TEXT, rgb, text_is_light
 
 RESET = "\x1b[0m"
 
@@ -17,7 +17,7 @@ def paint(text: str, positions: Iterable[float]) -> str:
             out.append(RESET + "\n")
             continue
         r, g, b = rgb(p)
-        fg = "38;2;255;255;255" if text_is_light(p) else "38;2;20;20;20"
+        fg = "38;2;{};{};{}".format(*(LIGHT_TEXT if text_is_light(p) else DARK_TEXT))
         out.append(f"\x1b[48;2;{r};{g};{b};{fg}m{ch}")
     out.append(RESET)
     return "".join(out)

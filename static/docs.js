@@ -5,5 +5,14 @@ window.addEventListener("DOMContentLoaded", function () {
       "Swagger UI is missing from static/vendor/: run `npm ci`. The schema is at /openapi.json.";
     return;
   }
-  window.SwaggerUIBundle({ url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: true });
+  // deepLinking off: it puts a link inside each operation's button (nested interactive controls).
+  window.SwaggerUIBundle({ url: "/openapi.json", dom_id: "#swagger-ui", deepLinking: false });
+  // Swagger UI leaves its request-body editor without a label and its scrollable examples out of the
+  // tab order; mend both as they appear.
+  const mend = () => {
+    document.querySelectorAll("textarea.body-param__text:not([aria-label])").forEach((t) =>
+      t.setAttribute("aria-label", "request body (JSON)"));
+    document.querySelectorAll(".example.microlight:not([tabindex])").forEach((pre) => pre.setAttribute("tabindex", "0"));
+  };
+  new MutationObserver(mend).observe(document.getElementById("swagger-ui"), { childList: true, subtree: true });
 });

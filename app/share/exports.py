@@ -20,7 +20,8 @@ from app.share.service import checked_page, view_params
 from app.trace.service import TraceService, unit_values
 from app.ui.levels import bar_positions, level_positions
 from app.ui.render import render_page
-from app.ui.scale import STATE_INFO, Scale, legend, neuron_scale, rgb, surprisal_scale, text_is_light
+from app.ui.scale import (COMPARE_LINE, COMPARE_LINE_LIGHT, DARK_TEXT, LIGHT_TEXT, STATE_INFO, Scale, legend,
+                          neuron_scale, rgb, surprisal_scale, text_is_light)
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # spreadsheet formula triggers (OWASP CSV injection)
 
@@ -149,7 +150,7 @@ def to_html(d: ExportData, source_url: str = "") -> str:
         style = _style(p)
         if second is not None:  # the second unit as a bar under the character, as on the page
             title += f" · compare {_fmt(second[0][t], 4)}"
-            style += f";box-shadow:inset 0 -4px 0 {hex_colour(second[1][t])}"
+            style += _bar(p, second[1][t])
         cls = ("nl " if ch == "\n" else "") + ("unk" if t in unknown else "")
         cells.append(Cell(ch, style, title + (" · never seen in training" if t in unknown else ""), cls.strip()))
     context = {
@@ -168,9 +169,22 @@ def hex_colour(position: float) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
+def _hex(rgb_triple: tuple[int, int, int]) -> str:
+    return "#{:02x}{:02x}{:02x}".format(*rgb_triple)
+
+
 def _style(position: float) -> str:
-    fg = "#ffffff" if text_is_light(position) else "#1d1d1f"
-    return f"background:{hex_colour(position)};color:{fg}"
+    fg = LIGHT_TEXT if text_is_light(position) else DARK_TEXT
+    return f"background:{hex_colour(position)};color:{_hex(fg)}"
+
+
+def _bar(position: float, bar: float) -> str:
+    """The compare bar as the page draws it: below for positive, above for negative, 5 px at full size,
+    in the line colour that stands out from this character's background."""
+    if not bar:
+        return ""
+    line = COMPARE_LINE_LIGHT if text_is_light(position) else COMPARE_LINE
+    return f";box-shadow:inset 0 {-5 * bar:g}px 0 {_hex(line)}"
 
 
 def _num(x: float, digits: int) -> float | None:

@@ -18,7 +18,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from app.ui.scale import rgb, text_is_light
+from app.ui.scale import DARK_TEXT, LIGHT_TEXT, rgb, text_is_light
 
 STEPS = 50  # levels each side of zero
 BAR_STEPS = 10  # compare-bar thicknesses each side
@@ -62,7 +62,7 @@ def levels_css() -> str:
     for k in range(2 * STEPS + 1):
         pos = k / STEPS - 1.0
         r, g, b = rgb(pos)
-        ink = "#fff" if text_is_light(pos) else "inherit"
+        ink = "#{:02x}{:02x}{:02x}".format(*(LIGHT_TEXT if text_is_light(pos) else DARK_TEXT))
         rules.append(f".levels>.q{k}{{background-color:#{r:02x}{g:02x}{b:02x};color:{ink}}}")
     for n in range(1, BAR_STEPS + 1):
         px = BAR_PX * n / BAR_STEPS

@@ -8,9 +8,11 @@ import json
 import re
 from html import unescape
 
+import pytest
+
 from app.ui.scale import rgb
 
-from tests.conftest import VOCAB_TEXT
+from tests.conftest import VOCAB_TEXT, char_spans
 
 from .conftest import spans
 
@@ -133,6 +135,11 @@ def test_exports_carry_the_compare_unit_on_screen(client):
     assert d["compare"]["values"] == data["w"] and len(d["compare"]["colour_positions"]) == len(PARAMS["text"])
     html = client.get("/export.html", params=params).text
     assert "Bar under each character: layer 1 · c · unit 5" in html
-    assert html.count("box-shadow:inset 0 -4px 0 #") == len(PARAMS["text"])
+    # the bars the page draws (app.ui.levels: 0.1 steps of 5 px; below for positive, above for negative)
+    page_bars = [c.w for c in char_spans(client.get("/", params=params).text)]
+    cells = re.findall(r'<span[^>]*style="background:#[0-9a-f]{6};color:#[0-9a-f]{6}(?:;box-shadow:inset 0 (-?[0-9.]+)px 0 #[0-9a-f]{6})?"',
+                       html.split('<div class="chars">', 1)[1])
+    assert len(cells) == len(PARAMS["text"]) and any(page_bars)
+    assert [float(px) if px else 0.0 for px in cells] == pytest.approx([-5 * w for w in page_bars])
     assert client.get("/export.json", params=PARAMS).json()["compare"] is None  # no second unit, none exported
     assert "box-shadow" not in client.get("/export.html", params=PARAMS).text
