@@ -272,14 +272,14 @@ def import_cmd(
         typer.echo(f"error: importing {src} failed unexpectedly: {type(e).__name__}: {e}", err=True)
         raise typer.Exit(code=1)
     chk = result.check
-    errs = ", ".join(f"{k} {v:.1e}" for k, v in chk["max_error"].items())
+    errs, trace_errs = (", ".join(f"{k} {v:.1e}" for k, v in chk[key].items()) for key in ("max_error", "trace_max_error"))
     typer.echo(f"{src.name}: {result.layout.describe()}")
-    typer.echo(f"self-check against {chk['against']} on {chk['chars']} characters: largest error {errs} "
-               f"(tolerance {chk['tolerance']:g})")
+    typer.echo(f"self-check against {chk['against']} on {chk['chars']} characters: largest error {errs} in float64 "
+               f"(tolerance {chk['tolerance']:g}); the float32 trace: {trace_errs} (tolerance {chk['trace_tolerance']:g})")
     card = result.card
     if "val_bpc" in card:
-        dropped = f" ({card['val_dropped_chars']:,} characters outside the vocabulary left out)" \
-            if card["val_dropped_chars"] else ""
+        n = card["val_dropped_chars"]
+        dropped = f" ({n:,} character{'s' if n != 1 else ''} outside the vocabulary left out)" if n else ""
         typer.echo(f"held-out: {card['val_bpc']:.4f} bits/char over {card['val_chars']:,} characters of "
                    f"{eval_text}{dropped}; atlas written")
     typer.echo(f"-> {result.path} (a server whose RNNSCOPE_MODELS_DIR is {result.path.parent} serves it as "

@@ -9,12 +9,13 @@ The source's tensors are placed by models/import_layout.py and copied into a Cha
 - a module without biases gets zero biases; a head without a bias gets a zero bias.
 Then the import proves itself: PyTorch's own nn.Embedding/nn.LSTM/nn.GRU/nn.RNN/nn.Linear are
 built from the same source tensors and stepped one character at a time, and the imported model's
-hidden states (as the trace engine reports them, c included), and its logits must agree within
-CHECK_TOLERANCE on a sample, or nothing is written.
+hidden states (every layer's h, and c) and logits must agree within CHECK_TOLERANCE on a sample
+(and the trace engine's, what the page shows, within float32's TRACE_TOLERANCE), or nothing is written.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import math
 import shutil
@@ -37,7 +38,8 @@ from .trace import run_trace
 from .vocab import UNK, CharVocab
 
 UNK_LOGIT = -50.0  # e^-50 ~ 2e-22: the added unknown character never takes probability from a real one
-CHECK_TOLERANCE = 1e-5  # |imported - PyTorch| <= this x max(1, largest |PyTorch| value of the same step)
+CHECK_TOLERANCE = 1e-5  # |imported - PyTorch| <= this x max(1, largest |PyTorch| value of the same step), in float64
+TRACE_TOLERANCE = 1e-3  # the same for the float32 trace engine: rounding, not placement, sets its error
 CHECK_CHARS = 256  # sample length: the start of --eval text, then random characters of the vocabulary
 ATLAS_CHARS = 30_000
 _MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -188,10 +190,11 @@ class Reference(nn.Module):
 
         One character at a time, so that every step's state (not only the last) comes from the module itself.
         """
-        x = self.embed(ids) if self.embed is not None else F.one_hot(ids, self.layout.vocab_size).float()  # (T, I)
+        dtype = self.head.weight.dtype
+        x = self.embed(ids) if self.embed is not None else F.one_hot(ids, self.layout.vocab_size).to(dtype)  # (T, I)
         L, T = self.layout.n_layers, len(ids)
-        hs = torch.empty(L, T, self.layout.hidden)
-        cs = torch.empty(L, T, self.layout.hidden) if self.layout.cell == "lstm" else None
+        hs = torch.empty(L, T, self.layout.hidden, dtype=dtype)
+        cs = torch.empty(L, T, self.layout.hidden, dtype=dtype) if self.layout.cell == "lstm" else None
         outs, state = [], None
         for t in range(T):
             out, state = self.rnn(x[t : t + 1, None, :], state)  # (1, 1, H); state (L, 1, H) or a pair
@@ -215,38 +218,74 @@ def check_sample(vocab: SourceVocab, eval_text: str | None, n: int = CHECK_CHARS
 @torch.no_grad()
 def self_check(model: CharLM, rns_vocab: CharVocab, rows: list[int | None], tensors: dict[str, torch.Tensor],
                layout: Layout, sample: str) -> dict:
-    """Largest relative error of h, c and the logits against the PyTorch reference; raises past tolerance."""
-    ref = Reference(tensors, layout)
+    """Compare the imported model with PyTorch's own modules on `sample`; raise past tolerance.
+
+    Two comparisons, both against the reference run in float64:
+    - the imported CharLM, also in float64 and stepped the same way: only a wrong placement of a
+      weight can differ here (rounding is ~1e-15), so CHECK_TOLERANCE is strict;
+    - the trace engine on the float32 model, what the server shows: float32 matrix products summed
+      in another order drift by ~1e-6..1e-5 over a few hundred steps of a trained model (measured on
+      the shipped 512-1024-unit models), so it gets TRACE_TOLERANCE.
+    """
+    ref = Reference(tensors, layout).double()
     src_index = {ch: r for ch, r in zip(rns_vocab.chars, rows) if r is not None}
     ids = torch.tensor([src_index[ch] for ch in sample], dtype=torch.long)
     ref_h, ref_c, ref_logits = ref.step_all(ids)
+    user_cols = torch.tensor([rows.index(r) for r in range(layout.vocab_size)])
+    my_h, my_c, my_logits = step_charlm(copy.deepcopy(model).double(), rns_vocab.encode_tensor(sample))
+    theirs = {("h", k): ref_h[k] for k in range(layout.n_layers)}
+    mine = {("h", k): my_h[k] for k in range(layout.n_layers)}
+    if ref_c is not None:
+        theirs |= {("c", k): ref_c[k] for k in range(layout.n_layers)}
+        mine |= {("c", k): my_c[k] for k in range(layout.n_layers)}
+    theirs[("logits", None)], mine[("logits", None)] = ref_logits, my_logits[:, user_cols]
+    worst = _compare(mine, theirs, CHECK_TOLERANCE, layout, "")
+
     states = ["h", "c"] if layout.cell == "lstm" else ["h"]
     tr = run_trace(model, rns_vocab, sample, states=states, topk=0)
-    logits, _, _ = model(rns_vocab.encode_tensor(sample)[None])  # (1, T, V+1)
-    user_cols = torch.tensor([rows.index(r) for r in range(layout.vocab_size)])
-    mine, theirs = {}, {}  # layer by layer, then the logits: the first difference is reported where it starts
-    for k in range(layout.n_layers):
-        mine[("h", k)], theirs[("h", k)] = torch.from_numpy(np.asarray(tr.states[k]["h"], np.float32)), ref_h[k]
-        if ref_c is not None:
-            mine[("c", k)], theirs[("c", k)] = torch.from_numpy(np.asarray(tr.states[k]["c"], np.float32)), ref_c[k]
-    mine[("logits", None)], theirs[("logits", None)] = logits[0][:, user_cols], ref_logits
+    traced = {(s, k): torch.from_numpy(np.asarray(tr.states[k][s], np.float64)) for k in range(layout.n_layers)
+              for s in states}
+    worst_trace = _compare(traced, theirs, TRACE_TOLERANCE, layout, "the float32 trace of ")
+    return {"chars": len(sample), "against": f"torch.nn.{_MODULES[layout.cell].__name__}", "dtype": "float64",
+            "tolerance": CHECK_TOLERANCE, "max_error": worst,
+            "trace_tolerance": TRACE_TOLERANCE, "trace_max_error": worst_trace}
+
+
+def step_charlm(model: CharLM, ids: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor] | None, torch.Tensor]:
+    """ids (T,) -> per layer h (T, H), c (T, H) for an LSTM, logits (T, V+1): CharLM.forward one character at a time."""
+    L, T, H = model.config.n_layers, len(ids), model.config.hidden
+    dtype = model.head.weight.dtype
+    hs = torch.empty(L, T, H, dtype=dtype)
+    cs = torch.empty(L, T, H, dtype=dtype) if model.config.cell == "lstm" else None
+    logits, state = [], None
+    for t in range(T):
+        out, _, state = model(ids[t : t + 1][None], state)  # (1, 1, V+1); state per layer (1, 1, H) or a pair
+        for k, s in enumerate(state):
+            hs[k, t] = (s[0] if isinstance(s, tuple) else s)[0, 0]
+            if cs is not None:
+                cs[k, t] = s[1][0, 0]
+        logits.append(out[0, 0])
+    return list(hs), None if cs is None else list(cs), torch.stack(logits)
+
+
+def _compare(mine: dict, theirs: dict, tolerance: float, layout: Layout, what_of: str) -> dict[str, float]:
+    """Largest error per quantity, relative to each step's scale: max |a - b| / max(1, max |b| of that step)."""
     worst: dict[str, float] = {}
     for (what, k), a in mine.items():
         b = theirs[(what, k)]
-        err = (a - b).abs() / b.abs().amax(dim=1, keepdim=True).clamp(min=1.0)  # (T, U): relative to the step's scale
+        err = (a - b).abs() / b.abs().amax(dim=1, keepdim=True).clamp(min=1.0)  # (T, U)
         e = float(err.max())
-        if not math.isfinite(e) or e > CHECK_TOLERANCE:
+        if not math.isfinite(e) or e > tolerance:
             t, u = divmod(int(err.nan_to_num(float("inf")).argmax()), err.shape[1])
-            where = "the logits differ" if k is None else f"layer {k} {what} differs"
-            module = f"nn.{_MODULES[layout.cell].__name__}" if k is not None else "the reference head"
+            where = f"{what_of}the logits differ" if k is None else f"{what_of}layer {k} {what} differs"
+            module = f"nn.{_MODULES[layout.cell].__name__}" if k is not None else "reference"
             big = float(b.abs().max())
-            why = (f"PyTorch's own values reach {big:.3g} (an exploding model?), where float32 rounding alone grows "
-                   "this large" if big > 1e3 else "the weights do not import faithfully")
+            why = (f"PyTorch's own values reach {big:.3g} (an exploding model?), where rounding alone grows this large"
+                   if big > 1e3 else "the weights do not import faithfully")
             raise RnnscopeError(f"self-check failed: {where} from PyTorch's {module} by {e:.3g} at position {t}, "
-                                f"unit {u} (tolerance {CHECK_TOLERANCE:g}); {why}, so nothing was written")
-        worst[what] = max(worst.get(what, 0.0), e)
-    return {"chars": len(sample), "tolerance": CHECK_TOLERANCE, "against": f"torch.nn.{_MODULES[layout.cell].__name__}",
-            "max_error": {k: float(f"{v:.3g}") for k, v in worst.items()}}
+                                f"unit {u} (tolerance {tolerance:g}); {why}, so nothing was written")
+        worst[what] = max(worst.get(what, 0.0), float(f"{e:.3g}"))
+    return worst
 
 
 # ---- with held-out text: bits/char, probe units, atlas
@@ -300,11 +339,13 @@ def model_card(name: str, card: dict) -> str:
     src = card["source"]
     chk = card["self_check"]
     errs = ", ".join(f"{k} {v:.2g}" for k, v in chk["max_error"].items())
+    trace_errs = ", ".join(f"{k} {v:.2g}" for k, v in chk["trace_max_error"].items())
     lines = [f"# {name}", "", "Imported with `rnnscope import` from a state_dict trained elsewhere.", "",
              f"- **Source:** `{src['file']}` ({src['format']}), sha256 `{src['sha256']}`",
              f"- **Layout:** {card['layout']}",
              f"- **Self-check:** against {chk['against']} on {chk['chars']} characters, largest error {errs} "
-             f"(tolerance {chk['tolerance']:g})"]
+             f"in float64 (tolerance {chk['tolerance']:g}); the float32 trace the app shows: {trace_errs} "
+             f"(tolerance {chk['trace_tolerance']:g})"]
     if "val_bpc" in card:
         lines.append(f"- **Held-out:** {card['val_bpc']:.4f} bits per character over {card['val_chars']:,} "
                      f"characters of `{card['val_text']}`")

@@ -185,7 +185,11 @@ def test_tutorial_models_import_and_compute_what_pytorch_computes(tmp_path, kind
     cell = {"lstm": "lstm", "onehot-gru": "gru", "rnn": "rnn", "wlm": "lstm"}[kind]
     assert ck.config.cell == cell and ck.vocab.chars == [UNK] + CHARS
     assert ck.card["imported"] is True and ck.card["source"]["file"] == src.name
-    assert ck.card["self_check"]["max_error"]["h"] <= 1e-5 and result.check["chars"] == importer.CHECK_CHARS
+    check = ck.card["self_check"]
+    assert result.check["chars"] == importer.CHECK_CHARS and check["dtype"] == "float64"
+    assert max(check["max_error"].values()) < 1e-12  # float64: only a misplaced weight could show here
+    assert set(check["max_error"]) == {"h", "logits"} | ({"c"} if cell == "lstm" else set())
+    assert 0 < max(check["trace_max_error"].values()) <= 1e-4  # float32 rounding, and it was compared
     if kind == "onehot-gru":
         assert ck.config.emb == V  # the identity fold
     text = CORPUS[:120]
