@@ -12,6 +12,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.compare.service import CompareService
 from app.core.config import Settings
 from app.core.registry import Registry
 from app.dynamics.service import DynamicsService
@@ -41,6 +42,10 @@ async def get_dynamics(request: Request) -> DynamicsService:
     return request.app.state.dynamics
 
 
+async def get_compare(request: Request) -> CompareService:
+    return request.app.state.compare
+
+
 def shares_of(request: Request) -> ShareService:
     """The share service, or ShareUnavailable (503) before the lifespan has opened its store; plain,
     for a route that renders that refusal itself."""
@@ -67,6 +72,7 @@ RegistryDep = Annotated[Registry, Depends(get_registry)]
 TracesDep = Annotated[TraceService, Depends(get_traces)]
 ProbesDep = Annotated[ProbeService, Depends(get_probes)]
 DynamicsDep = Annotated[DynamicsService, Depends(get_dynamics)]
+CompareDep = Annotated[CompareService, Depends(get_compare)]
 SharesDep = Annotated[ShareService, Depends(get_shares)]
 ResponsesDep = Annotated[ResponseSlots, Depends(get_responses)]
 StreamsDep = Annotated[StreamSlots, Depends(get_streams)]

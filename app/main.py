@@ -17,6 +17,8 @@ from models.buffers import POOL
 from models.errors import RnnscopeError
 from models.score_kernels import compile_in_background
 
+from app.compare import routes as compare_routes
+from app.compare.service import CompareService
 from app.core.config import Settings
 from app.core.errors import InputError
 from app.core.registry import Registry
@@ -106,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.service = service
     app.state.probes = ProbeService(service)
     app.state.dynamics = DynamicsService(service)
+    app.state.compare = CompareService(app.state.probes)  # units matched across models (the probe ranking, reused)
     app.state.responses = ResponseSlots(settings.response_slots, settings.queue_timeout)  # big bodies (app/http/heavy.py)
     app.state.streams = StreamSlots(settings.max_streams)  # generation streams at once
 
@@ -123,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(share_routes.router)  # share links, preview image, downloads
     app.include_router(probe_routes.router)  # probe/span rankings, neuron pages
     app.include_router(dynamics_routes.router)  # generate, gradient flow, scalar RNN, saturation, interventions
+    app.include_router(compare_routes.router)  # /compare and POST /api/v1/match: a unit matched across models
 
     @app.get("/docs", include_in_schema=False, response_class=HTMLResponse)
     def docs() -> HTMLResponse:
