@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoint import WEIGHTS, Checkpoint, _swap_in, save_checkpoint
+from .checkpoint import CONFIG, WEIGHTS, Checkpoint, _swap_in, save_checkpoint
 from .charlm import CharLM, ModelConfig
 from .errors import RnnscopeError
 from .import_layout import Layout, apply_maps, read_source, recognise
@@ -120,8 +120,13 @@ def import_model(src: str | Path, vocab_path: str | Path, out: str | Path, maps:
 def _check_target(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise RnnscopeError(f"--out {out} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise RnnscopeError(f"--out {out} already exists and is not empty: pass --force to replace it")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not (out / CONFIG).is_file():  # never replace a folder of models, or anything else, by mistake
+        raise RnnscopeError(f"--out {out} is a folder that is not an rnnscope checkpoint: give a new or empty folder "
+                            "(to add a model to a folder of models, pass --name NAME)")
+    if not force:
+        raise RnnscopeError(f"--out {out} already holds a checkpoint: pass --force to replace it")
 
 
 def _read_eval(path: str | Path) -> str:

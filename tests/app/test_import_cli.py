@@ -57,8 +57,15 @@ def test_out_without_name_is_the_checkpoint_folder_and_force_replaces_it(tmp_pat
     card = load_checkpoint(tmp_path / "mine").card
     assert card["vocab_source"] == "corpus" and any("sorted set" in n for n in card["notes"])
     r = run(src, "--vocab", vocab, "--out", tmp_path / "mine")
-    assert r.exit_code == 2 and "already exists and is not empty: pass --force to replace it" in r.output
+    assert r.exit_code == 2 and "already holds a checkpoint: pass --force to replace it" in r.output
     assert run(src, "--vocab", vocab, "--out", tmp_path / "mine", "--force").exit_code == 0
+    # A folder of models (or anything but a checkpoint) is never replaced, --force or not.
+    (tmp_path / "zoo" / "kept").mkdir(parents=True)
+    for extra in ([], ["--force"]):
+        r = run(src, "--vocab", vocab, "--out", tmp_path / "zoo", *extra)
+        assert r.exit_code == 2 and "is a folder that is not an rnnscope checkpoint: give a new or empty folder (to add " \
+                                    "a model to a folder of models, pass --name NAME)" in r.output
+    assert (tmp_path / "zoo" / "kept").is_dir()
 
 
 class TwoLSTMs(nn.Module):
