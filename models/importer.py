@@ -19,9 +19,8 @@ import copy
 import hashlib
 import math
 import shutil
-import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,10 +48,8 @@ _MODULES = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 class ImportResult:
     path: Path
     layout: Layout
-    vocab: SourceVocab
-    check: dict  # per quantity, the largest error seen, and the sample's length
+    check: dict  # the self-check: per quantity, the largest error seen
     card: dict
-    notes: list[str] = field(default_factory=list)
 
 
 def import_model(src: str | Path, vocab_path: str | Path, out: str | Path, maps: list[str] | None = None,
@@ -96,17 +93,18 @@ def import_model(src: str | Path, vocab_path: str | Path, out: str | Path, maps:
     }
     if layout.cell == "rnn":
         card["nonlinearity"] = layout.nonlinearity
+    held_out = None
+    if eval_text is not None:
+        known = set(vocab.chars)
+        held_out = "".join(ch for ch in eval_text if ch in known)  # what the source model can read
+        card.update(evaluate_on(Checkpoint(model, rns_vocab, card), held_out, Path(eval_path).name,
+                                dropped=len(eval_text) - len(held_out)))
     staging = out.parent / f".{out.name}.importing"
     shutil.rmtree(staging, ignore_errors=True)
     try:
         save_checkpoint(staging, model, rns_vocab, card)
-        if eval_text is not None:
-            known = set(vocab.chars)
-            held_out = "".join(ch for ch in eval_text if ch in known)  # what the source model can read
-            ck = Checkpoint(model, rns_vocab, card, staging)
-            card.update(evaluate_on(ck, held_out, Path(eval_path).name, dropped=len(eval_text) - len(held_out)))
-            save_checkpoint(staging, model, rns_vocab, card)
-            _write_atlas(ck, held_out, out.name)
+        if held_out is not None:
+            _write_atlas(Checkpoint(model, rns_vocab, card, staging), held_out, out.name)
         (staging / "README.md").write_text(model_card(out.name, card), encoding="utf-8")
         (staging / "README.md").chmod(0o644)
         # Only now does the folder get a servable name: a server never sees half an import.
@@ -114,7 +112,7 @@ def import_model(src: str | Path, vocab_path: str | Path, out: str | Path, maps:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return ImportResult(out, layout, vocab, check, card, notes)
+    return ImportResult(out, layout, check, card)
 
 
 def _check_target(out: Path, force: bool) -> None:

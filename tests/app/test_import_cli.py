@@ -38,7 +38,7 @@ def test_import_writes_a_servable_folder_and_says_what_it_found(tmp_path):
     assert re.fullmatch(r"self-check against torch.nn.LSTM on 256 characters: largest error h \S+, c \S+, logits \S+ "
                         r"in float64 \(tolerance 1e-05\); the float32 trace: h \S+, c \S+ \(tolerance 0.001\)",
                         lines[1]), lines[1]
-    assert lines[2].startswith(f"held-out: ") and f"bits/char over {len(CORPUS):,} characters of {held}" in lines[2]
+    assert lines[2].startswith("held-out: ") and f"bits/char over {len(CORPUS):,} characters of {held}" in lines[2]
     assert lines[3] == f"-> {tmp_path / 'models' / 'my-lstm'} (a server whose RNNSCOPE_MODELS_DIR is " \
                        f"{tmp_path / 'models'} serves it as 'my-lstm')"
     folder = tmp_path / "models" / "my-lstm"
