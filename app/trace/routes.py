@@ -90,7 +90,7 @@ def healthz(registry: RegistryDep) -> Health:
 
 def _info(e: ModelEntry) -> ModelInfo:
     return ModelInfo(name=e.name, cell=e.cell, layers=e.layers, hidden=e.hidden, vocab_size=e.vocab_size,
-                     val_bpc=e.val_bpc, corpus=e.corpus, states=list(e.states))
+                     val_bpc=e.val_bpc, corpus=e.corpus, states=list(e.states), imported=e.card.get("imported") is True)
 
 
 def _trace_json(entry: ModelEntry, body: TraceRequest, result: TraceResult, blocks: dict, units,

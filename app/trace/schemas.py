@@ -20,6 +20,7 @@ class ModelInfo(BaseModel):
     val_bpc: float | None = Field(description="validation bits per character from the model card")
     corpus: str | None
     states: list[str] = Field(description="the states a trace can report for this cell type")
+    imported: bool = Field(False, description="brought in with `rnnscope import` from someone's own PyTorch model")
 
 
 class TraceRequest(BaseModel):

@@ -139,3 +139,4 @@ def test_the_page_marks_imported_models(served):
     with urllib.request.urlopen(base + "/api/v1/models", timeout=30) as r:
         info = {m["name"]: m for m in json.loads(r.read())}
     assert info["imp-lstm"]["cell"] == "lstm" and info["imp-lstm"]["vocab_size"] == len(CHARS) + 1
+    assert info["imp-lstm"]["imported"] is True and info["tiny-lstm"]["imported"] is False
