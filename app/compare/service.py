@@ -94,11 +94,12 @@ class CompareService:
         result = self.traces.view_trace(entry, text, ref.layer, ref.state)
         return unit_values(result.trace, ref.layer, ref.state, ref.unit), result
 
-    def anchor_values(self, entry: ModelEntry, text: str, ref: UnitRef) -> np.ndarray:
-        """The anchor's values, checked usable as a probe: finite, and not the same at every character."""
+    def anchor_values(self, entry: ModelEntry, text: str, ref: UnitRef) -> tuple[np.ndarray, TraceResult]:
+        """The anchor's values (and its trace's result), checked usable as a probe: finite, and not the same
+        at every character."""
         self.traces.check_text(text)
         ref.check(self.traces, entry)
-        values, _ = self.unit_trace(entry, text, ref)
+        values, result = self.unit_trace(entry, text, ref)
         what = f"{entry.name}'s layer {ref.layer} · {ref.state} · unit {ref.unit}"
         if not np.isfinite(values).all():
             raise InputError(f"{what} has no finite value at some characters of this text, so it cannot be "
@@ -106,13 +107,14 @@ class CompareService:
         if float(values.min()) == float(values.max()):
             raise InputError(f"{what} is {float(values[0]):g} at every character of this text, so nothing can "
                              "match it: pick another unit or a longer text", field="unit")
-        return values
+        return values, result
 
     # ---- matching -----------------------------------------------------------------------
     def match_unit(self, text: str, anchor: ModelEntry, ref: UnitRef, targets: list[ModelEntry],
                    top: int) -> list[Match]:
         """Each target model's units, best |Pearson r| with the anchor's values on the text first."""
-        return self.match_values(text, anchor, ref, self.anchor_values(anchor, text, ref), targets, top)
+        values, _ = self.anchor_values(anchor, text, ref)
+        return self.match_values(text, anchor, ref, values, targets, top)
 
     def match_values(self, text: str, anchor: ModelEntry, ref: UnitRef, values: np.ndarray,
                      targets: list[ModelEntry], top: int) -> list[Match]:

@@ -224,13 +224,12 @@ def _picks(service: CompareService, raw: list[str], shown: dict[str, ModelEntry]
 
 def _by_unit(service: CompareService, page: ComparePage, text: str, anchor: ModelEntry, ref: UnitRef,
              entries: list[ModelEntry], picks: dict[str, UnitRef]) -> None:
-    values = service.anchor_values(anchor, text, ref)
+    values, anchor_trace = service.anchor_values(anchor, text, ref)
     targets = entries[1:]
     matches = service.match_values(text, anchor, ref, values, targets, CANDIDATES)
     what = f"{anchor.name}'s layer {ref.layer} · {ref.state} · unit {ref.unit}"
     page.summary = (f"Each model's unit whose value on these {len(text):,} characters correlates most with {what} "
                     "(|Pearson r|, any layer and state); the next candidates are one click away.")
-    _, anchor_trace = service.unit_trace(anchor, text, ref)
     unseen = anchor.checkpoint.vocab.unknown_positions(text)
     anchor_panel = _panel(anchor, text, ref, values, "anchor", "", "the anchor: every other panel is matched to it",
                           [], unseen, unseen_note(anchor, text, unseen))
