@@ -24,6 +24,7 @@ import base64
 import hashlib
 import json
 import re
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -32,7 +33,8 @@ from sqlalchemy import (BigInteger, Column, Integer, LargeBinary, MetaData, Stri
                         event, func, select, text)
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError, OperationalError,
+                            SQLAlchemyError)
 
 ID_LENGTH = 12
 ID_PATTERN = re.compile(r"^[a-z2-7]{12}$")
@@ -97,6 +99,8 @@ def _sum_bytes(conn: Connection) -> int:
 # Each entry upgrades the schema by one version; never edit a shipped one, append a new one.
 MIGRATIONS: list[Callable[[Connection], None]] = [_m1_create, _m2_opened_counter, _m3_size_totals]
 SCHEMA_VERSION = len(MIGRATIONS)
+# PostgreSQL advisory lock held while migrating (two CREATE TABLEs at once fail on pg_type's unique index).
+MIGRATION_LOCK = 0x726E6E73636F7065 & 0x7FFFFFFFFFFFFFFF  # "rnnscope"
 
 
 def canonical(view: dict) -> str:
@@ -120,7 +124,8 @@ class ShareStore:
         """Open (creating if needed) and migrate the store. Raises ShareStoreError with a fix-it message.
 
         lock_timeout: seconds a write waits for another writer's lock before failing with "locked";
-        a SQLite URL may also set it (`?timeout=0.5`). Default 5 s.
+        a SQLite URL may also set it (`?timeout=0.5`). Default 5 s. On PostgreSQL it is the session's
+        lock_timeout (without it a write behind a held lock waited for ever).
         max_bytes: the size budget of the stored views (UTF-8 bytes of their canonical JSON); 0 = none.
         """
         self.url = url
@@ -131,6 +136,8 @@ class ShareStore:
         except ArgumentError:
             raise ShareStoreError(f"{_redact(url)} is not a database URL (e.g. sqlite:////srv/rnnscope/shares.sqlite3)") from None
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        if parsed.drivername == "postgresql":  # the driver this package installs (psycopg 3), not SQLAlchemy 2.0's psycopg2
+            parsed = parsed.set(drivername="postgresql+psycopg")
         query_timeout = parsed.query.get("timeout") if self.is_sqlite else None
         try:
             self.lock_timeout = float(lock_timeout if lock_timeout is not None else query_timeout or 5.0)
@@ -144,9 +151,11 @@ class ShareStore:
                 except OSError as e:
                     raise ShareStoreError(f"cannot create the share folder {folder} ({e.strerror or e}): "
                                           "set RNNSCOPE_DATA_DIR to a writable folder") from None
+        connect_args: dict = {"timeout": self.lock_timeout} if self.is_sqlite else {}
+        if parsed.get_backend_name() == "postgresql" and "options" not in parsed.query:
+            connect_args["options"] = f"-c lock_timeout={max(1, int(self.lock_timeout * 1000))}"
         try:
-            self.engine: Engine = create_engine(
-                url, pool_pre_ping=True, connect_args={"timeout": self.lock_timeout} if self.is_sqlite else {})
+            self.engine: Engine = create_engine(parsed, pool_pre_ping=True, connect_args=connect_args)
         except (ArgumentError, NoSuchModuleError, ImportError) as e:
             raise ShareStoreError(f"cannot use the share database {_redact(url)}: {e}") from None
         if self.is_sqlite:
@@ -154,9 +163,22 @@ class ShareStore:
             event.listen(self.engine, "connect", lambda conn, rec: _sqlite_pragmas(conn, busy_ms))
         self._migrate()
 
-    def _migrate(self) -> None:
+    def _migrate(self, tries: int = 3) -> None:
+        try:
+            self._migrate_once()
+        except ShareStoreError as e:
+            # Another process created a table between our check and our CREATE (SQLite runs DDL outside the
+            # migration's transaction): it has migrated, so looking again finds the tables there.
+            if tries > 1 and "already exists" in str(e):
+                time.sleep(0.05)
+                return self._migrate(tries - 1)
+            raise
+
+    def _migrate_once(self) -> None:
         try:
             with self.engine.begin() as conn:
+                if conn.dialect.name == "postgresql":  # replicas starting at once: one migrates, the others wait
+                    conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
                 schema_info.create(conn, checkfirst=True)
                 row = conn.execute(select(schema_info.c.version)).first()
                 current = row[0] if row else 0
@@ -210,15 +232,28 @@ class ShareStore:
             with self.engine.begin() as conn:
                 row = conn.execute(select(shares.c.view).where(shares.c.id == sid)).first()
                 if row is not None and count_open:
-                    try:
-                        conn.execute(shares.update().where(shares.c.id == sid).values(opened=shares.c.opened + 1))
-                    except OperationalError:
-                        pass  # a read-only database still serves links
+                    self._count_open(conn, sid)
         except SQLAlchemyError as e:
             raise ShareStoreError(_explain(e, self.url)) from None
         if row is None:
             raise ShareNotFound(f"no shared view {sid!r}: the link is wrong or was made on another server")
         return json.loads(row[0])
+
+    def _count_open(self, conn: Connection, sid: str) -> None:
+        """Count an open, best effort: a read-only database (file, role, standby) still serves links."""
+        bump = shares.update().where(shares.c.id == sid).values(opened=shares.c.opened + 1)
+        if self.is_sqlite:
+            try:
+                conn.execute(bump)
+            except OperationalError:
+                pass
+            return
+        try:  # elsewhere a failed statement aborts the whole transaction: fail inside a savepoint instead
+            with conn.begin_nested():
+                conn.execute(bump)
+        except DBAPIError as e:
+            if e.connection_invalidated:
+                raise
 
     @staticmethod
     def _restore_totals(conn: Connection, grow) -> bool:
@@ -291,8 +326,9 @@ def _explain(e: SQLAlchemyError, url: str) -> str:
     msg = str(getattr(e, "orig", e)).lower()
     where = _where(url)
     if "readonly" in msg or "read-only" in msg:
-        return f"{where} is read-only: existing links still open, but new ones cannot be saved (check file permissions)"
-    if "locked" in msg or "busy" in msg:
+        check = "check file permissions" if where != _where_server(url) else "check the role's rights and the server"
+        return f"{where} is read-only: existing links still open, but new ones cannot be saved ({check})"
+    if "locked" in msg or "busy" in msg or "lock timeout" in msg:
         return f"{where} is locked by another process; try again in a moment"
     if "unable to open" in msg:
         return f"cannot open {where}: check that RNNSCOPE_DATA_DIR exists and is writable"
@@ -306,6 +342,10 @@ def _where(url: str) -> str:
         return "the share database"
     if parsed.get_backend_name() == "sqlite" and parsed.database:
         return parsed.database.removeprefix("file:")
+    return _where_server(url)
+
+
+def _where_server(url: str) -> str:
     return f"the share database {_redact(url)}"
 
 

@@ -1,0 +1,1 @@
+"""Deployment files (nginx config, guide) and deploy/stack.py, the throwaway local stack the tests use."""
