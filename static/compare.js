@@ -51,9 +51,16 @@
   function syncModelBoxes() {
     const model = $("model");
     const unit = byUnit();
+    document.querySelectorAll("#cmp-form .cmp-anchor-hint").forEach((hint) => hint.remove());
     document.querySelectorAll('#cmp-form input[name="models"]').forEach((box) => {
       const anchor = unit && model && box.value === model.value;
-      if (anchor) box.checked = true;
+      if (anchor) {
+        box.checked = true;
+        const hint = document.createElement("span");
+        hint.className = "hint cmp-anchor-hint";
+        hint.textContent = "(the anchor's)";
+        box.parentElement.append(" ", hint);
+      }
       box.disabled = anchor;
     });
     document.querySelectorAll("#cmp-form .cmp-anchor-pick").forEach((g) => g.classList.toggle("cmp-off", !unit));

@@ -18,7 +18,8 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ from app.trace.service import TraceResult, TraceService, unit_values
 
 UNSEEN_WARN = 0.05  # a share of unseen characters worth a warning beside the model's match
 RANKINGS_KEPT = 64  # recent rankings (a few units each): candidate clicks and reloads rank nothing
+Kept = tuple[list[UnitScore], int, list[int], str | None]  # a kept ranking: units, scored, unseen positions, note
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ class CompareService:
     def __init__(self, probes: ProbeService):
         self.probes = probes
         self.traces: TraceService = probes.traces
-        self._rankings: OrderedDict[tuple, Match] = OrderedDict()
+        self._rankings: OrderedDict[tuple, Kept] = OrderedDict()
         self._lock = threading.Lock()
         self.rankings_run = 0  # rankings actually computed (not from the LRU), for tests and the bench
 
@@ -133,20 +135,21 @@ class CompareService:
                             lambda entry: self.probes.rank_probe(entry, text, probe, pattern, top))
                 for entry in targets]
 
-    def _match(self, key: tuple, entry: ModelEntry, text: str, top: int, rank) -> Match:
+    def _match(self, key: tuple, entry: ModelEntry, text: str, top: int, rank: Callable[[ModelEntry], Ranking]) -> Match:
         full = (*key, entry.name, entry.version, _digest(text), len(text), top)
         with self._lock:
-            held = self._rankings.get(full)
-            if held is not None:
+            kept = self._rankings.get(full)
+            if kept is not None:
                 self._rankings.move_to_end(full)
-                return replace(held, reused=True, cached=True, trace_seconds=0.0, rank_seconds=0.0)
-        ranking: Ranking = rank(entry)
+                units, scored, unseen, note = kept
+                return Match(entry, units, scored, True, 0.0, 0.0, True, unseen, note)
+        ranking = rank(entry)
         self.rankings_run += 1
         unseen = entry.checkpoint.vocab.unknown_positions(text)
         match = Match(entry, [g.lead for g in ranking.groups], ranking.scored, ranking.cached, ranking.trace_seconds,
                       ranking.rank_seconds, False, unseen, unseen_note(entry, text, unseen))
         with self._lock:
-            self._rankings[full] = match
+            self._rankings[full] = (match.units, match.scored, match.unseen, match.note)  # not the model: none is pinned
             while len(self._rankings) > RANKINGS_KEPT:
                 self._rankings.popitem(last=False)
         return match

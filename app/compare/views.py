@@ -68,7 +68,7 @@ class Panel:
     stats: list[str]
     note: str  # many unseen characters: say so
     neuron_url: str
-    main_url: str
+    main_url: str  # "" when the text is too long to put in a link
     layer: int
     state: str
     unit: int
@@ -294,9 +294,7 @@ def _panel(entry: ModelEntry, text: str, ref: UnitRef, values: np.ndarray, role:
     stats = []
     if unseen:
         stats.append(f"{len(unseen):,} unseen character{'s' if len(unseen) != 1 else ''}")
-    main = {"model": entry.name, "layer": ref.layer, "state": ref.state, "unit": ref.unit}
-    if len(text) <= NAV_TEXT_LIMIT:
-        main["text"] = text
+    main = {"model": entry.name, "layer": ref.layer, "state": ref.state, "unit": ref.unit, "text": text}
     bpc = f" · {entry.val_bpc:.2f} bpc" if entry.val_bpc is not None else ""
     return Panel(
         model=entry.name, label=f"{entry.cell.upper()} {entry.layers}×{entry.hidden}{bpc}", role=role,
@@ -304,7 +302,8 @@ def _panel(entry: ModelEntry, text: str, ref: UnitRef, values: np.ndarray, role:
         description=STATE_INFO.get(ref.state, (ref.state, ""))[0], legend=legend(scale), legend_note=scale.label,
         chars_html=char_spans(text, levels(values, scale.hi), None, cls, titles),
         values=_rounded(values), candidates=candidates, stats=stats, note=note or "",
-        neuron_url=neuron_url(entry.name, ref.layer, ref.state, ref.unit), main_url="/?" + urlencode(main),
+        neuron_url=neuron_url(entry.name, ref.layer, ref.state, ref.unit),
+        main_url="/?" + urlencode(main) if len(text) <= NAV_TEXT_LIMIT else "",  # a longer text makes too long a link
         layer=ref.layer, state=ref.state, unit=ref.unit)
 
 

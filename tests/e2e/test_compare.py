@@ -142,6 +142,9 @@ def test_use_as_anchor_and_the_probe_mode(page):
     assert (pg.input_value("#model"), pg.input_value("#layer"), pg.input_value("#state"), pg.input_value("#unit")) == (
         "tiny-gru", layer, state, unit)
     assert pg.is_disabled('input[name="models"][value="tiny-gru"]') and pg.is_checked('input[name="models"][value="tiny-gru"]')
+    assert "(the anchor's)" in pg.inner_text('label:has(input[value="tiny-gru"])')
+    assert "(the anchor's)" not in pg.inner_text('label:has(input[value="tiny-lstm"])')
+    assert not pg.is_disabled('input[name="models"][value="tiny-lstm"]') and pg.is_checked('input[name="models"][value="tiny-lstm"]')
     assert [s.split()[0] for s in shown(pg)] == ["tiny-gru", "tiny-lstm", "tiny-rnn"]
 
     # match by a probe: every panel shows its own model's best unit for it
@@ -210,3 +213,19 @@ def test_a_busy_server_is_shown_in_place(browser, tmp_path_factory):
         assert pg.inner_text("#net-error") == ""
         assert pg.problems == [], pg.problems
         context.close()
+
+
+@pytest.mark.parametrize("path, ready, viewport", [
+    ("/compare?model=tiny-lstm&layer=1&state=c&unit=3&text=" + quote(TEXT), PANELS, (1400, 900)),
+    ("/compare?by=probe&probe=quotes&models=tiny-gru&models=tiny-rnn&text=" + quote(TEXT), PANELS, (1200, 900)),
+    ("/compare?unit=999&models=nope&text=" + quote(TEXT), "#err-unit:not(:empty)", (1200, 900)),
+    ("/compare?text=" + quote(TEXT), PANELS, (375, 667)),
+], ids=["by-unit", "by-probe", "refused", "phone"])
+def test_axe_finds_no_serious_or_critical_violation(browser, server, path, ready, viewport):
+    from tests.e2e.test_accessibility import AXE, PageCase, blocking, report, run_axe
+
+    if not AXE.is_file():
+        pytest.skip(f"{AXE} is missing: `npm ci` copies it from the axe-core devDependency")
+    case = PageCase("compare", path, ready, viewport=viewport)
+    found = blocking(run_axe(browser, server, "", case, AXE))
+    assert not found, report(case, found)

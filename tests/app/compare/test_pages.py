@@ -200,3 +200,11 @@ def test_a_busy_server_says_so_in_place_with_503(tiny_models_dir):
         assert r.status_code == 503 and r.headers["Retry-After"]
         assert "the server is busy" in r.text and "The models are not coloured: the server is busy." in r.text
     assert partial.text.startswith('<section id="cmp-result"') and '<form id="cmp-form"' in full.text
+
+
+def test_a_text_too_long_for_a_link_gets_no_main_view_link_but_keeps_the_neuron_page(client):
+    short = panels(page(client, models=["tiny-gru"]).text)[1]["body"]
+    assert ">main view</a>" in short and "text=She+said" in short
+    long_text = 'He said "yes" and she said "no". ' * 70  # 2,310 characters
+    body = panels(page(client, text=long_text, models=["tiny-gru"]).text)[1]["body"]
+    assert ">main view</a>" not in body and ">neuron page</a>" in body
