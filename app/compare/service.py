@@ -22,11 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from models import probes as mprobes
-from models.probes import NUMERIC
-from models.ranking import UnitScore, ranked
+from models.ranking import UnitScore
 
 from app.compare.schemas import MAX_MODELS
 from app.core.errors import InputError
@@ -122,7 +120,7 @@ class CompareService:
                      targets: list[ModelEntry], top: int) -> list[Match]:
         """match_unit with the anchor's values already read (anchor_values)."""
         key = ("unit", anchor.name, anchor.version, ref.as_tuple())
-        return [self._match(key, entry, text, top, lambda entry: self._rank_values(entry, text, values, top))
+        return [self._match(key, entry, text, top, lambda entry: self.probes.rank_values(entry, text, values, top))
                 for entry in targets]
 
     def match_probe(self, text: str, probe: str, pattern: str | None, targets: list[ModelEntry],
@@ -153,12 +151,6 @@ class CompareService:
             while len(self._rankings) > RANKINGS_KEPT:
                 self._rankings.popitem(last=False)
         return match
-
-    def _rank_values(self, entry: ModelEntry, text: str, values: np.ndarray, top: int) -> Ranking:
-        """The numeric-probe ranking of app.probe.service, with the anchor's values as the probe."""
-        score = lambda blocks: ranked(blocks, *mprobes.unit_scores(  # noqa: E731
-            blocks, values, NUMERIC, workers=torch.get_num_threads()), top)
-        return self.probes._rank(entry, text, top, None, 0.0, score)  # the probe feature's trace-and-score loop
 
     def score_unit(self, column: np.ndarray, probe: np.ndarray, kind: str, ref: UnitRef) -> UnitScore:
         """One unit's score against the anchor's values or a probe's labels: a unit picked on the page that

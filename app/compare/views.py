@@ -26,7 +26,7 @@ from app.core.errors import InputError
 from app.core.registry import ModelEntry
 from app.core.selection import UnitRef, passes, resolve_unit, whole_number
 from app.core.slots import Overloaded
-from app.dynamics.views.form import NAV_TEXT_LIMIT, nav_query
+from app.ui.urls import NAV_TEXT_LIMIT, SHARED, nav_query
 from app.probe.schemas import DEFAULT_PROBE, MAX_PATTERN_CHARS
 from app.probe.service import probe_values
 from app.trace.views import DEFAULT_TEXT, UNKNOWN_TITLE, ModelOption, model_options
@@ -37,7 +37,6 @@ from app.ui.urls import neuron_url
 
 CANDIDATES = 5  # the best match and the next few, one click away
 MODES = ("unit", "probe")
-SHARED = ("model", "layer", "state", "unit", "text")  # what the nav carries to and from the other views
 FIELDS = ("text", "models", "by", "model", "layer", "state", "unit", "probe", "pattern")  # controls with a message slot
 BUSY = "busy"
 

@@ -36,7 +36,8 @@ from app.dynamics.schemas import (
 )
 from app.dynamics.service import DynamicsService
 from app.dynamics.watch import WatchGroup, WatchSplit
-from app.dynamics.views.form import Base, SHARED
+from app.dynamics.views.form import Base
+from app.ui.urls import SHARED
 from app.dynamics.views.generate import build_generate
 from app.dynamics.views.gradients import build_gradients
 from app.dynamics.views.intervene import build_intervene

@@ -137,6 +137,12 @@ class ProbeService:
                 field="threshold")
         return ranking
 
+    def rank_values(self, entry: ModelEntry, text: str, values: np.ndarray, top: int) -> Ranking:
+        """Every unit ranked by |Pearson r| with `values` (T,), e.g. another model's unit on the same text:
+        a numeric probe given rather than computed from the text."""
+        return self._rank(entry, text, top, None, 0.0, lambda blocks: ranked(blocks, *probes.unit_scores(
+            blocks, values, probes.NUMERIC, workers=torch.get_num_threads()), top))
+
     def _rank(self, entry: ModelEntry, text: str, top: int, marked: int | None, label_seconds: float,
               score) -> Ranking:
         parts: list[Ranked] = []

@@ -3,9 +3,24 @@ settings.public_url when set, so a forged Host header never reaches a link, a pr
 
 from __future__ import annotations
 
-from urllib.parse import quote
+from collections.abc import Mapping
+from urllib.parse import quote, urlencode
 
 from fastapi import Request
+
+
+# What the nav links carry from one view to another (the page's URL holds it), and up to what text
+# length a server-rendered link carries the text (static/app.js and dynamics.js carry any).
+SHARED = ("model", "layer", "state", "unit", "text")
+NAV_TEXT_LIMIT = 2_000
+
+
+def nav_query(shared: Mapping[str, str]) -> str:
+    """'?model=…&…' for a nav link: the shared fields that are set, the text only while it is short."""
+    keep = {k: shared[k] for k in SHARED if shared.get(k) not in (None, "")}
+    if len(keep.get("text", "")) > NAV_TEXT_LIMIT:
+        keep.pop("text")
+    return "?" + urlencode(keep) if keep else ""
 
 
 def neuron_url(model: str, layer: int, state: str, unit: int) -> str:

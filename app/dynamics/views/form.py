@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlencode
 
 import numpy as np
 
@@ -24,9 +23,8 @@ from app.core.slots import Overloaded
 from app.dynamics.service import DynamicsService
 from app.trace.views import DEFAULT_TEXT, UNKNOWN_TITLE
 from app.ui.scale import STATE_INFO
+from app.ui.urls import SHARED, nav_query
 
-SHARED = ("model", "layer", "state", "unit", "text")
-NAV_TEXT_LIMIT = 2_000  # server-rendered links carry the text up to this length (static/dynamics.js carries any)
 PRIME_SHOWN = 400
 DOT_LIMIT = 201  # hoverable dots on a line plot up to this many points per series
 WATCH_ROWS = 15
@@ -102,13 +100,6 @@ class Base:
         """The main view for this page's state, or with a different unit."""
         q = {**self.shared, **{k: str(v) for k, v in override.items()}}
         return "/" + nav_query(q)
-
-
-def nav_query(shared: Mapping[str, str]) -> str:
-    keep = {k: shared[k] for k in SHARED if shared.get(k) not in (None, "")}
-    if len(keep.get("text", "")) > NAV_TEXT_LIMIT:
-        keep.pop("text")
-    return "?" + urlencode(keep) if keep else ""
 
 
 class Reader:

@@ -11,7 +11,8 @@ from markupsafe import Markup
 
 from app.core.errors import InputError
 from app.dynamics.service import DynamicsService
-from app.dynamics.views.form import Base, NAV_TEXT_LIMIT, Reader, base, sci
+from app.dynamics.views.form import Base, Reader, base, sci
+from app.ui.urls import NAV_TEXT_LIMIT
 from app.ui import svg
 
 
