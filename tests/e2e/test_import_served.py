@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 import time
 import urllib.request
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -23,41 +20,14 @@ import torch
 from tests.conftest import write_tiny_model
 from tests.models.test_import_models import (CHARS, CORPUS, reference_states, save_pt, save_safetensors, tutorial,
                                              write_vocab)
-from tests.share.server import ROOT, free_port, get_text, post_json, stop
+from tests.share.server import CLI, ROOT, get_text, post_json, running_server
 
-EXE = shutil.which("rnnscope", path=str(Path(sys.executable).parent))
-CMD = [EXE] if EXE else [sys.executable, "-m", "app.cli"]
 TEXT = CORPUS[:150]
 
 
-@contextmanager
 def serving(models: Path, tmp: Path):
     """`rnnscope serve --models DIR`, with RNNSCOPE_MODELS_DIR pointing elsewhere: the flag must win."""
-    port = free_port()
-    env = {**os.environ, "RNNSCOPE_MODELS_DIR": str(tmp / "not-this-one"), "RNNSCOPE_DATA_DIR": str(tmp / "data"),
-           "RNNSCOPE_DEFAULT_MODEL": "tiny-lstm", "RNNSCOPE_TORCH_THREADS": "1", "RNNSCOPE_RESCAN_SECONDS": "0"}
-    env.pop("RNNSCOPE_DATABASE_URL", None)
-    log = (tmp / "serve.log").open("a+")
-    proc = subprocess.Popen([*CMD, "serve", "--port", str(port), "--models", str(models)], cwd=ROOT, env=env,
-                            stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/healthz", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                log.seek(0)
-                raise RuntimeError("rnnscope serve did not come up:\n" + log.read())
-            time.sleep(0.2)
-        yield base
-    finally:
-        stop(proc)
-        log.close()
+    return running_server(tmp / "not-this-one", tmp / "data", tmp / "serve.log", serve_args=("--models", str(models)))
 
 
 def model_names(base: str) -> list[str]:
@@ -66,7 +36,7 @@ def model_names(base: str) -> list[str]:
 
 
 def import_cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([*CMD, "import", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+    return subprocess.run([*CLI, "import", *map(str, args)], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+_EXE = shutil.which("rnnscope", path=str(Path(sys.executable).parent))
+CLI = [_EXE] if _EXE else [sys.executable, "-m", "app.cli"]  # the venv's script, else the module
 
 
 def free_port() -> int:
@@ -24,18 +26,20 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(models_dir: Path, data_dir: Path, log_path: Path, **env_extra: str):
-    """Start `rnnscope serve`, wait for /healthz, yield the base URL; stop it (SIGTERM, then kill) after."""
+def running_server(models_dir: Path, data_dir: Path, log_path: Path, *, serve_args: tuple[str, ...] = (),
+                   **env_extra: str):
+    """Start `rnnscope serve [serve_args]`, wait for /healthz, yield the base URL; stop it (SIGTERM, then kill) after.
+
+    serve_args are extra command-line flags (e.g. `--models DIR`), for tests of the flags themselves.
+    """
     port = free_port()
-    exe = shutil.which("rnnscope", path=str(Path(sys.executable).parent))
-    cmd = [exe] if exe else [sys.executable, "-m", "app.cli"]
     env = {**os.environ, "RNNSCOPE_MODELS_DIR": str(models_dir), "RNNSCOPE_DATA_DIR": str(data_dir),
            "RNNSCOPE_DEFAULT_MODEL": "tiny-lstm", "RNNSCOPE_TORCH_THREADS": "1", "RNNSCOPE_RESCAN_SECONDS": "0",
            **env_extra}
     if "RNNSCOPE_DATABASE_URL" not in env_extra:
         env.pop("RNNSCOPE_DATABASE_URL", None)  # this server's store is the SQLite file in data_dir
     log = log_path.open("a+")
-    proc = subprocess.Popen([*cmd, "serve", "--port", str(port)], cwd=ROOT, env=env, stdout=log,
+    proc = subprocess.Popen([*CLI, "serve", "--port", str(port), *serve_args], cwd=ROOT, env=env, stdout=log,
                             stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
