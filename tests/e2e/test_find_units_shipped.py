@@ -13,13 +13,13 @@ from urllib.parse import quote
 import pytest
 
 from tests.e2e.conftest import ARTIFACTS, HTMX_ABORTS, PAGE_OPTIONS, STATUS_422, wait_for_query
+from tests.e2e.test_find_units import UNIT_ROWS, drag_select, wait_summary  # the same panel, the same moves
 from tests.share.server import running_server
 
 pytestmark = pytest.mark.e2e
 
 MODELS = Path(__file__).resolve().parents[2] / "models" / "zoo"
 QUOTE_UNIT = ("1", "c", "336")  # models/zoo/austen-lstm/config.json card: quote_unit
-UNIT_ROWS = "#probe-results tbody.unit-group tr.pick-row"
 PARAGRAPH = ("Elizabeth was silent for some minutes. Her aunt, who had watched her closely all the morning, "
              "at last laid down her work and looked at her. \"Why?\" said she, at length; and then, as no answer "
              "came, she took up her work again and said nothing more of the matter until dinner.")
@@ -50,22 +50,6 @@ def page_options():
 def rows(pg) -> list[tuple[str, str, str]]:
     return [tuple(r) for r in pg.eval_on_selector_all(
         UNIT_ROWS, "rs => rs.map(r => [r.dataset.layer, r.dataset.state, r.dataset.unit])")]
-
-
-def wait_summary(pg, fragment: str) -> None:
-    pg.wait_for_function("f => { const s = document.querySelector('#probe-results .probe-summary');"
-                         " return s && s.textContent.includes(f); }", arg=fragment)
-
-
-def drag_select(pg, first: int, last: int) -> None:
-    """Mouse-select characters first..last (inclusive) of the view."""
-    a = pg.locator("#chars .ch").nth(first).bounding_box()
-    b = pg.locator("#chars .ch").nth(last).bounding_box()
-    pg.mouse.move(a["x"] + 1, a["y"] + a["height"] / 2)
-    pg.mouse.down()
-    pg.mouse.move(b["x"] + b["width"] / 2, b["y"] + b["height"] / 2, steps=5)
-    pg.mouse.move(b["x"] + b["width"] - 1, b["y"] + b["height"] / 2)
-    pg.mouse.up()
 
 
 def open_view(pg, text: str, state: str = "h", unit: str = "7") -> None:
