@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
+import sys
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -28,6 +28,10 @@ from app.core.config import Settings
 from app.main import create_app
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.timing import median_ms  # noqa: E402  (needs the root on the path)
+
 ZOO = ROOT / "models" / "zoo"
 ANCHOR = {"model": "austen-lstm", "layer": 1, "state": "c", "unit": 336}
 TARGETS = ["austen-gru", "austen-rnn", "python-lstm"]
@@ -38,17 +42,6 @@ def held_out_text(chars: int) -> str:
     text = json.loads((ZOO / "austen-lstm" / "atlas.json").read_text())["text"]
     start = text.index('"')
     return text[start:start + chars]
-
-
-def median_ms(fn, repeats: int, before=None) -> float:
-    times = []
-    for _ in range(repeats):
-        if before is not None:
-            before()
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1000 * statistics.median(times)
 
 
 def main() -> None:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import torch
 
@@ -21,6 +21,10 @@ from models import probes
 from models.charlm import CharLM, ModelConfig
 from models.trace import run_trace
 from models.vocab import CharVocab
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.timing import median_ms  # noqa: E402  (needs the root on the path)
 
 WORDS = "the and she said it was not a very good day for walking but Elizabeth went out".split()
 
@@ -33,15 +37,6 @@ def dialogue(n: int, rng: random.Random) -> str:
         if rng.random() < 0.1:
             out.append("\n\n")
     return "".join(out)[:n]
-
-
-def median_ms(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return 1000 * statistics.median(times)
 
 
 def main() -> None:
