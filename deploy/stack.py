@@ -275,11 +275,11 @@ def nginx_bin() -> str | None:
     return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
 
 
-def render_nginx_conf(listen: str, replicas: list[str], access_log: str, text: str | None = None) -> str:
-    """deploy/nginx/rnnscope.conf with this stack's listen address, replica addresses and log path.
+def render_nginx_conf(listen: str, replicas: list[str], log_dir: str, text: str | None = None) -> str:
+    """deploy/nginx/rnnscope.conf with this stack's listen address, replica addresses and log folder.
 
-    Only those three change; each must be found exactly where the shipped file has it, so a config
-    reshaped without updating this fails here instead of silently testing something else.
+    Only those change; each must be found exactly where the shipped file has it, so a config reshaped
+    without updating this fails here instead of silently testing something else.
     """
     text = NGINX_CONF.read_text() if text is None else text
     servers = re.findall(r"^( +)server 127\.0\.0\.1:800\d( .*);$", text, re.M)
@@ -290,11 +290,11 @@ def render_nginx_conf(listen: str, replicas: list[str], access_log: str, text: s
     text = re.sub(r"^ +server 127\.0\.0\.1:8001 .*;\n +server 127\.0\.0\.1:8002 .*;$", lambda m: block, text,
                   count=1, flags=re.M)
     text, n_listen = re.subn(r"^(\s*)listen 80;$", lambda m: f"{m.group(1)}listen {listen};", text, flags=re.M)
-    text, n_log = re.subn(r"^(\s*)access_log /var/log/nginx/rnnscope\.access\.log rnnscope;$",
-                          lambda m: f"{m.group(1)}access_log {access_log} rnnscope;", text, flags=re.M)
-    if (n_listen, n_log) != (1, 1):
-        raise ValueError(f"deploy/nginx/rnnscope.conf: expected one `listen 80;` and one rnnscope access_log line, "
-                         f"found {n_listen} and {n_log}")
+    text, n_log = re.subn(r"^(\s*)(access_log|error_log) /var/log/nginx/(rnnscope\.\w+\.log) (\w+);$",
+                          lambda m: f"{m.group(1)}{m.group(2)} {log_dir}/{m.group(3)} {m.group(4)};", text, flags=re.M)
+    if (n_listen, n_log) != (1, 2):
+        raise ValueError(f"deploy/nginx/rnnscope.conf: expected one `listen 80;` and two /var/log/nginx/rnnscope.*.log "
+                         f"lines, found {n_listen} and {n_log}")
     return text
 
 
@@ -308,12 +308,13 @@ class Nginx:
         self.port = port or free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.dir = private_dir("rnnscope-nginx-")
-        self.access_log = self.dir / "access.log"
+        self.access_log = self.dir / "rnnscope.access.log"
+        self.site_error_log = self.dir / "rnnscope.error.log"  # the shipped config's own (crit only)
         self.error_log = self.dir / "error.log"
         self.proc: subprocess.Popen | None = None
         for sub in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
             (self.dir / "tmp" / sub).mkdir(parents=True)
-        site = render_nginx_conf(f"127.0.0.1:{self.port}", replicas, str(self.access_log))
+        site = render_nginx_conf(f"127.0.0.1:{self.port}", replicas, str(self.dir))
         (self.dir / "rnnscope.conf").write_text(site)
         d = self.dir
         # The frame Debian's /etc/nginx/nginx.conf gives a conf.d/ file, with every path in this folder.
