@@ -38,16 +38,21 @@ class SourceVocab:
         return CharVocab([UNK] + [self.chars[i] for i in rest]), rows
 
 
+def read_user_text(path: Path, label: str) -> str:
+    """A file named on the command line, as UTF-8 text; each way it can fail is one message naming it by `label`."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RnnscopeError(f"{label} does not exist") from None
+    except UnicodeDecodeError as e:
+        raise RnnscopeError(f"{label} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise RnnscopeError(f"cannot read {label}: {e.strerror or e}") from None
+
+
 def read_vocab(path: str | Path) -> SourceVocab:
     path = Path(path)
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RnnscopeError(f"vocabulary file {path} does not exist") from None
-    except UnicodeDecodeError as e:
-        raise RnnscopeError(f"vocabulary file {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise RnnscopeError(f"cannot read vocabulary file {path}: {e.strerror or e}") from None
+    raw = read_user_text(path, f"vocabulary file {path}")
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(raw)

@@ -32,7 +32,7 @@ from .checkpoint import CONFIG, WEIGHTS, Checkpoint, _swap_in, save_checkpoint
 from .charlm import CharLM, ModelConfig
 from .errors import RnnscopeError
 from .import_layout import Layout, apply_maps, read_source, recognise
-from .import_vocab import SourceVocab, read_vocab
+from .import_vocab import SourceVocab, read_user_text, read_vocab
 from .trace import run_trace
 from .vocab import UNK, CharVocab
 
@@ -129,14 +129,7 @@ def _check_target(out: Path, force: bool) -> None:
 
 def _read_eval(path: str | Path) -> str:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RnnscopeError(f"--eval {path} does not exist") from None
-    except UnicodeDecodeError as e:
-        raise RnnscopeError(f"--eval {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-        raise RnnscopeError(f"cannot read --eval {path}: {e.strerror or e}") from None
+    text = read_user_text(path, f"--eval {path}")
     if len(text) < 100:
         raise RnnscopeError(f"--eval {path} has {len(text)} characters: held-out text needs at least 100")
     return text
