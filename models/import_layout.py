@@ -202,11 +202,7 @@ def recognise(tensors: dict[str, torch.Tensor], vocab_size: int, nonlinearity: s
     head = _pick("head", [k for k, v in rest.items() if v.dim() == 2 and tuple(v.shape) == (V, H)], HEAD, HEAD_HINTS,
                  EMBED_HINTS, (V, H))
     if head is None:
-        other = [k for k, v in rest.items() if v.dim() == 2 and v.shape[1] == H]
-        if other:
-            k = other[0]
-            raise RnnscopeError(f"the vocabulary has {V} characters but the weights have {rest[k].shape[0]} "
-                                f"(output layer {k} is {_shape(rest[k])}): give the vocabulary the model was trained with")
+        _refuse_other_vocab_size(rest, V, H, "output layer")
         raise RnnscopeError(f"no output layer: expected a ({V}, {H}) Linear weight (vocabulary x hidden) after "
                             f"{prefix}*; 2-D tensors left: {_list_keys(rest, two_d=True)}; name it with --map KEY={HEAD}")
     del rest[head]
@@ -222,11 +218,7 @@ def recognise(tensors: dict[str, torch.Tensor], vocab_size: int, nonlinearity: s
     if embed is not None:
         del rest[embed]
     elif I != V:
-        other = [k for k, v in rest.items() if v.dim() == 2 and v.shape[1] == I]
-        if other:
-            k = other[0]
-            raise RnnscopeError(f"the vocabulary has {V} characters but the weights have {rest[k].shape[0]} "
-                                f"(embedding {k} is {_shape(rest[k])}): give the vocabulary the model was trained with")
+        _refuse_other_vocab_size(rest, V, I, "embedding")
         raise RnnscopeError(f"no embedding: {prefix}weight_ih_l0 reads {I} inputs, so the input is neither one-hot "
                             f"({V} characters) nor a ({V}, {I}) embedding; 2-D tensors left: "
                             f"{_list_keys(rest, two_d=True)}; name it with --map KEY={EMBED}")
@@ -235,6 +227,15 @@ def recognise(tensors: dict[str, torch.Tensor], vocab_size: int, nonlinearity: s
                             "imports exactly that architecture (an extra layer changes what the model computes). If one "
                             f"is the embedding or head under another name, use --map KEY={EMBED} or KEY={HEAD}")
     return Layout(cell, nonlinearity, L, H, I, V, prefix, bias, embed, head, head_bias)
+
+
+def _refuse_other_vocab_size(rest: Mapping[str, torch.Tensor], V: int, cols: int, what: str) -> None:
+    """A matrix with the right columns but not V rows is the layer we looked for: the vocabulary is what is wrong."""
+    other = [k for k, v in rest.items() if v.dim() == 2 and v.shape[1] == cols]
+    if other:
+        k = other[0]
+        raise RnnscopeError(f"the vocabulary has {V} characters but the weights have {rest[k].shape[0]} "
+                            f"({what} {k} is {_shape(rest[k])}): give the vocabulary the model was trained with")
 
 
 def _recurrent_module(tensors: Mapping[str, torch.Tensor]) -> tuple[str, list[int]]:
