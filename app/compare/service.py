@@ -28,6 +28,7 @@ from models.ranking import UnitScore
 
 from app.compare.schemas import MAX_MODELS
 from app.core.errors import InputError
+from app.core.model_list import entries_for_models_field
 from app.core.registry import ModelEntry
 from app.core.selection import UnitRef
 from app.probe.service import ProbeService, Ranking, probe_values
@@ -71,13 +72,7 @@ class CompareService:
         if len(names) < least:
             raise InputError(f"tick at least {least} models to compare side by side" if least > 1 else
                              "name at least one model to find matches in", field="models")
-        out = []
-        for n in names:
-            try:
-                out.append(self.traces.model(n))
-            except InputError as e:
-                raise InputError(e.message, field="models", status=404) from None
-        return out
+        return entries_for_models_field(self.traces.model, names)
 
     def default_models(self, first: str) -> list[str]:
         """The anchor's model first, then the models trained on the same corpus, then the rest, up to MAX_MODELS."""

@@ -40,6 +40,7 @@ from models.sample import generate
 from models.stepper import UnitStepper
 
 from app.core.errors import InputError
+from app.core.model_list import entries_for_models_field
 from app.core.registry import ModelEntry
 from app.core.selection import UnitRef
 from app.core.slots import ModelSlots, SlotStream
@@ -197,13 +198,7 @@ class DynamicsService:
             raise InputError("choose at least one model to compare", field="models")
         if len(names) > MAX_COMPARE:
             raise InputError(f"compare at most {MAX_COMPARE} models at once, got {len(names)}", field="models")
-        out = []
-        for n in names:
-            try:
-                out.append(self.traces.model(n))
-            except InputError as e:
-                raise InputError(e.message, field="models", status=404) from None
-        return out
+        return entries_for_models_field(self.traces.model, names)
 
     def default_compare(self, first: str | None) -> list[str]:
         """The page's model first, then other installed models, up to MAX_COMPARE."""
