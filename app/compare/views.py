@@ -29,8 +29,9 @@ from app.core.slots import Overloaded
 from app.ui.urls import NAV_TEXT_LIMIT, SHARED, nav_query
 from app.probe.schemas import DEFAULT_PROBE, MAX_PATTERN_CHARS
 from app.probe.service import probe_values
-from app.trace.views import DEFAULT_TEXT, UNKNOWN_TITLE, ModelOption, model_options
+from app.trace.views import DEFAULT_TEXT, UNKNOWN_TITLE, model_options
 from app.ui.levels import levels
+from app.ui.picker import UnitPicker, unit_picker
 from app.ui.render import char_spans
 from app.ui.scale import STATE_INFO, Swatch, legend, neuron_scale
 from app.ui.urls import neuron_url
@@ -82,19 +83,6 @@ class ModelCheck:
 
 
 @dataclass
-class AnchorPicker:
-    """The model / layer / state / unit controls, with the main page's ids (static/app.js fills them)."""
-
-    models: list[ModelOption]
-    layers: list[int]
-    layer: int
-    states: list[tuple[str, str]]
-    state: str
-    unit: int
-    unit_max: int
-
-
-@dataclass
 class ComparePage:
     shared: dict[str, str]
     errors: dict[str, str] = field(default_factory=dict)
@@ -108,7 +96,7 @@ class ComparePage:
     probes: list[tuple[str, str]] = field(default_factory=list)  # (id, title)
     max_pattern: int = MAX_PATTERN_CHARS
     max_models: int = MAX_MODELS
-    picker: AnchorPicker | None = None
+    picker: UnitPicker | None = None
     choices: list[ModelCheck] = field(default_factory=list)
     panels: list[Panel] = field(default_factory=list)
     picks: list[str] = field(default_factory=list)  # "MODEL:LAYER:STATE:UNIT" of every panel not on its best match
@@ -164,9 +152,7 @@ def build_compare(service: CompareService, query: Mapping[str, str], getlist: Ca
         fail(e)
         anchor = registry.get(default)
     ref = resolve_unit(traces, anchor, query.get("layer"), query.get("state"), query.get("unit"), fail)
-    page.picker = AnchorPicker(model_options(traces, anchor.name), list(range(anchor.layers)), ref.layer,
-                               [(s, STATE_INFO.get(s, (s, ""))[0]) for s in anchor.states], ref.state, ref.unit,
-                               anchor.hidden - 1)
+    page.picker = unit_picker(model_options(traces, anchor.name), anchor, ref.layer, ref.state, ref.unit)
 
     asked = [n for n in getlist("models") if n]
     names = list(dict.fromkeys(asked if asked else service.default_models(anchor.name)))

@@ -22,7 +22,7 @@ from app.core.registry import ModelEntry
 from app.core.slots import Overloaded
 from app.dynamics.service import DynamicsService
 from app.trace.views import DEFAULT_TEXT, UNKNOWN_TITLE
-from app.ui.scale import STATE_INFO
+from app.ui.picker import UnitPicker, unit_picker
 from app.ui.urls import SHARED, nav_query
 
 PRIME_SHOWN = 400
@@ -56,17 +56,7 @@ class ModelChoice:
     cell: str = ""
 
 
-@dataclass
-class Picker:
-    """The model / layer / state / unit controls, with the same ids as the main page's."""
-
-    models: list[ModelChoice]
-    layers: list[int]
-    layer: int
-    states: list[tuple[str, str]]
-    state: str
-    unit: int
-    unit_max: int
+Picker = UnitPicker  # the name the dynamics pages import it by
 
 
 @dataclass
@@ -178,9 +168,8 @@ def resolve_unit(service: DynamicsService, r: Reader, entry: ModelEntry) -> tupl
                                   r.fail).as_tuple()
 
 
-def picker(service: DynamicsService, entry: ModelEntry, layer: int, state: str, unit: int) -> Picker:
-    return Picker(model_choices(service, entry.name), list(range(entry.layers)), layer,
-                  [(s, STATE_INFO.get(s, (s, ""))[0]) for s in entry.states], state, unit, entry.hidden - 1)
+def picker(service: DynamicsService, entry: ModelEntry, layer: int, state: str, unit: int) -> UnitPicker:
+    return unit_picker(model_choices(service, entry.name), entry, layer, state, unit)
 
 
 def cells(text: str, positions: np.ndarray, titles: list[str] | None = None, missing: np.ndarray | None = None,
