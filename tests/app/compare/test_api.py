@@ -4,8 +4,6 @@ POST /api/v1/probe; the cost is one ranking per model beyond the traces; every b
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
@@ -13,6 +11,7 @@ from models.checkpoint import load_checkpoint
 from models.trace import run_trace
 
 from tests.app.conftest import make_client
+from tests.share.slots import slot_held
 
 TEXT = 'She said, "I shall go." He said nothing.\nThen: "Why?" (she asked, [twice]). "No," he said.'
 ANCHOR = {"model": "tiny-lstm", "layer": 1, "state": "c", "unit": 3}
@@ -162,16 +161,8 @@ def test_every_bad_input_has_its_own_refusal(client, body, status, fragment):
 
 def test_a_busy_server_answers_503_with_retry_after(tiny_models_dir):
     with make_client(tiny_models_dir, max_concurrent_traces=1, queue_timeout=0.2) as c:
-        slots = c.app.state.service.slots
-        started, release = threading.Event(), threading.Event()
-        holder = threading.Thread(target=lambda: slots.run(None, lambda: (started.set(), release.wait(10))))
-        holder.start()  # another request's model run holds the only slot
-        try:
-            assert started.wait(10)
+        with slot_held(c.app.state.service.slots):  # another request's model run holds the only slot
             r = match(c, text="A text nobody traced yet.")
-        finally:
-            release.set()
-            holder.join()
     assert r.status_code == 503 and r.headers["Retry-After"]
     assert "the server is busy" in r.json()["detail"]
 

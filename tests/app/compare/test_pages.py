@@ -5,7 +5,6 @@ every bad setting is a message beside its control (422), a busy server a 503 say
 from __future__ import annotations
 
 import re
-import threading
 from html import unescape
 from urllib.parse import parse_qs, urlsplit
 
@@ -15,6 +14,7 @@ from app.trace.views import UNKNOWN_TITLE
 from tests.app.compare.test_api import blocks, correlations
 from tests.app.conftest import make_client
 from tests.conftest import char_spans
+from tests.share.slots import slot_held
 
 HX = {"HX-Request": "true"}
 TEXT = 'She said, "I shall go." He said nothing.\nThen: "Why?" she asked. "No," he said.'
@@ -185,17 +185,9 @@ def test_text_is_escaped_everywhere(client):
 
 def test_a_busy_server_says_so_in_place_with_503(tiny_models_dir):
     with make_client(tiny_models_dir, max_concurrent_traces=1, queue_timeout=0.2) as c:
-        slots = c.app.state.service.slots
-        started, release = threading.Event(), threading.Event()
-        holder = threading.Thread(target=lambda: slots.run(None, lambda: (started.set(), release.wait(10))))
-        holder.start()
-        try:
-            assert started.wait(10)
+        with slot_held(c.app.state.service.slots):
             full = c.get("/compare", params={"text": "Nobody traced this.", "models": ["tiny-gru"]})
             partial = c.get("/compare", params={"text": "Nor this one.", "models": ["tiny-gru"]}, headers=HX)
-        finally:
-            release.set()
-            holder.join()
     for r in (full, partial):
         assert r.status_code == 503 and r.headers["Retry-After"]
         assert "the server is busy" in r.text and "The models are not coloured: the server is busy." in r.text

@@ -12,6 +12,7 @@ import pytest
 from tests.conftest import write_tiny_model
 
 from tests.app.conftest import make_client
+from tests.share.slots import slot_held
 
 TIMEOUT = 0.5  # run timeout: each slow request below needs several seconds on the model here
 FREED_WITHIN = 2.0  # seconds from the 503 until another request has been served on the slot
@@ -89,20 +90,11 @@ def test_a_generation_past_the_limit_ends_its_stream_and_frees_its_slot(big_mode
 
 
 def test_a_generation_waits_for_a_slot_and_is_a_503_before_the_stream_when_none_comes(big_models, tmp_path):
-    import threading
-
     with make_client(big_models, data_dir=tmp_path / "d", max_concurrent_traces=1, queue_timeout=0.3) as c:
         quick(c)
         slots = c.app.state.service.slots
-        started, release = threading.Event(), threading.Event()
-        holder = threading.Thread(target=lambda: slots.run(None, lambda: (started.set(), release.wait(10))))
-        holder.start()
-        try:
-            assert started.wait(10)
+        with slot_held(slots):
             r = c.get("/api/v1/generate/stream", params={"model": "big-lstm", "text": "Hi", "n": 5})
-        finally:
-            release.set()
-            holder.join()
         assert r.status_code == 503 and r.headers["retry-after"] == "5" and "busy" in r.json()["detail"]
         with c.stream("GET", "/api/v1/generate/stream", params={"model": "big-lstm", "text": "Hi", "n": 5}) as ok:
             assert ok.status_code == 200 and "event: done" in "".join(ok.iter_text())

@@ -14,6 +14,7 @@ from models.checkpoint import load_checkpoint
 from models.trace import run_trace
 
 from tests.conftest import char_spans
+from tests.share.slots import slot_held
 
 HX = {"HX-Request": "true"}
 TEXT = 'She said, "I shall go." He said nothing.\nThen: "Why?"'
@@ -200,47 +201,27 @@ def test_bad_second_unit_is_an_inline_message(client, params, fragment):
 
 
 def test_busy_server_answers_the_panel_and_the_api_with_503_and_a_message(tiny_models_dir):
-    import threading
-
     from tests.app.conftest import make_client
 
     with make_client(tiny_models_dir, max_concurrent_traces=1, queue_timeout=0.2) as c:
-        slots = c.app.state.service.slots
-        started, release = threading.Event(), threading.Event()
-        holder = threading.Thread(target=lambda: slots.run(None, lambda: (started.set(), release.wait(10))))
-        holder.start()  # another request's model run holds the only slot
-        try:
-            assert started.wait(10)
+        with slot_held(c.app.state.service.slots):  # another request's model run holds the only slot
             panel = c.get("/ui/find-units", params={"model": "tiny-lstm", "text": "He said \"hi\" twice",
                                                     "probe": "quotes"}, headers=HX)
             api = c.post("/api/v1/probe", json={"model": "tiny-lstm", "text": 'He said "hi"', "probe": "quotes"})
-        finally:
-            release.set()
-            holder.join()
     assert panel.status_code == 503 and panel.headers["Retry-After"] == "5"
     assert '<div id="probe-results"' in panel.text and "the server is busy" in panel.text
     assert api.status_code == 503 and "the server is busy" in api.json()["detail"]
 
 
 def test_a_probe_of_a_cached_text_does_not_queue_behind_model_runs(tiny_models_dir):
-    import threading
-
     from tests.app.conftest import make_client
 
     text = 'He said "hi" twice, "then" left.'
     with make_client(tiny_models_dir, max_concurrent_traces=1, queue_timeout=0.2) as c:
         assert c.get("/", params={"model": "tiny-lstm", "text": text}).status_code == 200  # now cached
-        service = c.app.state.service
-        started, release = threading.Event(), threading.Event()
-        holder = threading.Thread(target=lambda: service.slots.run(None, lambda: (started.set(), release.wait(10))))
-        holder.start()  # another request's model run holds the only model slot
-        try:
-            assert started.wait(10)
+        with slot_held(c.app.state.service.slots):  # another request's model run holds the only model slot
             api = c.post("/api/v1/probe", json={"model": "tiny-lstm", "text": text, "probe": "quotes"})
             new = c.post("/api/v1/probe", json={"model": "tiny-lstm", "text": text + " More.", "probe": "quotes"})
-        finally:
-            release.set()
-            holder.join()
     assert api.status_code == 200 and api.json()[0]["state"], api.text
     assert new.status_code == 503, "a text not traced yet still needs the model slot"
 
