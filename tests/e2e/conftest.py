@@ -20,6 +20,7 @@ from tests.share.server import running_server
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts"
+ZOO = Path(__file__).resolve().parents[2] / "models" / "zoo"  # the shipped models
 # hx-sync="this:replace" aborts stale requests, and htmx reports each abort on the console: expected.
 HTMX_ABORTS = ("htmx:sendAbort", "htmx:afterRequest")
 # The browser noting a 422: expected where a page answers with the block that says what to fix.
@@ -41,6 +42,16 @@ def server(models_dir, tmp_path_factory):
     """The base URL of `rnnscope serve` over `models_dir`, with its own data folder and log."""
     tmp = tmp_path_factory.mktemp("e2e-serve")
     with running_server(models_dir, tmp / "data", tmp / "serve.log") as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def shipped_server(tmp_path_factory):
+    """The base URL of `rnnscope serve` over the shipped models (ZOO; austen-lstm the default, 2 torch threads):
+    a module that tests the shipped models makes it its `server`."""
+    tmp = tmp_path_factory.mktemp("e2e-shipped")
+    with running_server(ZOO, tmp / "data", tmp / "serve.log", RNNSCOPE_DEFAULT_MODEL="austen-lstm",
+                        RNNSCOPE_TORCH_THREADS="2") as base:
         yield base
 
 

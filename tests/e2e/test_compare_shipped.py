@@ -14,13 +14,12 @@ from urllib.parse import urlencode
 
 import pytest
 
-from tests.e2e.conftest import ARTIFACTS, HTMX_ABORTS, PAGE_OPTIONS
-from tests.share.server import post_json, running_server
+from tests.e2e.conftest import ARTIFACTS, HTMX_ABORTS, PAGE_OPTIONS, ZOO
+from tests.share.server import post_json
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-MODELS = ROOT / "models" / "zoo"
 DOCS_SHOT = ROOT / "docs" / "compare.png"
 DOCS_LIMIT = 150_000
 PANELS = "#cmp-result .cmp-panel"
@@ -29,21 +28,13 @@ PASSAGE = ('"I cannot think what you mean," said Elizabeth, turning away. "You w
            '"But it is," returned she; "for Mrs. Long has just been here, and she told me all about it."\n'
            'Mr. Bennet made no answer. "Do not you want to know who has taken it?" cried his wife impatiently.')
 
-if not all((MODELS / m / "model.safetensors").is_file() for m in ("austen-lstm", "austen-gru", "austen-rnn")):
+if not all((ZOO / m / "model.safetensors").is_file() for m in ("austen-lstm", "austen-gru", "austen-rnn")):
     pytest.skip("the shipped austen checkpoints are not in this checkout", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
-def models_dir():
-    return MODELS
-
-
-@pytest.fixture(scope="module")
-def server(models_dir, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("e2e-shipped-compare")
-    with running_server(models_dir, tmp / "data", tmp / "serve.log", RNNSCOPE_DEFAULT_MODEL="austen-lstm",
-                        RNNSCOPE_TORCH_THREADS="2") as base:
-        yield base
+def server(shipped_server):
+    return shipped_server
 
 
 @pytest.fixture(scope="module")

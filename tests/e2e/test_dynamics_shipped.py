@@ -8,17 +8,15 @@ tests/e2e/conftest.py's.
 
 from __future__ import annotations
 
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
 
-from tests.e2e.conftest import ARTIFACTS, PAGE_OPTIONS
-from tests.share.server import post_json, running_server
+from tests.e2e.conftest import ARTIFACTS, PAGE_OPTIONS, ZOO
+from tests.share.server import post_json
 
 pytestmark = pytest.mark.e2e
 
-MODELS = Path(__file__).resolve().parents[2] / "models" / "zoo"
 # Held-out Austen (near the end of Emma, public domain), 18 double quotes: a place (a position whose next
 # character is the quote) for each but the first, which opens the text: 9 closing places, 8 opening.
 TEXT = ('"I can never think of it," she cried, "without extreme shame."\n\n'
@@ -30,16 +28,13 @@ TEXT = ('"I can never think of it," she cried, "without extreme shame."\n\n'
         'you every thing."\n\n"It is not now worth a regret," said Emma.\n\n"I have some hope," resumed he, '
         '"of my uncle\'s being persuaded to pay a\nvisit at Randalls."')
 
-if not all((MODELS / m / "model.safetensors").is_file() for m in ("austen-lstm", "austen-rnn", "austen-gru")):
+if not all((ZOO / m / "model.safetensors").is_file() for m in ("austen-lstm", "austen-rnn", "austen-gru")):
     pytest.skip("the shipped austen checkpoints are not in this checkout", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("e2e-shipped")
-    with running_server(MODELS, tmp / "data", tmp / "serve.log", RNNSCOPE_DEFAULT_MODEL="austen-lstm",
-                        RNNSCOPE_TORCH_THREADS="2") as base:
-        yield base
+def server(shipped_server):
+    return shipped_server
 
 
 @pytest.fixture(scope="module")

@@ -7,38 +7,27 @@ A real `rnnscope serve` over models/zoo (tests/e2e/conftest.py's browser and pag
 
 from __future__ import annotations
 
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
-from tests.e2e.conftest import ARTIFACTS, HTMX_ABORTS, PAGE_OPTIONS, STATUS_422, wait_for_query
+from tests.e2e.conftest import ARTIFACTS, HTMX_ABORTS, PAGE_OPTIONS, STATUS_422, ZOO, wait_for_query
 from tests.e2e.test_find_units import UNIT_ROWS, drag_select, wait_summary  # the same panel, the same moves
-from tests.share.server import running_server
 
 pytestmark = pytest.mark.e2e
 
-MODELS = Path(__file__).resolve().parents[2] / "models" / "zoo"
 QUOTE_UNIT = ("1", "c", "336")  # models/zoo/austen-lstm/config.json card: quote_unit
 PARAGRAPH = ("Elizabeth was silent for some minutes. Her aunt, who had watched her closely all the morning, "
              "at last laid down her work and looked at her. \"Why?\" said she, at length; and then, as no answer "
              "came, she took up her work again and said nothing more of the matter until dinner.")
 
-if not (MODELS / "austen-lstm" / "model.safetensors").is_file():
+if not (ZOO / "austen-lstm" / "model.safetensors").is_file():
     pytest.skip("the shipped austen-lstm checkpoint is not in this checkout", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
-def models_dir():
-    return MODELS
-
-
-@pytest.fixture(scope="module")
-def server(models_dir, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("e2e-shipped-find")
-    with running_server(models_dir, tmp / "data", tmp / "serve.log", RNNSCOPE_DEFAULT_MODEL="austen-lstm",
-                        RNNSCOPE_TORCH_THREADS="2") as base:
-        yield base
+def server(shipped_server):
+    return shipped_server
 
 
 @pytest.fixture(scope="module")
