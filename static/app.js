@@ -163,7 +163,7 @@
 
   function viewUrl(form) {
     const q = new URLSearchParams();
-    new FormData(form).forEach((v, k) => { if (typeof v === "string") q.append(k, v); });
+    new FormData(form).forEach((v, k) => { if (typeof v === "string" && !(k === "snapshot" && !v)) q.append(k, v); });
     const panel = window.rnnscopePanel ? window.rnnscopePanel() : null; // static/probe.js
     if (panel && panel.probe) q.set("probe", panel.probe);
     if (panel && panel.pattern) q.set("pattern", panel.pattern);
@@ -232,7 +232,14 @@
       trace.what = data.what;
       trace.v = nulls(v);
       if (w) { trace.what2 = data.what2; trace.w = nulls(w); } else { delete trace.what2; delete trace.w; }
+      if (data.preds) { trace.s = data.preds.s; trace.top = data.preds.top; trace.p = data.preds.p; }
     }
+    if (data.timeline !== undefined && $("timeline")) { // the time-lapse panel: mark, numbers and sample of the step
+      const t = document.createElement("template");
+      t.innerHTML = data.timeline; // the server's rendering (every value escaped by Jinja)
+      if (t.content.firstElementChild) $("timeline").replaceWith(t.content.firstElementChild);
+    }
+    if (data.snapshot !== undefined) $("view").dataset.snapshot = data.snapshot;
     const top = $("view-top");
     if (top) {
       const t = document.createElement("template");
@@ -256,8 +263,16 @@
     const busy = $("busy");
     if (busy) busy.classList.add("htmx-request");
     const url = viewUrl(form);
+    const body = new URLSearchParams(new FormData(form));
+    const panel = window.rnnscopePanel ? window.rnnscopePanel() : null; // the time-lapse chart follows its probe
+    if (panel && panel.probe) body.set("probe", panel.probe);
+    // Other weights (a training-step change) change the tooltip's surprisal and guesses too: ask for them.
+    const view = $("view"), step = form.elements.snapshot;
+    if (view && view.dataset.snapshot && step && !step.disabled && (step.value.trim() || "final") !== view.dataset.snapshot) {
+      body.set("predictions", "1");
+    }
     fetch("/ui/paint", {
-      method: "POST", body: new URLSearchParams(new FormData(form)), signal: ctl.signal,
+      method: "POST", body: body, signal: ctl.signal,
       headers: { "Content-Type": "application/x-www-form-urlencoded" },
     }).then((r) => r.json().catch(() => null).then((data) => {
       if (painting !== ctl || box !== $("chars")) return; // superseded, or the view was swapped meanwhile

@@ -5,6 +5,12 @@ A folder is a model when it holds config.json. Folders are re-checked at most ev
 without a restart; a folder that fails to load is skipped with its reason logged, and the
 last good version of a model keeps serving if its rewrite is unreadable.
 Model names only ever come from this discovered set: nothing a request says becomes a path.
+
+A model trained with `--snapshots` keeps float16 copies of itself in `<model>/snapshots` (see
+models.snapshots). That folder is never a model of its own; its timeline.json is re-read when it
+changes (a run still training adds steps), and a snapshot's weights are loaded on demand and kept
+in a small LRU (SNAPSHOTS_KEPT): they are the same model at another step, so a view of one is the
+model's entry with other weights and a version of its own (every cache key tells them apart).
 """
 
 from __future__ import annotations
@@ -13,20 +19,64 @@ import logging
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from models.charlm import CELL_STATES
+from models.charlm import CELL_STATES, ModelConfig
 from models.checkpoint import CONFIG, WEIGHTS, Checkpoint, load_checkpoint
 from models.errors import RnnscopeError
+from models.snapshots import SAMPLE, SNAPSHOT_DIR, TIMELINE, load_snapshot, read_timeline
+from models.vocab import CharVocab
 
 log = logging.getLogger("rnnscope.registry")
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+SNAPSHOTS_KEPT = 4  # loaded snapshots kept in memory (each is a float32 copy of the model's weights)
+
+
 class UnknownModel(RnnscopeError):
     """The request named a model that is not installed."""
+
+
+class UnknownSnapshot(RnnscopeError):
+    """The request named a training step the model has no snapshot of (or the model has none)."""
+
+
+class SnapshotUnreadable(RnnscopeError):
+    """A listed snapshot's file could not be loaded (e.g. a resumed run is retaking it): not the user's fault."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One timeline entry: what the page and the API say about a step without loading its weights."""
+
+    step: int
+    chars_seen: int
+    val_bpc: float | None
+    sample: str
+    file: str
+    probe_units: dict  # probe id -> {layer, state, unit, score, sign, metric}: the step's best unit per probe
+    training_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class Timeline:
+    snapshots: tuple[Snapshot, ...]
+    prime: str  # the fixed prime every sample continues
+    stamp: tuple | None  # timeline.json's stat when read: re-read when it changes
+
+    @property
+    def steps(self) -> list[int]:
+        return [s.step for s in self.snapshots]
+
+    def at(self, step: int) -> Snapshot | None:
+        return next((s for s in self.snapshots if s.step == step), None)
+
+
+NO_TIMELINE = Timeline((), "", None)
 
 
 @dataclass(frozen=True)
@@ -43,6 +93,8 @@ class ModelEntry:
     path: Path
     checkpoint: Checkpoint
     version: tuple  # changes whenever the files on disk change; part of every cache key
+    timeline: Timeline = NO_TIMELINE  # training snapshots (none for most models)
+    snapshot: int | None = None  # the training step these weights are from; None = the final weights
 
     @property
     def cell(self) -> str:
@@ -78,6 +130,11 @@ class ModelEntry:
         v = self.card.get("corpus")
         return str(v) if v is not None else None
 
+    @property
+    def steps(self) -> list[int]:
+        """The training steps of this model's snapshots, in order; [] when it has none."""
+        return self.timeline.steps
+
     def has_unit(self, layer: int, state: str, unit: int) -> bool:
         """Whether (layer, state, unit) names a unit of this model (card entries may be stale or wrong)."""
         return 0 <= layer < self.layers and state in self.states and 0 <= unit < self.hidden
@@ -106,6 +163,10 @@ class Registry:
     skipped: dict[str, str] = field(default_factory=dict)  # folder name -> why it is not served
     _last_scan: float = field(default=-1e18, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    # (model, step, snapshot file stamp) -> (model, vocab): the LRU of loaded snapshot weights
+    _snapshots: OrderedDict = field(default_factory=OrderedDict, repr=False)
+    _snapshot_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    snapshot_loads: int = 0  # snapshot files actually read (LRU misses), for tests and stats
 
     def refresh(self, force: bool = False) -> None:
         """Re-check the folder if the last look is older than rescan_seconds (or if forced)."""
@@ -158,8 +219,71 @@ class Registry:
             else:
                 log.info("model %s loaded from %s", name, path)
             entries[name] = ModelEntry(name=name, path=path, checkpoint=ckpt, version=version)
+        for name, entry in entries.items():
+            timeline = self._timeline(entry)
+            if timeline is not entry.timeline:
+                entries[name] = replace(entry, timeline=timeline)
         self.entries = entries
         self.skipped = skipped
+
+    def _timeline(self, entry: ModelEntry) -> Timeline:
+        """The model's snapshot timeline, re-read only when timeline.json changed; none when it has none
+        or its timeline cannot be used (logged once: the model itself is still served)."""
+        path = entry.path / SNAPSHOT_DIR / TIMELINE
+        try:
+            st = path.stat()
+            stamp: tuple | None = (st.st_mtime_ns, st.st_size, st.st_ino, entry.version)
+        except OSError:
+            return NO_TIMELINE
+        if entry.timeline.stamp == stamp:
+            return entry.timeline
+        try:
+            timeline = read_snapshot_timeline(entry, stamp)
+        except RnnscopeError as e:
+            log.warning("snapshots of model %s not served: %s", entry.name, e)
+            return Timeline((), "", stamp)
+        log.info("model %s: %d training snapshots", entry.name, len(timeline.snapshots))
+        return timeline
+
+    def snapshot(self, entry: ModelEntry, step: int) -> ModelEntry:
+        """`entry` with the weights of its snapshot at `step`: its own version (the snapshot file's), the
+        final model's card (so the page's default and measured units stay the same at every step).
+
+        Loaded weights are kept in an LRU of SNAPSHOTS_KEPT; a file rewritten on disk is loaded afresh."""
+        info = entry.timeline.at(step)
+        if info is None:
+            if not entry.steps:
+                raise UnknownSnapshot(f"{entry.name} has no training snapshots: leave the snapshot out for its "
+                                      "final weights")
+            raise UnknownSnapshot(f"{entry.name} has no snapshot at step {step}; its snapshots are at steps "
+                                  f"{', '.join(map(str, entry.steps))}")
+        path = entry.path / SNAPSHOT_DIR / info.file
+        try:
+            st = path.stat()
+        except OSError as e:
+            raise SnapshotUnreadable(f"the snapshot of {entry.name} at step {step} cannot be read "
+                                     f"({e.strerror or e})") from None
+        key = (entry.name, step, st.st_mtime_ns, st.st_size, st.st_ino)
+        with self._snapshot_lock:
+            held = self._snapshots.get(key)
+            if held is not None:
+                self._snapshots.move_to_end(key)
+            else:
+                try:
+                    ck = load_snapshot(entry.path, step)
+                except RnnscopeError as e:
+                    raise SnapshotUnreadable(f"the snapshot of {entry.name} at step {step} cannot be loaded: {e}") from None
+                self.snapshot_loads += 1
+                held = (ck.model, ck.vocab)
+                self._snapshots[key] = held
+                while len(self._snapshots) > SNAPSHOTS_KEPT:
+                    self._snapshots.popitem(last=False)
+        model, vocab = held
+        ckpt = Checkpoint(model=model, vocab=vocab, card=entry.card, path=path)
+        return replace(entry, checkpoint=ckpt, version=("snapshot", step) + key[2:], snapshot=step)
+
+    def snapshots_loaded(self) -> int:
+        return len(self._snapshots)
 
     def names(self) -> list[str]:
         return list(self.entries)
@@ -179,8 +303,55 @@ class Registry:
 
 
 def is_model_folder(path: Path) -> bool:
-    """A servable name (no dots first, no slashes) naming a folder that holds config.json."""
-    return bool(NAME_RE.match(path.name)) and path.is_dir() and (path / CONFIG).is_file()
+    """A servable name (no dots first, no slashes) naming a folder that holds config.json; never a
+    snapshots folder (a model's training snapshots are its own, not a model beside it)."""
+    return (bool(NAME_RE.match(path.name)) and path.name != SNAPSHOT_DIR and path.is_dir()
+            and (path / CONFIG).is_file() and not (path / TIMELINE).exists())
+
+
+def read_snapshot_timeline(entry: ModelEntry, stamp: tuple | None) -> Timeline:
+    """timeline.json as a Timeline, refused when it describes another model than the one beside it
+    (its snapshots would not be this model at another step)."""
+    tl = read_timeline(entry.path / SNAPSHOT_DIR)
+    try:
+        config = ModelConfig(**tl["model"])
+        chars = CharVocab.from_json(tl["vocab"]).chars
+    except (TypeError, ValueError) as e:
+        raise RnnscopeError(f"its timeline has an invalid model or vocab section: {e}") from None
+    mine = entry.checkpoint.config
+    if _shape(config) != _shape(mine) or chars != entry.checkpoint.vocab.chars:
+        raise RnnscopeError(f"its timeline describes another model ({config.cell} {config.n_layers}×{config.hidden}, "
+                            f"{len(chars)} characters) than the checkpoint beside it ({mine.cell} "
+                            f"{mine.n_layers}×{mine.hidden}, {len(entry.checkpoint.vocab.chars)} characters)")
+    snaps = []
+    for e in tl["snapshots"]:
+        try:
+            bpc = e.get("val_bpc")
+            secs = e.get("training_seconds")
+            units = e.get("probe_units")
+            snaps.append(Snapshot(step=int(e["step"]), chars_seen=int(e["chars_seen"]),
+                                  val_bpc=float(bpc) if isinstance(bpc, (int, float)) else None,
+                                  sample=str(e.get("sample") or ""), file=_file_name(e["file"]),
+                                  probe_units=units if isinstance(units, dict) else {},
+                                  training_seconds=float(secs) if isinstance(secs, (int, float)) else None))
+        except (KeyError, TypeError, ValueError) as err:
+            raise RnnscopeError(f"its timeline has a malformed entry ({type(err).__name__}: {err})") from None
+    snaps.sort(key=lambda s: s.step)
+    if len({s.step for s in snaps}) != len(snaps):
+        raise RnnscopeError("its timeline lists a step twice")
+    sample = tl.get("sample") if isinstance(tl.get("sample"), dict) else SAMPLE
+    return Timeline(tuple(snaps), str(sample.get("prime", "")), stamp)
+
+
+def _shape(c: ModelConfig) -> tuple:
+    return c.cell, c.n_layers, c.hidden, c.emb, c.vocab_size, c.nonlinearity
+
+
+def _file_name(name: object) -> str:
+    """A snapshot's file as the timeline names it: a plain file name, never a path out of its folder."""
+    if not isinstance(name, str) or not re.fullmatch(r"step-\d{1,12}\.safetensors", name):
+        raise ValueError(f"{str(name)[:60]!r} is not a snapshot file name")
+    return name
 
 
 def _version(folder: Path) -> tuple:

@@ -17,6 +17,7 @@ from app.probe.schemas import Context, Histogram, NeuronResponse, ProbeMatch, Pr
 from app.probe.service import NeuronReport, Ranking
 from app.probe.views import (DEFAULT_THRESHOLD, DEFAULT_TOP, RankingView, current_unit, neuron_page, probe_summary,
                           ranking_view, span_summary)
+from app.trace.timeline import parse_step
 from app.trace.views import DEFAULT_TEXT
 from app.ui.render import render_block, render_page
 
@@ -24,7 +25,7 @@ api = APIRouter(prefix="/api/v1", tags=["probes"])
 pages = APIRouter(include_in_schema=False)
 
 ERRORS = {
-    404: {"model": ErrorDetail, "description": "unknown model"},
+    404: {"model": ErrorDetail, "description": "unknown model (or, for /probe, a snapshot step the model has not got)"},
     413: {"model": ErrorDetail, "description": "text over the length limit"},
     422: {"model": ErrorDetail, "description": "bad input: unknown probe, invalid or too slow regex, a probe constant "
                                                "on this text, an empty or out-of-range span, malformed JSON"},
@@ -38,7 +39,7 @@ PANEL = "_find_units.html"
 def probe(body: ProbeRequest, probes: ProbesDep) -> list[UnitRank]:
     """Every unit of every state of every layer, scored against the probe's per-character labels
     on this text (ROC AUC for binary probes, |Pearson r| for numeric ones); best first."""
-    entry = probes.traces.model(body.model)
+    entry = probes.traces.model(body.model, body.snapshot)
     ranking = probes.rank_probe(entry, body.text, body.probe, body.pattern, body.top)
     return _ranks(ranking)
 
@@ -112,14 +113,16 @@ def find_units(
     layer: str | None = None,
     state: str | None = None,
     unit: str | None = None,
+    snapshot: str | None = None,
 ) -> HTMLResponse:
-    """The panel's results block: a ranking, or one message saying what to fix (422)."""
+    """The panel's results block: a ranking, or one message saying what to fix (422). `snapshot` (the main
+    form's training step) ranks the units of that step's weights, the ones on screen."""
     text = DEFAULT_TEXT if text is None else text.replace("\r\n", "\n")
     try:
         registry = probes.traces.registry
         registry.refresh()
         name = model or registry.default_name(probes.traces.settings.default_model) or ""
-        entry = probes.traces.model(name)
+        entry = probes.traces.model(name, parse_step(snapshot))
         n_top = whole_number(top, "top", DEFAULT_TOP, lo=1, hi=200)
         if source == "selection":
             if not (start or "").strip() and not (end or "").strip():

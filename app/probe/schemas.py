@@ -24,6 +24,9 @@ class ProbeRequest(BaseModel):
     pattern: str | None = Field(None, max_length=MAX_PATTERN_CHARS, description="the regular expression of the regex probe",
                                 examples=[r"[A-Z][a-z]+"])
     top: int = Field(20, ge=1, le=200, description="how many units to return, best first")
+    snapshot: int | None = Field(None, ge=0, description="a training step from the model's `snapshots` (see "
+                                                         "/api/v1/models): rank the units of that step's weights; "
+                                                         "omitted = the final weights", examples=[441])
 
 
 class SpanRequest(BaseModel):

@@ -19,8 +19,8 @@ from app.deps import RegistryDep, ResponsesDep, TracesDep
 from app.http.forms import read_form
 from app.http.heavy import HEAVY_VALUES, ReadyResponse, accepts_gzip, encoded, json_chunks
 from app.probe.views import find_units_panel
-from app.trace.schemas import (Health, ModelInfo, TraceRequest, TraceResponse, prediction_pieces, predictions, rounded,
-                               rounded_pieces)
+from app.trace.schemas import (Health, ModelInfo, SnapshotInfo, SnapshotUnit, Timeline, TraceRequest, TraceResponse,
+                               prediction_pieces, predictions, rounded, rounded_pieces)
 from app.trace.service import TraceResult
 from app.trace.views import FIELDS, build_page
 from app.ui.levels import levels_css
@@ -30,7 +30,7 @@ router = APIRouter(prefix="/api/v1", tags=["api"])
 health = APIRouter(tags=["ops"])
 
 ERRORS = {
-    404: {"model": ErrorDetail, "description": "unknown model"},
+    404: {"model": ErrorDetail, "description": "unknown model, or a snapshot step the model has not got"},
     413: {"model": ErrorDetail, "description": "text or requested values over the limit"},
     422: {"model": ErrorDetail, "description": "bad input: empty text, layer/unit out of range, missing state, malformed JSON"},
 }
@@ -42,13 +42,34 @@ def list_models(traces: TracesDep) -> list[ModelInfo]:
     return [_info(e) for e in traces.registry.entries.values()]
 
 
+@router.get("/models/{model}/snapshots", response_model=Timeline, responses={404: ERRORS[404]},
+            summary="A model's training snapshots")
+def model_snapshots(model: str, traces: TracesDep) -> Timeline:
+    """Each snapshot's step, characters seen, validation bits/char, fixed-prime sample and best probe units."""
+    entry = traces.model(model)
+    snaps = [SnapshotInfo(step=s.step, chars_seen=s.chars_seen, val_bpc=s.val_bpc, training_seconds=s.training_seconds,
+                          sample=s.sample, probe_units=_probe_units(s.probe_units)) for s in entry.timeline.snapshots]
+    return Timeline(model=entry.name, prime=entry.timeline.prime, snapshots=snaps)
+
+
+def _probe_units(found: dict) -> dict[str, SnapshotUnit]:
+    """The timeline's recorded units that are well formed (a hand-edited entry is left out, not a 500)."""
+    out = {}
+    for probe, u in found.items():
+        try:
+            out[str(probe)] = SnapshotUnit.model_validate(u)
+        except ValueError:
+            continue
+    return out
+
+
 @router.post("/trace", response_model=TraceResponse, responses=ERRORS, summary="Trace text through a model")
 def trace(body: TraceRequest, request: Request, traces: TracesDep, responses: ResponsesDep) -> JSONResponse:
     """Per-position values of the requested layers, states and units; omitted ones mean all.
 
     Position t holds the state after reading character t. Values are float16-precise.
     """
-    entry = traces.model(body.model)
+    entry = traces.model(body.model, body.snapshot)
     traces.check_text(body.text)
     layers = None if body.layer is None else [body.layer]
     states = None if body.state is None else [body.state]
@@ -90,7 +111,8 @@ def healthz(registry: RegistryDep) -> Health:
 
 def _info(e: ModelEntry) -> ModelInfo:
     return ModelInfo(name=e.name, cell=e.cell, layers=e.layers, hidden=e.hidden, vocab_size=e.vocab_size,
-                     val_bpc=e.val_bpc, corpus=e.corpus, states=list(e.states), imported=e.card.get("imported") is True)
+                     val_bpc=e.val_bpc, corpus=e.corpus, states=list(e.states), imported=e.card.get("imported") is True,
+                     snapshots=e.steps)
 
 
 def _trace_json(entry: ModelEntry, body: TraceRequest, result: TraceResult, blocks: dict, units,
@@ -115,6 +137,7 @@ def _trace_json(entry: ModelEntry, body: TraceRequest, result: TraceResult, bloc
         "surprisal_bits": surprisal,
         "unknown_positions": list(trace.unknown),
         "cached": result.cached,
+        "snapshot": entry.snapshot,
     }
 
 
@@ -144,9 +167,10 @@ def index(
     unit2: str | None = None,
     probe: str | None = None,
     pattern: str | None = None,
+    snapshot: str | None = None,
 ) -> HTMLResponse:
     params = {"model": model, "layer": layer, "state": state, "unit": unit, "mode": mode, "text": text,
-              "layer2": layer2, "state2": state2, "unit2": unit2}
+              "layer2": layer2, "state2": state2, "unit2": unit2, "snapshot": snapshot, "probe": probe}
     headers = {"Vary": "HX-Request"}
     try:
         page = build_page(traces, params)
@@ -172,8 +196,9 @@ def index(
 
 
 
-# The form's fields that make a view; the Find units panel's probe and pattern do not change its colours.
-VIEW_FIELDS = ("model", "layer", "state", "unit", "mode", "text", "layer2", "state2", "unit2")
+# The form's fields that make a view; the Find units panel's probe and pattern do not change its colours
+# (the probe only picks which recorded unit the time-lapse chart follows).
+VIEW_FIELDS = ("model", "layer", "state", "unit", "mode", "text", "layer2", "state2", "unit2", "snapshot", "probe")
 
 
 @pages.post("/ui/paint")
@@ -181,14 +206,17 @@ async def paint(request: Request, traces: TracesDep) -> JSONResponse:
     """A unit, layer, state or compare change of the view on screen: the new values in a compact form
     (float16, base64) and the few parts of the view that name the unit, for static/app.js to repaint the
     spans it has instead of swapping ~85 bytes of HTML a character. The form's fields in, as GET / reads
-    them; `errors` always maps every field to its message ("" for none), so stale messages are cleared."""
+    them; `errors` always maps every field to its message ("" for none), so stale messages are cleared.
+    A training-step change (`snapshot`) is a repaint too: the same text on other weights. With
+    `predictions=1` the answer carries the surprisal and guesses (`preds`) the tooltip shows, which
+    other weights change, and always the time-lapse panel (`timeline`, HTML) and `snapshot`."""
     try:
         form = await read_form(request, traces.settings.max_chars, field="text")
     except InputError as e:
         return _paint_refused({e.field: e.message}, e.status)
     params = {k: form.get(k) for k in VIEW_FIELDS}
     try:
-        page = await run_in_threadpool(build_page, traces, params, True, False)
+        page = await run_in_threadpool(build_page, traces, params, True, False, form.get("predictions") == "1")
     except Overloaded as busy:
         return _paint_refused({"text": busy.message}, busy.status, {"Retry-After": str(busy.retry_after)})
     if page.errors or page.view is None:
@@ -196,9 +224,13 @@ async def paint(request: Request, traces: TracesDep) -> JSONResponse:
     view = page.view
     if not view.painted:
         return _paint_refused({"mode": "only a unit's colours can be repainted: surprisal mode swaps the view"}, 422)
-    top = render_block(PAGE, "view_top", {"page": page, "fields": FIELDS})
+    context = {"page": page, "fields": FIELDS}
+    top = render_block(PAGE, "view_top", context)
+    extra = {"snapshot": view.snapshot, "timeline": render_block(PAGE, "timeline", context)} if view.snapshot else {}
+    if view.preds:
+        extra["preds"] = view.preds
     return JSONResponse({"errors": _all_fields({}), "painted": view.painted, "title": view.title, "top": top,
-                         "stats": " · ".join(view.stats), **view.paint})
+                         "stats": " · ".join(view.stats), **view.paint, **extra})
 
 
 def _all_fields(errors: dict[str, str]) -> dict[str, str]:

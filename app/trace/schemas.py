@@ -21,6 +21,10 @@ class ModelInfo(BaseModel):
     corpus: str | None
     states: list[str] = Field(description="the states a trace can report for this cell type")
     imported: bool = Field(False, description="brought in with `rnnscope import` from someone's own PyTorch model")
+    snapshots: list[int] = Field(default_factory=list,
+                                 description="training steps of the model's snapshots (`rnnscope train --snapshots`), "
+                                             "in order: pass one as `snapshot` to trace or probe those weights; empty "
+                                             "when it has none")
 
 
 class TraceRequest(BaseModel):
@@ -34,6 +38,9 @@ class TraceRequest(BaseModel):
                                                             description="unit indices (at least one); "
                                                                         "omitted = every unit")
     topk: int = Field(5, ge=0, le=100, description="next-character predictions per position; 0 = none")
+    snapshot: int | None = Field(None, ge=0, description="a training step from the model's `snapshots` (see "
+                                                         "/api/v1/models): the weights of that step; omitted = the "
+                                                         "final weights", examples=[441])
 
 
 class Prediction(BaseModel):
@@ -57,6 +64,32 @@ class TraceResponse(BaseModel):
         description="-log2 p(actual next character) after each position; null at the last position")
     unknown_positions: list[int] = Field(description="positions of characters the model never saw")
     cached: bool = Field(description="true when served from the trace cache without running the model")
+    snapshot: int | None = Field(None, description="the training step whose weights were traced; null = the final weights")
+
+
+class SnapshotUnit(BaseModel):
+    layer: int
+    state: str
+    unit: int
+    score: float = Field(description="auc: max(AUC, 1-AUC); pearson: |r| (on the held-out text the timeline was scored on)")
+    sign: int
+    metric: str
+
+
+class SnapshotInfo(BaseModel):
+    step: int = Field(description="the training step; pass it as `snapshot`")
+    chars_seen: int = Field(description="training characters read by this step")
+    val_bpc: float | None = Field(description="validation bits per character of these (float16) weights")
+    training_seconds: float | None
+    sample: str = Field(description="300 characters sampled after `prime` with one seed and temperature at every step")
+    probe_units: dict[str, SnapshotUnit] = Field(description="probe -> the step's best unit on held-out text, where "
+                                                             "the timeline recorded them")
+
+
+class Timeline(BaseModel):
+    model: str
+    prime: str = Field(description="the text every sample continues")
+    snapshots: list[SnapshotInfo] = Field(description="in step order; empty when the model has no snapshots")
 
 
 class Health(BaseModel):

@@ -1,6 +1,8 @@
 """Traces text through a model once and serves every later view of it from the cache.
 
-The cache (models.cache.ByteLRU) is keyed by (model, model version, text, warmup, scope).
+The cache (models.cache.ByteLRU) is keyed by (model, model version, text, warmup, scope); a training
+snapshot is the model with other weights and a version of its own (app.core.registry), so its traces
+never mix with the final weights' or another step's.
 For texts whose whole trace (every layer, state and unit) fits a share of the cache, scope is
 "everything", so switching neuron, layer or state never re-runs the model. Longer texts keep
 one (layer, state) with all its units, so stepping through neurons is still free.
@@ -25,7 +27,7 @@ from models.trace import FEW_UNITS, RecomputedStates, Trace, check_request, lazy
 
 from app.core.config import Settings
 from app.core.errors import InputError
-from app.core.registry import ModelEntry, Registry, UnknownModel
+from app.core.registry import ModelEntry, Registry, SnapshotUnreadable, UnknownModel, UnknownSnapshot
 from app.core.slots import Batch, ModelSlots
 
 VIEW_TOPK = 5  # predictions kept per character for the page (and the cached trace)
@@ -51,12 +53,23 @@ class TraceService:
         self.scoring = ModelSlots(1, settings.queue_timeout, settings.trace_timeout)
 
     # ---- inputs -------------------------------------------------------------------------
-    def model(self, name: str) -> ModelEntry:
+    def model(self, name: str, snapshot: int | None = None) -> ModelEntry:
+        """The installed model `name`; with `snapshot`, the same model with the weights of that training step."""
         self.registry.refresh()
         try:
-            return self.registry.get(name)
+            entry = self.registry.get(name)
         except UnknownModel as e:
             raise InputError(str(e), field="model", status=404) from None
+        return entry if snapshot is None else self.snapshot(entry, snapshot)
+
+    def snapshot(self, entry: ModelEntry, step: int) -> ModelEntry:
+        """`entry` at training step `step` (404 naming the steps there are; 503 if its file cannot be read now)."""
+        try:
+            return self.registry.snapshot(entry, step)
+        except UnknownSnapshot as e:
+            raise InputError(str(e), field="snapshot", status=404) from None
+        except SnapshotUnreadable as e:
+            raise InputError(str(e), field="snapshot", status=503) from None
 
     def check_text(self, text: str) -> None:
         if not text:

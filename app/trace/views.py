@@ -15,6 +15,7 @@ from app.core.errors import InputError
 from app.core.registry import ModelEntry
 from app.core.selection import UnitRef, passes, resolve_unit, whole_number
 from app.trace.service import TraceService, unit_values
+from app.trace.timeline import SliderControls, TimelineView, parse_step, slider, timeline_view
 from app.ui.levels import bar_classes, levels
 from app.ui.render import char_spans
 from app.ui.scale import STATE_INFO, Scale, Swatch, legend, neuron_scale, surprisal_scale
@@ -28,7 +29,7 @@ DEFAULT_TEXT = (
 )
 MODES = ("neuron", "surprisal")
 UNKNOWN_TITLE = "the model never saw this character: it reads it as the unknown character"
-FIELDS = ("model", "layer", "state", "unit", "mode", "text", "compare")  # every control with an inline message slot
+FIELDS = ("model", "layer", "state", "unit", "mode", "text", "compare", "snapshot")  # every control with an inline message slot
 
 
 @dataclass
@@ -40,6 +41,7 @@ class ViewRequest:
     mode: str
     text: str
     compare: tuple[int, str, int] | None = None  # second unit (layer, state, unit), outlined; None = off
+    probe: str | None = None  # the Find units panel's probe: the one the time-lapse chart follows
 
 
 @dataclass
@@ -50,6 +52,7 @@ class ModelOption:
     hidden: int
     states: str  # space-separated, read by static/app.js when the model changes
     selected: bool
+    snapshots: dict | None = None  # the training-step slider's steps and labels (static/timeline.js); None: none
 
 
 @dataclass
@@ -71,6 +74,18 @@ class Controls:
     layer2: int = 0
     state2: str = "h"
     unit2: int = 0
+    slider: SliderControls | None = None  # the training-step slider; None when this model has no snapshots
+    snapshot_text: str = ""  # the step box: the step on screen, "" for the final weights, or what was typed (refused)
+
+    @property
+    def snapshot_models(self) -> dict[str, dict]:
+        """Each model with snapshots -> its slider's steps and labels (static/timeline.js, on a model change)."""
+        return {m.name: m.snapshots for m in self.models if m.snapshots}
+
+    @property
+    def any_snapshots(self) -> bool:
+        """Some installed model has snapshots: the page has the slider's field (hidden for the others)."""
+        return bool(self.snapshot_models)
 
 
 @dataclass
@@ -92,6 +107,9 @@ class View:
     known: list[KnownUnit] = field(default_factory=list)  # the model card's measured units, one click away
     painted: str = ""  # "LAYER:STATE:UNIT" whose colours are on screen (neuron mode), for static/app.js and tests
     paint: dict = field(default_factory=dict)  # the compact repaint of app.trace.routes.paint: values, scale ends
+    timeline: TimelineView | None = None  # the time-lapse panel (a model with snapshots)
+    snapshot: str = ""  # "final" or the step on screen, for a model with snapshots (#view's data-snapshot)
+    preds: dict = field(default_factory=dict)  # surprisal and predictions alone, for a repaint of other weights
 
 
 @dataclass
@@ -121,12 +139,13 @@ class Page:
 
 
 def build_page(service: TraceService, params: dict[str, str | None], with_view: bool = True,
-               spans: bool = True) -> Page:
+               spans: bool = True, preds: bool = False) -> Page:
     """Parse and check every setting; trace (or reuse) and build the view when all are valid.
 
     `with_view=False` stops after the checks (no model run): enough to save a share link, whose
     view is traced when someone opens it. `spans=False` builds the view without its per-character
-    spans: a repaint of spans already on screen needs only the new values.
+    spans: a repaint of spans already on screen needs only the new values (and, with `preds`, the
+    surprisal and predictions, which another snapshot's weights change).
     """
     registry = service.registry
     registry.refresh()
@@ -158,14 +177,23 @@ def build_page(service: TraceService, params: dict[str, str | None], with_view: 
     text = DEFAULT_TEXT if raw_text is None else raw_text.replace("\r\n", "\n")
     passes(lambda: service.check_text(text), fail)
     compare = _compare(service, entry, params, layer, state, fail)
+    step, weights = None, entry
+    try:
+        step = parse_step(params.get("snapshot"))
+        weights = entry if step is None else service.snapshot(entry, step)
+    except InputError as e:
+        fail(e)
 
     controls = _controls(service, entry, layer, state, unit, mode, text)
+    controls.slider = slider(entry, step)
+    controls.snapshot_text = (params.get("snapshot") or "").strip() if "snapshot" in errors else (
+        "" if step is None else str(step))
     _compare_controls(controls, entry, compare, params)
     if errors or not with_view:
         return Page(controls, None, errors)
-    req = ViewRequest(entry.name, layer, state, unit, mode, text, compare)
+    req = ViewRequest(entry.name, layer, state, unit, mode, text, compare, params.get("probe"))
     try:
-        view = build_view(service, entry, req, spans)
+        view = build_view(service, weights, req, spans, preds)
     except InputError as e:  # the trace engine refused something the checks above let through
         return Page(controls, None, {e.field: e.message})
     return Page(controls, view)
@@ -213,7 +241,9 @@ def _compare_controls(controls: Controls, entry: ModelEntry, compare, params: di
         controls.compare = True
 
 
-def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest, spans: bool = True) -> View:
+def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest, spans: bool = True,
+               preds: bool = False) -> View:
+    """The view of `entry`'s weights (the final ones, or a snapshot's: app.core.registry) on the text."""
     result = service.view_trace(entry, req.text, req.layer, req.state)
     trace = result.trace
     values = unit_values(trace, req.layer, req.state, req.unit)  # (T,)
@@ -255,23 +285,24 @@ def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest, spans
     what_short = f"{req.state}[{req.layer}][{req.unit}]"
     what2_short = f"{req.compare[1]}[{req.compare[0]}][{req.compare[2]}]" if req.compare is not None else ""
     data: dict = {}
-    if spans:
-        chars_table = entry.checkpoint.vocab.chars
-        data = {
-            "what": what_short,
-            "v": _rounded(values, 4),
+    guesses: dict = {}
+    if spans or preds:
+        guesses = {
             "s": _rounded(surprisal, 2),
-            "top": _top_strings(chars_table, trace.topk_ids),
+            "top": _top_strings(entry.checkpoint.vocab.chars, trace.topk_ids),
             "p": np.rint(trace.topk_probs.astype(np.float64) * 1000).astype(int).tolist(),
         }
+    if spans:
+        data = {"what": what_short, "v": _rounded(values, 4), **guesses}
         if values2 is not None:
             data["what2"] = what2_short
             data["w"] = _rounded(values2, 4)
     paint = {"what": what_short, "v": float16_base64(values), "hi": scale.hi}
     if values2 is not None:
         paint.update({"what2": what2_short, "w": float16_base64(values2), "hi2": scale2.hi})
+    at = f" · step {entry.snapshot:,}" if entry.snapshot is not None else ""
     return View(
-        title=f"{entry.name} · {what if req.mode == 'neuron' else 'surprisal'} · rnnscope",
+        title=f"{entry.name} · {what if req.mode == 'neuron' else 'surprisal'}{at} · rnnscope",
         heading=heading,
         description=description,
         mode=req.mode,
@@ -288,6 +319,9 @@ def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest, spans
         known=known_units(entry, (req.layer, req.state, req.unit)),
         painted=f"{req.layer}:{req.state}:{req.unit}" if req.mode == "neuron" else "",
         paint=paint,
+        timeline=timeline_view(entry, entry.snapshot, (req.layer, req.state, req.unit), req.probe),
+        snapshot=("final" if entry.snapshot is None else str(entry.snapshot)) if entry.steps else "",
+        preds=guesses if preds else {},
     )
 
 
@@ -342,7 +376,9 @@ def model_options(service: TraceService, selected: str) -> list[ModelOption]:
         relu = " (ReLU)" if e.checkpoint.config.nonlinearity == "relu" else ""
         imported = " · imported" if e.card.get("imported") is True else ""
         label = f"{e.name} · {e.cell.upper()}{relu} {e.layers}×{e.hidden}{bpc}{imported}"
-        out.append(ModelOption(e.name, label, e.layers, e.hidden, " ".join(e.states), e.name == selected))
+        bar = slider(e, None)
+        out.append(ModelOption(e.name, label, e.layers, e.hidden, " ".join(e.states), e.name == selected,
+                               bar.data if bar is not None else None))
     return out
 
 
