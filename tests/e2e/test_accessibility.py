@@ -63,13 +63,28 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def sid(server) -> str:
-    """A shared view of TEXT, made through the JSON API."""
-    body = json.dumps({"model": "tiny-lstm", "text": TEXT, "layer": 1, "state": "c", "unit": 3}).encode()
+def share_id(server: str, text: str) -> str:
+    """A shared view of `text` (tiny-lstm, layer 1 c[3]), made through the JSON API: the id its /s/ page opens."""
+    body = json.dumps({"model": "tiny-lstm", "text": text, "layer": 1, "state": "c", "unit": 3}).encode()
     req = urllib.request.Request(server + "/api/v1/share", data=body, headers={"content-type": "application/json"})
     with urllib.request.urlopen(req, timeout=30) as r:
         return json.load(r)["id"]
+
+
+def open_path(pg, server: str, path: str, ready: str) -> None:
+    """Open `path` as a visitor would and wait until `ready` is in the document. An export is a download
+    (Content-Disposition), so it is opened as the saved file would be."""
+    if path.startswith("/export.html"):
+        with urllib.request.urlopen(server + path, timeout=60) as r:
+            pg.set_content(r.read().decode("utf-8"))
+    else:
+        pg.goto(server + path)
+    pg.wait_for_selector(ready, state="attached")
+
+
+@pytest.fixture(scope="module")
+def sid(server) -> str:
+    return share_id(server, TEXT)
 
 
 @pytest.fixture(scope="module")
@@ -86,13 +101,7 @@ def run_axe(browser, server: str, sid: str, case: PageCase, axe: Path) -> list[d
     context = browser.new_context(bypass_csp=True, viewport={"width": width, "height": height})
     try:
         pg = new_page(context)
-        path = case.path.replace("{sid}", sid)
-        if path.startswith("/export.html"):  # a download (Content-Disposition): opened as the saved file would be
-            with urllib.request.urlopen(server + path, timeout=60) as r:
-                pg.set_content(r.read().decode("utf-8"))
-        else:
-            pg.goto(server + path)
-        pg.wait_for_selector(case.ready, state="attached")
+        open_path(pg, server, case.path.replace("{sid}", sid), case.ready)
         for selector in case.clicks:
             pg.click(selector)
             pg.wait_for_load_state("networkidle")

@@ -3,13 +3,12 @@ field error that leaves its select alone, and the coloured text on a phone's fir
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from urllib.parse import quote
 
 import pytest
 
 from tests.e2e.conftest import ARTIFACTS, new_page
+from tests.e2e.test_accessibility import open_path, share_id  # the same pages, opened the same way
 
 pytestmark = pytest.mark.e2e
 
@@ -36,21 +35,12 @@ PAGES = {
 
 @pytest.fixture(scope="module")
 def sid(server) -> str:
-    body = json.dumps({"model": "tiny-lstm", "text": TEXT, "layer": 1, "state": "c", "unit": 3}).encode()
-    req = urllib.request.Request(server + "/api/v1/share", data=body, headers={"content-type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.load(r)["id"]
+    return share_id(server, TEXT)
 
 
 def open_page(pg, server: str, sid: str, name: str) -> None:
     path, ready = PAGES[name]
-    path = path.replace("{sid}", sid)
-    if path.startswith("/export.html"):  # a download: opened as the saved file would be
-        with urllib.request.urlopen(server + path, timeout=60) as r:
-            pg.set_content(r.read().decode("utf-8"))
-    else:
-        pg.goto(server + path)
-    pg.wait_for_selector(ready, state="attached")
+    open_path(pg, server, path.replace("{sid}", sid), ready)
 
 
 def headings(pg) -> list[str]:
