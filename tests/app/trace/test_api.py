@@ -23,7 +23,7 @@ def test_models_lists_every_tiny_model_with_its_card(client):
     lstm = by_name["tiny-lstm"]
     assert lstm == {"name": "tiny-lstm", "cell": "lstm", "layers": 2, "hidden": 16, "vocab_size": lstm["vocab_size"],
                     "val_bpc": 6.25, "corpus": "tiny", "states": ["h", "c", "i", "f", "g", "o", "kept", "written"],
-                    "imported": False}
+                    "imported": False, "snapshots": []}
     assert by_name["tiny-gru"]["states"] == ["h", "r", "z", "n"]
     assert by_name["tiny-rnn"]["states"] == ["h"] and by_name["tiny-rnn"]["layers"] == 1
 
