@@ -363,13 +363,17 @@ def guesses(block: str, title: str) -> list[tuple[str, str]]:
                       r'<span class="pct">([^<]*)</span>', part)
 
 
-def test_intervene_shows_the_guesses_before_and_after_on_hover_and_a_summary_after_the_clamp(client):
-    params = {"model": "tiny-lstm", "text": TEXT, "layer": "1", "state": "c", "unit": "3", "value": "2",
-              "start": "5", "watch": '"'}
-    r = client.get("/intervene", params=params, headers=HX)
+def intervene_page_and_api(client, text: str, **clamp):
+    """One clamp of tiny-lstm (layer, state, unit, value, start, watch) asked of the /intervene block and of
+    POST /api/v1/intervene: the page's response and the API's JSON, to hold one against the other."""
+    r = client.get("/intervene", params={"model": "tiny-lstm", "text": text, **{k: str(v) for k, v in clamp.items()}},
+                   headers=HX)
     assert r.status_code == 200, r.text
-    api = client.post("/api/v1/intervene", json={"model": "tiny-lstm", "text": TEXT, "layer": 1, "state": "c",
-                                                 "unit": 3, "value": 2.0, "start": 5}).json()
+    return r, client.post("/api/v1/intervene", json={"model": "tiny-lstm", "text": text, **clamp}).json()
+
+
+def test_intervene_shows_the_guesses_before_and_after_on_hover_and_a_summary_after_the_clamp(client):
+    r, api = intervene_page_and_api(client, TEXT, layer=1, state="c", unit=3, value=2, start=5, watch='"')
     shown = {" ": "␣", "\n": "↵"}
     # Hover data: every position's before list, the after list from the clamp on, all formatted in Python.
     data = preds_of(r.text)

@@ -12,7 +12,8 @@ from app.dynamics.watch import split_watch
 from models.checkpoint import load_checkpoint
 from models.dynamics import intervene
 
-HX = {"HX-Request": "true"}
+from tests.app.dynamics.test_pages import intervene_page_and_api
+
 # places t where text[t + 1] is a quote: opening at 9, closing at 21, opening at 26 (never closed), then a
 # blank line resets the probe, so the one at 44 opens (it would "close" without the reset) and 49 closes
 TEXT = 'She said, "I shall go." He "left, she said.\n\n"Why?" he asked.'
@@ -75,12 +76,8 @@ def test_the_api_reports_both_groups_exactly(client, tiny_models_dir):
 
 
 def test_the_page_shows_both_groups_and_marks_each_row(client):
-    params = {"model": "tiny-lstm", "text": TEXT, "layer": "1", "state": "c", "unit": "3", "value": "0",
-              "start": "0", "watch": '"'}
-    r = client.get("/intervene", params=params, headers=HX)
-    assert r.status_code == 200, r.text
-    api = client.post("/api/v1/intervene", json={"model": "tiny-lstm", "text": TEXT, "layer": 1, "state": "c",
-                                                 "unit": 3, "value": 0.0, "watch": '"'}).json()["watch_summary"]
+    r, out = intervene_page_and_api(client, TEXT, layer=1, state="c", unit=3, value=0, start=0, watch='"')
+    api = out["watch_summary"]
     rows = re.findall(r'<tr class="wg-(\w+)" data-group="\w+"><th scope="row">([^<]*)</th><td class="n">(\d+)</td>'
                       r'<td class="b">([^<]*)</td><td class="a">([^<]*)</td><td class="d \w+">([^<]*)</td></tr>', r.text)
     assert [row[0] for row in rows] == ["closing", "opening", "all"]
