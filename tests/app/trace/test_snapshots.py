@@ -29,7 +29,7 @@ from tests.conftest import write_tiny_model
 PROSE = ('"Well," said she, "I do not know." He smiled. "Then we shall see."\n\n' * 40)
 SNAP = "snap-lstm"  # trained with 6 snapshots over 12 steps, probe units recorded
 PLAIN = "plain-gru"  # no snapshots
-STEPS = log_schedule(6, 12)  # [0, 1, 2, 4, 7, 12]
+STEPS = log_schedule(6, 12)  # [0, 1, 2, 3, 6, 12]
 TEXT = 'He said, "I do not know."\nShe smiled.'
 
 
