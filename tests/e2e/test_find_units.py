@@ -11,6 +11,7 @@ import json
 import pytest
 
 from tests.conftest import write_tiny_model
+from tests.app.probe.test_pages import expected_groups
 from tests.e2e.conftest import ARTIFACTS, HTMX_ABORTS, PAGE_OPTIONS, STATUS_422, query
 
 pytestmark = pytest.mark.e2e
@@ -45,7 +46,6 @@ def api(pg, path: str, body: dict):
 
 
 UNIT_ROWS = "#probe-results tbody.unit-group tr.pick-row"  # one per unit; its other states are behind its ▸
-TIE = 0.005
 
 
 def rows(pg) -> list[list[str]]:
@@ -53,20 +53,8 @@ def rows(pg) -> list[list[str]]:
 
 
 def grouped(flat: list[dict], n: int = 20) -> list[list[str]]:
-    """The panel's rows for a flat API ranking (top 200): each unit where it first appears, shown as the least
-    rough of its states within TIE of its best score."""
-    order: list[tuple[int, int]] = []
-    for u in flat:
-        if (u["layer"], u["unit"]) not in order:
-            order.append((u["layer"], u["unit"]))
-    out = []
-    for layer, unit in order[:n]:
-        mine = [u for u in flat if (u["layer"], u["unit"]) == (layer, unit)]
-        best = max(u["score"] for u in mine)
-        shown = min((u for u in mine if u["score"] >= best - TIE - 1e-9),
-                    key=lambda u: u["roughness"] if u["roughness"] is not None else float("inf"))
-        out.append([str(layer), shown["state"], str(unit)])
-    return out
+    """The panel's rows for a flat API ranking (top 200), as rows() reads them: the app tests' expected_groups."""
+    return [[str(layer), state, str(unit)] for layer, unit, state in expected_groups(flat, n)]
 
 
 def wait_summary(pg, fragment: str) -> None:
