@@ -3,13 +3,21 @@
 #   docker build -t rnnscope .
 #   docker run -p 7860:7860 rnnscope            # models: the checkpoint folders under models/zoo/
 #   docker run -p 7860:7860 -v $PWD/my-models:/models -e RNNSCOPE_MODELS_DIR=/models rnnscope
+#   docker run -p 7860:7860 -v rnnscope-data:/data rnnscope   # share links (shares.sqlite3) kept in a volume
+# Where torch comes from (build arguments; the defaults take the CPU wheel from PyTorch's index):
+#   --build-context torch-wheels=DIR --build-arg TORCH_FIND_LINKS=/wheels --build-arg TORCH_INDEX_URL=https://pypi.org/simple
+#   installs torch from a folder of wheels (DIR, mounted at /wheels for that one step) where PyTorch's
+#   index cannot be reached. scripts/check-image.sh builds and runs this file with podman that way.
+
+# An empty folder unless --build-context torch-wheels=DIR replaces it.
+FROM scratch AS torch-wheels
 
 # ---- stage 1: browser files from the npm lockfile (htmx, Swagger UI) ------------------------
 FROM node:20-bookworm-slim AS static
 WORKDIR /src
 ENV SCARF_ANALYTICS=false npm_config_update_notifier=false
 COPY package.json package-lock.json ./
-COPY scripts/ scripts/
+COPY scripts/copy-vendor.js scripts/
 RUN npm ci --no-audit --no-fund && test -s static/vendor/htmx.min.js
 
 # ---- stage 2: the app --------------------------------------------------------------------
@@ -24,7 +32,19 @@ RUN useradd --create-home --uid 1000 rnnscope \
  && mkdir -p /data && chown rnnscope:rnnscope /data
 WORKDIR /app
 # The CPU wheel first (its own layer: large, rarely changes); pyproject's torch==2.13.0 is then satisfied.
-RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu
+# TORCH_VERSION is pyproject.toml's pin (tests/deploy/test_image.py checks they agree). A CUDA build is
+# refused: it would add gigabytes this image never uses. So are the wheel's C++ test programs (torch/test,
+# torch/bin but torch_shm_manager: ~130 MB); its headers stay, for any code that compiles kernels.
+ARG TORCH_VERSION=2.13.0
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+ARG TORCH_FIND_LINKS=
+RUN --mount=type=bind,from=torch-wheels,target=/wheels \
+    pip install "torch==${TORCH_VERSION}" --index-url "${TORCH_INDEX_URL}" \
+        ${TORCH_FIND_LINKS:+--find-links "${TORCH_FIND_LINKS}"} \
+ && python -c "import torch; assert torch.version.cuda is None, 'not a CPU build: ' + torch.__version__" \
+ && t=$(python -c "import os, torch; print(os.path.dirname(torch.__file__))") \
+ && rm -rf "$t/test" && find "$t/bin" -type f ! -name torch_shm_manager -delete \
+ && python -c "import torch; torch.ones(2) @ torch.ones(2)"
 COPY pyproject.toml README.md ./
 COPY models/ models/
 COPY app/ app/
