@@ -126,6 +126,22 @@
     return out;
   }
 
+  // The tooltip's surprisal and guesses of other weights (app.trace.views.compact_guesses): int16 hundredths
+  // of a bit and thousandths, base64, -1 for none; the guesses one string, k a position. Out: data-trace's form.
+  function guesses(g) {
+    const ints = (b64) => {
+      const bin = atob(b64 || ""), out = new Array(bin.length >> 1);
+      for (let i = 0; i < out.length; i++) out[i] = ((bin.charCodeAt(2 * i) | (bin.charCodeAt(2 * i + 1) << 8)) << 16) >> 16;
+      return out;
+    };
+    const cb = ints(g.s), pm = ints(g.p), k = g.k, top = Array.from(g.top || "");
+    return {
+      s: cb.map((x) => (x < 0 ? null : x / 100)),
+      top: cb.map((_, i) => top.slice(i * k, i * k + k).join("")),
+      p: cb.map((_, i) => pm.slice(i * k, i * k + k)),
+    };
+  }
+
   // A value's colour level, as app.ui.levels writes it: position v/hi in [-1, 1] (NaN -> 0) rounded to
   // one of 101 classes q0..q100; the compare bar: u1..u10 (below, positive) or o1..o10 (above, negative).
   const STEPS = 50, BAR_STEPS = 10;
@@ -232,7 +248,7 @@
       trace.what = data.what;
       trace.v = nulls(v);
       if (w) { trace.what2 = data.what2; trace.w = nulls(w); } else { delete trace.what2; delete trace.w; }
-      if (data.preds) { trace.s = data.preds.s; trace.top = data.preds.top; trace.p = data.preds.p; }
+      if (data.preds) Object.assign(trace, guesses(data.preds));
     }
     if (data.timeline !== undefined && $("timeline")) { // the time-lapse panel: mark, numbers and sample of the step
       const t = document.createElement("template");

@@ -90,6 +90,25 @@
     }
   });
 
+  // The next step in the direction of travel is traced while this one is looked at (a step's first visit
+  // runs the model; the server shares a run already in flight), so walking the slider steps from the cache.
+  const warmed = new Set();
+  function warmNext(before, now) {
+    const d = modelData(), form = $("controls"), view = $("view");
+    if (!d || !form || !view || view.dataset.mode !== "neuron" || before === null) return;
+    const index = (key) => (key === "final" ? d.steps.length : d.steps.indexOf(Number(key)));
+    const from = index(before), at = index(now), next = at + Math.sign(at - from);
+    if (from < 0 || at < 0 || next < 0 || next > d.steps.length || next === at) return;
+    const body = new URLSearchParams(new FormData(form));
+    body.set("snapshot", next === d.steps.length ? "" : String(d.steps[next]));
+    const key = body.get("model") + "\u0000" + body.get("snapshot") + "\u0000" + body.get("text");
+    if (warmed.has(key)) return;
+    if (warmed.size > 200) warmed.clear();
+    warmed.add(key);
+    fetch("/ui/paint", { method: "POST", body: body, priority: "low",
+      headers: { "Content-Type": "application/x-www-form-urlencoded" } }).catch(() => warmed.delete(key));
+  }
+
   // Find units ranks the units of the weights on screen: a ranking shown goes stale when the step changes.
   let shown = null, rankTimer = 0;
   function stepChanged() {
@@ -98,6 +117,7 @@
     const before = shown;
     shown = now;
     if (before === null || before === now) return;
+    warmNext(before, now);
     const form = $("probe-form");
     if (!form || !window.htmx || !document.querySelector("#probe-results tr.pick-row")) return;
     clearTimeout(rankTimer);

@@ -285,15 +285,11 @@ def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest, spans
     what_short = f"{req.state}[{req.layer}][{req.unit}]"
     what2_short = f"{req.compare[1]}[{req.compare[0]}][{req.compare[2]}]" if req.compare is not None else ""
     data: dict = {}
-    guesses: dict = {}
-    if spans or preds:
-        guesses = {
-            "s": _rounded(surprisal, 2),
-            "top": _top_strings(entry.checkpoint.vocab.chars, trace.topk_ids),
-            "p": np.rint(trace.topk_probs.astype(np.float64) * 1000).astype(int).tolist(),
-        }
+    top = _top_strings(entry.checkpoint.vocab.chars, trace.topk_ids) if spans or preds else []
+    permille = np.rint(trace.topk_probs.astype(np.float64) * 1000).astype(np.int64)  # (T, k)
     if spans:
-        data = {"what": what_short, "v": _rounded(values, 4), **guesses}
+        data = {"what": what_short, "v": _rounded(values, 4), "s": _rounded(surprisal, 2), "top": top,
+                "p": permille.tolist()}
         if values2 is not None:
             data["what2"] = what2_short
             data["w"] = _rounded(values2, 4)
@@ -321,7 +317,7 @@ def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest, spans
         paint=paint,
         timeline=timeline_view(entry, entry.snapshot, (req.layer, req.state, req.unit), req.probe),
         snapshot=("final" if entry.snapshot is None else str(entry.snapshot)) if entry.steps else "",
-        preds=guesses if preds else {},
+        preds=compact_guesses(surprisal, top, permille) if preds else {},
     )
 
 
@@ -396,6 +392,16 @@ def _controls(service, entry: ModelEntry, layer, state, unit, mode, text) -> Con
         text=text,
         max_chars=service.settings.max_chars,
     )
+
+
+def compact_guesses(surprisal: np.ndarray, top: list[str], permille: np.ndarray) -> dict:
+    """The tooltip's surprisal and guesses for a repaint of other weights, in the numbers data-trace holds
+    but packed: surprisal in hundredths of a bit and probabilities in thousandths as little-endian int16
+    (-1: none), base64, and the guesses as one string, k a position. A tenth of the JSON lists' size."""
+    cb = np.where(np.isfinite(surprisal), np.rint(np.nan_to_num(surprisal.astype(np.float64)) * 100), -1)
+    pack = lambda a: base64.b64encode(np.clip(a, -1, 32767).astype("<i2").tobytes()).decode("ascii")  # noqa: E731
+    return {"s": pack(cb), "k": int(permille.shape[1]) if permille.ndim == 2 else 0, "top": "".join(top),
+            "p": pack(permille.ravel())}
 
 
 def float16_base64(a: np.ndarray) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import pytest
 
@@ -130,6 +130,7 @@ def test_a_model_change_hides_or_refills_the_slider(page):
     at_step(pg, "final")  # another model's steps are not this one's: back to the final weights
     assert pg.is_visible("#snapshot-slider") and pg.input_value("#snapshot") == ""
     assert pg.input_value("#snapshot-slider") == str(len(STEPS))
+    assert "snapshot" not in query(pg)  # a blank step (the final weights) is left out of the URL
     assert pg.text_content("#err-snapshot") == ""
     assert not pg.problems, pg.problems
 
@@ -156,6 +157,27 @@ def test_a_typed_step_snaps_with_the_arrows_and_a_bad_one_is_said_in_place(page,
     assert pg.input_value("#snapshot-slider") == "1"
     problems = [p for p in pg.problems if "status of 422" not in p]
     assert not problems, problems
+
+
+def test_a_ranking_in_find_units_follows_the_step(page):
+    pg = page
+    pg.goto(pg.base + START)
+    at_step(pg, "final")
+    pg.click("#probe-form button[type=submit]")
+    pg.wait_for_selector("#probe-results tr.pick-row")
+    rows = "() => Array.from(document.querySelectorAll('#probe-results tr.pick-row'), r => r.dataset.layer + ':' + r.dataset.state + ':' + r.dataset.unit).join(' ')"
+    at_final = pg.evaluate(rows)
+    panel = pg.base + "/ui/find-units?" + urlencode({"model": SNAP, "text": TEXT, "probe": "quotes", "layer": 0, "state": "h",
+                                                      "unit": 5, "snapshot": 0})
+    html = pg.evaluate("u => fetch(u).then(r => r.text())", panel)
+    want = " ".join(":".join(m) for m in re.findall(r'class="pick-row[^"]*" data-layer="(\d+)" data-state="(\w+)" data-unit="(\d+)"', html))
+    assert want and want != at_final  # step 0's ranking is another one: the panel must rank again
+    pg.locator("#snapshot-slider").focus()
+    with pg.expect_request(lambda r: "/ui/find-units" in r.url and "snapshot=0" in r.url):
+        pg.keyboard.press("Home")
+    at_step(pg, "0")
+    pg.wait_for_function(f"w => ({rows})() === w", arg=want)
+    assert not pg.problems, pg.problems
 
 
 def test_dragging_the_slider_with_the_mouse_lands_on_a_step(page):

@@ -159,6 +159,15 @@ def test_a_bad_step_from_htmx_keeps_the_view_and_fills_the_slot(client):
     assert '<section id="timeline"' in ok.text and f'data-snapshot="{STEPS[1]}"' in ok.text
 
 
+def unpack(g: dict) -> dict:
+    """compact_guesses back to data-trace's lists, as static/app.js reads them."""
+    cb = np.frombuffer(base64.b64decode(g["s"]), dtype="<i2").tolist()
+    pm = np.frombuffer(base64.b64decode(g["p"]), dtype="<i2").tolist()
+    k, top = g["k"], g["top"]
+    return {"s": [None if x < 0 else x / 100 for x in cb], "top": [top[i * k:(i + 1) * k] for i in range(len(cb))],
+            "p": [pm[i * k:(i + 1) * k] for i in range(len(cb))]}
+
+
 def paint(client, **fields):
     return client.post("/ui/paint", data={**VIEW, **fields})
 
@@ -177,7 +186,7 @@ def test_a_step_change_repaints_what_a_fresh_page_renders(client):
         assert data["timeline"].startswith('<section id="timeline"') and data["timeline"] in page
         assert data["title"] == re.search(r"<title>(.*?)</title>", page).group(1)
         fresh = json.loads(attr(page, "chars", "data-trace"))
-        assert data["preds"] == {k: fresh[k] for k in ("s", "top", "p")}  # the tooltip's guesses of these weights
+        assert unpack(data["preds"]) == {k: fresh[k] for k in ("s", "top", "p")}  # the tooltip's, of these weights
     # a unit change at the same step needs no predictions: none are sent
     assert "preds" not in paint(client, snapshot=str(STEPS[3]), unit="6").json()
 
