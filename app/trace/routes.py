@@ -19,7 +19,7 @@ from app.deps import RegistryDep, ResponsesDep, TracesDep
 from app.http.forms import read_form
 from app.http.heavy import HEAVY_VALUES, ReadyResponse, accepts_gzip, encoded, json_chunks
 from app.probe.views import find_units_panel
-from app.trace.schemas import (Health, ModelInfo, SnapshotInfo, SnapshotUnit, Timeline, TraceRequest, TraceResponse,
+from app.trace.schemas import (Health, ModelInfo, SnapshotInfo, SnapshotTimeline, SnapshotUnit, TraceRequest, TraceResponse,
                                prediction_pieces, predictions, rounded, rounded_pieces)
 from app.trace.service import TraceResult
 from app.trace.views import FIELDS, build_page
@@ -42,14 +42,14 @@ def list_models(traces: TracesDep) -> list[ModelInfo]:
     return [_info(e) for e in traces.registry.entries.values()]
 
 
-@router.get("/models/{model}/snapshots", response_model=Timeline, responses={404: ERRORS[404]},
+@router.get("/models/{model}/snapshots", response_model=SnapshotTimeline, responses={404: ERRORS[404]},
             summary="A model's training snapshots")
-def model_snapshots(model: str, traces: TracesDep) -> Timeline:
+def model_snapshots(model: str, traces: TracesDep) -> SnapshotTimeline:
     """Each snapshot's step, characters seen, validation bits/char, fixed-prime sample and best probe units."""
     entry = traces.model(model)
     snaps = [SnapshotInfo(step=s.step, chars_seen=s.chars_seen, val_bpc=s.val_bpc, training_seconds=s.training_seconds,
                           sample=s.sample, probe_units=_probe_units(s.probe_units)) for s in entry.timeline.snapshots]
-    return Timeline(model=entry.name, prime=entry.timeline.prime, snapshots=snaps)
+    return SnapshotTimeline(model=entry.name, prime=entry.timeline.prime, snapshots=snaps)
 
 
 def _probe_units(found: dict) -> dict[str, SnapshotUnit]:

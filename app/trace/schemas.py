@@ -86,7 +86,7 @@ class SnapshotInfo(BaseModel):
                                                              "the timeline recorded them")
 
 
-class Timeline(BaseModel):
+class SnapshotTimeline(BaseModel):
     model: str
     prime: str = Field(description="the text every sample continues")
     snapshots: list[SnapshotInfo] = Field(description="in step order; empty when the model has no snapshots")

@@ -58,14 +58,12 @@ class TimelineView:
 
     heading: str
     facts: list[str]
-    chart: Markup
-    chart_note: str
+    chart: Markup  # its accessible name says what it shows and where the mark is
     probe: str | None  # the probe whose best unit the chart follows (None: the timeline recorded none)
     best: BestUnit | None  # that probe's best unit at this step, one click away
     best_label: str  # "best inside-quotes unit at this step"
     prime: str
     sample: str | None  # None for the final weights: samples are taken at snapshots
-    final: bool
     keys: list[tuple[str, str]] = field(default_factory=list)  # (css class, label): the chart's legend
 
 
@@ -133,12 +131,10 @@ def timeline_view(entry: ModelEntry, step: int | None, current: tuple[int, str, 
     if probe is not None:
         u = (now.probe_units if now is not None else entry.card.get("probe_units") or {}).get(probe)
         best = _best_unit(entry, u, current)
-    chart, note, keys = chart_svg(snaps, probe, now.step if now else None, final_step, entry.val_bpc)
+    chart, _, keys = chart_svg(snaps, probe, now.step if now else None, final_step, entry.val_bpc)
     best_label = f"best {probe} unit " + ("on the model card" if now is None else "at this step")
-    return TimelineView(heading=heading, facts=facts, chart=chart, chart_note=note, probe=probe, best=best,
-                        best_label=best_label,
-                        prime=entry.timeline.prime, sample=now.sample if now is not None else None,
-                        final=now is None, keys=keys)
+    return TimelineView(heading=heading, facts=facts, chart=chart, probe=probe, best=best, best_label=best_label,
+                        prime=entry.timeline.prime, sample=now.sample if now is not None else None, keys=keys)
 
 
 def chart_probe(snaps: tuple[Snapshot, ...], wanted: str | None) -> str | None:
