@@ -18,6 +18,7 @@ import numpy as np
 
 from app.share.service import checked_page, view_params
 from app.trace.service import TraceService, unit_values
+from app.trace.timeline import parse_step
 from app.ui.levels import bar_positions, level_positions
 from app.ui.render import render_page
 from app.ui.scale import (COMPARE_LINE, COMPARE_LINE_LIGHT, DARK_TEXT, LIGHT_TEXT, STATE_INFO, Scale, legend,
@@ -40,6 +41,7 @@ class ExportData:
     scale: Scale
     unknown: list[int]  # positions of characters the model never saw
     compare: tuple[int, str, int] | None = None  # the second unit on screen (layer, state, unit); None = off
+    snapshot: int | None = None  # the training step whose weights are on screen; None = the final weights
     values2: np.ndarray | None = None  # (T,) the second unit's value after reading each character
     positions2: np.ndarray | None = None  # (T,) its place on its own colour scale, in [-1, 1]
     scale2: Scale | None = None
@@ -61,7 +63,8 @@ class ExportData:
     def filename(self, ext: str) -> str:
         """Only registry names (no slashes or quotes) and numbers go in, so the header stays well-formed."""
         mode = "-surprisal" if self.mode == "surprisal" else ""
-        return f"rnnscope-{self.model}-l{self.layer}-{self.state}-u{self.unit}{mode}.{ext}"
+        step = f"-step{self.snapshot}" if self.snapshot is not None else ""
+        return f"rnnscope-{self.model}{step}-l{self.layer}-{self.state}-u{self.unit}{mode}.{ext}"
 
 
 def export_data(traces: TraceService, raw: Mapping[str, object]) -> ExportData:
@@ -70,6 +73,9 @@ def export_data(traces: TraceService, raw: Mapping[str, object]) -> ExportData:
     c = page.controls
     assert c is not None
     entry = traces.model(c.model)
+    step = parse_step(str(raw.get("snapshot") or "") or None)  # checked with the page above
+    if step is not None:
+        entry = traces.snapshot(entry, step)  # the weights on screen at that training step
     trace = traces.view_trace(entry, c.text, c.layer, c.state).trace
     values = unit_values(trace, c.layer, c.state, c.unit)  # (T,)
     nxt = trace.surprisal_bits.astype(np.float32)  # (T,) surprisal of the character after each position
@@ -78,7 +84,7 @@ def export_data(traces: TraceService, raw: Mapping[str, object]) -> ExportData:
     shown = arrived if c.mode == "surprisal" else values
     positions = level_positions(shown, scale.hi)  # (T,) the colour levels the page shows (app.ui.levels)
     data = ExportData(c.model, c.layer, c.state, c.unit, c.mode, c.text, values, arrived, positions, scale,
-                      sorted(int(t) for t in trace.unknown))
+                      sorted(int(t) for t in trace.unknown), snapshot=step)
     if c.compare:  # the page outlines a second unit: the export carries it too (a checked page: it is valid)
         data.compare = (c.layer2, c.state2, c.unit2)
         trace2 = traces.view_trace(entry, c.text, c.layer2, c.state2).trace  # the same trace when it holds both
@@ -107,6 +113,7 @@ def guard_cell(value: str) -> str:
 def to_json(d: ExportData) -> dict:
     return {
         "model": d.model,
+        "snapshot": d.snapshot,
         "layer": d.layer,
         "state": d.state,
         "unit": d.unit,

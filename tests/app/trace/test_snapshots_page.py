@@ -224,3 +224,18 @@ def test_the_default_text_and_unit_work_at_every_step(client):
         html = client.get("/", params={"model": SNAP, "snapshot": str(step)}).text
         assert "".join(s.ch for s in char_spans(html)) == DEFAULT_TEXT
         assert attr(html, "view", "data-snapshot") == str(step)
+
+
+def test_downloads_at_a_step_carry_that_steps_values(client, snap_dir):
+    step = STEPS[1]
+    html = client.get("/", params={**VIEW, "snapshot": str(step)}).text
+    links = {kind: unescape(q) for _, kind, q in re.findall(r'<a href="(/export\.(html|csv|json))\?([^"]*)"', html)}
+    assert set(links) == {"html", "csv", "json"} and all(f"snapshot={step}" in q for q in links.values())
+    exported = client.get("/export.json?" + links["json"])
+    assert exported.status_code == 200 and exported.json()["snapshot"] == step
+    assert f"-step{step}-" in exported.headers["content-disposition"]
+    ck = load_snapshot(snap_dir / SNAP, step)
+    values = run_trace(ck.model, ck.vocab, TEXT, layers=[0], states=["h"], units=[5], half=True).states[0]["h"][:, 0]
+    assert exported.json()["values"] == pytest.approx(np.asarray(values, dtype=np.float64).tolist(), abs=1e-3)
+    final = client.get("/export.json", params=VIEW).json()
+    assert final["snapshot"] is None and final["values"] != exported.json()["values"]
