@@ -448,41 +448,68 @@ def cmd_up(args) -> int:
     return 0
 
 
+def group_cpu_seconds(pgid: int) -> float:
+    """utime + stime of every live process in a process group (nginx's workers, PostgreSQL's backends)."""
+    total = 0.0
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+BENCH_SETUPS = (("1 replica, direct", 1, True), ("nginx, 1 replica", 1, False), ("nginx, 2 replicas", 2, False))
+
+
 def cmd_bench(args) -> int:
-    """bench/load.py's clients through nginx: one replica vs two (and one replica without nginx)."""
+    """bench/load.py's clients through nginx to one replica and to two (and to one without nginx), in
+    interleaved rounds so that a machine shared with other work biases no setup; the CPU each part used
+    is measured too, since on a busy machine req/s alone says more about the neighbours than the app."""
     import asyncio
 
     sys.path.insert(0, str(ROOT))
     from bench import load
 
-    results = {}
+    runs: dict[str, list[dict]] = {label: [] for i, (label, _, _) in enumerate(BENCH_SETUPS)
+                                   if not args.setups or i + 1 in args.setups}
     with tempfile.TemporaryDirectory(prefix="rnnscope-bench-") as tmp:
         models = Path(tmp) / "models"
         load.small_model(models / "load-lstm", args.hidden, args.layers)
         env = {"RNNSCOPE_SHARE_RATE_LIMIT": "0", "RNNSCOPE_RATE_LIMIT": "0"}
-        for label, n, direct in (("1 replica, direct", 1, True), ("nginx, 1 replica", 1, False),
-                                 ("nginx, 2 replicas", 2, False)):
-            with Stack(models, "load-lstm", replicas=n, **env) as stack:
-                base = stack.replicas[0].base if direct else stack.nginx.base
-                info = next(m for m in json.load(urllib.request.urlopen(base + "/api/v1/models"))
-                            if m["name"] == "load-lstm")
-                shared = load.Shared("load-lstm", info["layers"], info["hidden"], info["states"])
-                pids = [r.proc.pid for r in stack.replicas]
-                cpu0 = [load.cpu_seconds(p) for p in pids]
-                asyncio.run(load.run_phase(base, pids[0], shared, 4, args.warmup, 60, 99, 100_000))
-                phase = asyncio.run(load.run_phase(base, pids[0], shared, args.clients, args.duration, 60, 1,
-                                                   500_000))
-                s = load.summary(phase)
-                s["replica_cpu_cores"] = [round((load.cpu_seconds(p) - c) / phase.seconds, 2)
-                                          for p, c in zip(pids, cpu0)]
-                results[label] = s
-                print(f"== {label}: {s['rps']} req/s, p50 {s['p50_ms']} ms, p95 {s['p95_ms']} ms, p99 {s['p99_ms']} "
-                      f"ms; statuses {s['statuses']}; dropped {s['dropped'] or 0}; replica CPU "
-                      f"{s['replica_cpu_cores']} cores", flush=True)
+        setups = [setup for i, setup in enumerate(BENCH_SETUPS) if not args.setups or i + 1 in args.setups]
+        for round_no in range(args.rounds):
+            for label, n, direct in setups:
+                with Stack(models, "load-lstm", replicas=n, **env) as stack:
+                    base = stack.replicas[0].base if direct else stack.nginx.base
+                    info = next(m for m in json.load(urllib.request.urlopen(base + "/api/v1/models"))
+                                if m["name"] == "load-lstm")
+                    shared = load.Shared("load-lstm", info["layers"], info["hidden"], info["states"])
+                    pids = [r.proc.pid for r in stack.replicas]
+                    asyncio.run(load.run_phase(base, pids[0], shared, 4, args.warmup, 60, 99, 100_000))
+                    groups = {"replicas": pids, "nginx": [stack.nginx.proc.pid], "postgres": [stack.pg.proc.pid]}
+                    cpu0 = {k: sum(group_cpu_seconds(p) for p in v) for k, v in groups.items()}
+                    load0 = os.getloadavg()[0]
+                    phase = asyncio.run(load.run_phase(base, pids[0], shared, args.clients, args.duration, 60,
+                                                       round_no + 1, 500_000))
+                    s = load.summary(phase)
+                    s["cpu_cores"] = {k: round((sum(group_cpu_seconds(p) for p in v) - cpu0[k]) / phase.seconds, 2)
+                                      for k, v in groups.items()}
+                    s["cpu_cores"]["load_generator"] = s["client_cpu_cores"]
+                    s["req_per_replica_cpu_second"] = round(s["requests"] / phase.seconds
+                                                            / max(s["cpu_cores"]["replicas"], 1e-9), 1)
+                    s["load_average_before"] = round(load0, 2)
+                    runs[label].append(s)
+                    print(f"== round {round_no + 1}, {label}: {s['rps']} req/s, p50 {s['p50_ms']} ms, p95 "
+                          f"{s['p95_ms']} ms, p99 {s['p99_ms']} ms; statuses {s['statuses']}; dropped "
+                          f"{s['dropped'] or 0}; CPU cores {s['cpu_cores']}; {s['req_per_replica_cpu_second']} req "
+                          f"per replica CPU-second; load average {load0:.1f}", flush=True)
     if args.json:
-        args.json.write_text(json.dumps({"clients": args.clients, "duration": args.duration,
+        args.json.write_text(json.dumps({"clients": args.clients, "duration": args.duration, "rounds": args.rounds,
                                          "model": f"random-weight LSTM {args.layers}x{args.hidden}",
-                                         "cpus": os.cpu_count(), "results": results}, indent=2))
+                                         "cpus": os.cpu_count(), "runs": runs}, indent=2))
     return 0
 
 
@@ -500,12 +527,15 @@ def main() -> int:
     bench.add_argument("--clients", type=int, default=16)
     bench.add_argument("--hidden", type=int, default=128)
     bench.add_argument("--layers", type=int, default=2)
+    bench.add_argument("--rounds", type=int, default=1, help="repeat the setups, interleaved")
+    bench.add_argument("--setups", type=int, nargs="*", default=[],
+                       help="which setups to run (1: one replica direct, 2: nginx + 1, 3: nginx + 2; default all)")
     bench.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     if args.cmd == "up" and not 1 <= args.replicas <= 8:
         ap.error("--replicas must be 1..8")
-    if args.cmd == "bench" and not (0 < args.duration <= 600 and 1 <= args.clients <= 256):
-        ap.error("--duration must be in (0, 600] s and --clients in 1..256")
+    if args.cmd == "bench" and not (0 < args.duration <= 600 and 1 <= args.clients <= 256 and 1 <= args.rounds <= 10):
+        ap.error("--duration must be in (0, 600] s, --clients in 1..256 and --rounds in 1..10")
     return cmd_up(args) if args.cmd == "up" else cmd_bench(args)
 
 

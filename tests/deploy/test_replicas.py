@@ -40,6 +40,18 @@ def request(url: str, body: dict | None = None, headers: dict | None = None, tim
         return e.code, e.read().decode("utf-8", "replace"), dict(e.headers)
 
 
+def log_since(stack, before: int, n: int, uri: str) -> list[dict]:
+    """The access log's lines for `uri` from line `before` on, once there are n of them (nginx writes a line
+    just after the response has gone, so a client, this test or the one before, can be ahead of it)."""
+    deadline = time.monotonic() + 10
+    while True:
+        lines = [ln for ln in stack.nginx.log_lines()[before:] if ln["uri"] == uri]
+        if len(lines) >= n or time.monotonic() > deadline:
+            assert len(lines) == n, (len(lines), n)
+            return lines
+        time.sleep(0.02)
+
+
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory):
     need_postgres()
@@ -92,12 +104,25 @@ def test_health_and_the_public_url_behind_the_proxy(stack):
     status, page, _ = request(f"{stack.nginx.base}/s/{sid}", headers=evil)
     assert status == 200 and "evil.example" not in page
     assert f'<meta property="og:url" content="{stack.nginx.base}/s/{sid}">' in page
-    # the proxy spreads requests over both replicas (round robin)
+
+
+def test_the_proxy_spreads_requests_and_keeps_a_text_on_one_replica(stack):
+    """Requests without a text spread over both replicas; the same text in the URL always reaches the same
+    one (whose trace cache holds it), and different texts reach both."""
+    both = {f"127.0.0.1:{r.port}" for r in stack.replicas}
     before = len(stack.nginx.log_lines())
-    for _ in range(8):
+    for _ in range(40):
         assert request(stack.nginx.base + "/api/v1/models")[0] == 200
-    upstreams = {line["upstream"] for line in stack.nginx.log_lines()[before:]}
-    assert upstreams == {f"127.0.0.1:{r.port}" for r in stack.replicas}, upstreams
+    assert {ln["upstream"] for ln in log_since(stack, before, 40, "/api/v1/models")} == both
+    by_text = {}
+    for i in range(12):
+        query = urllib.parse.urlencode({**VIEW, "text": f"Text number {i}.", "unit": i % 3})
+        for _ in range(3):
+            before = len(stack.nginx.log_lines())
+            assert request(f"{stack.nginx.base}/?{query}", headers={"HX-Request": "true"})[0] == 200
+            by_text.setdefault(i, set()).add(log_since(stack, before, 1, "/")[0]["upstream"])
+    assert all(len(upstreams) == 1 for upstreams in by_text.values()), by_text
+    assert set().union(*by_text.values()) == both
 
 
 def test_the_longest_text_fits_through_the_proxy(stack):
