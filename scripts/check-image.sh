@@ -39,15 +39,37 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 # shellcheck source=scripts/podman-env.sh
 . "$ROOT/scripts/podman-env.sh"   # pm SECONDS ARGS: podman with runc and the containers.conf, timed
 need_podman
+# One image check at a time on a machine: they share the tag, the base images and podman's store.
+exec 9> "$RNNSCOPE_IMAGE_CACHE/check-image.lock"
+if ! flock -n 9; then
+  log "another image check is running: waiting for it (at most ${RNNSCOPE_IMAGE_LOCK_WAIT:-1200} s)"
+  flock -w "${RNNSCOPE_IMAGE_LOCK_WAIT:-1200}" 9 || fail "the other image check did not finish"
+fi
 
 TAG=localhost/rnnscope-check:latest
 RUN_ID="rnnscope-check-$$"
 VOLUME="$RUN_ID-data"
 WORK=$(mktemp -d /tmp/rnnscope-check.XXXXXX)
 containers=()
+# What was there before, so that an interrupted build's leftovers (its running step under runc, its
+# working containers, its bundle folders in /var/tmp) can be told apart and removed. The lock above
+# makes them this run's.
+pm 60 ps -a --external -q --no-trunc | sort -u > "$WORK/containers.before"
+"$RUNC" list -q 2>/dev/null | sort -u > "$WORK/runc.before" || true
+ls -d /var/tmp/buildah* 2>/dev/null | sort -u > "$WORK/bundles.before" || true
 cleanup() {
-  local rc=$?
+  local rc=$? id
   for c in "${containers[@]}"; do pm 60 rm -f -t 5 "$c" >/dev/null 2>&1 || true; done
+  for id in $("$RUNC" list -q 2>/dev/null | sort -u | comm -13 "$WORK/runc.before" -); do
+    timeout 30 "$RUNC" kill "$id" KILL >/dev/null 2>&1 || true
+    timeout 30 "$RUNC" delete -f "$id" >/dev/null 2>&1 || true
+  done
+  for id in $(pm 60 ps -a --external -q --no-trunc | sort -u | comm -13 "$WORK/containers.before" -); do
+    pm 60 rm -f "$id" >/dev/null 2>&1 || true
+  done
+  for id in $(ls -d /var/tmp/buildah* 2>/dev/null | sort -u | comm -13 "$WORK/bundles.before" -); do
+    rm -rf "$id"
+  done
   pm 60 volume rm -f "$VOLUME" >/dev/null 2>&1 || true
   if [ -z "$keep" ]; then
     # the image and the intermediate images its build made (podman keeps them as a layer cache)
@@ -103,7 +125,7 @@ fi
 pm 60 images -a -q --no-trunc | sort -u > "$WORK/images.before"
 log "building $TAG (nice -n 10)"
 t0=$(now)
-if ! nice -n 10 timeout "${RNNSCOPE_IMAGE_BUILD_TIMEOUT:-2400}" \
+if ! nice -n 10 timeout --foreground "${RNNSCOPE_IMAGE_BUILD_TIMEOUT:-2400}" \
     podman --runtime "$RUNC" build --format docker --pull=never --network host --layers \
       "${torch_args[@]}" -t "$TAG" -f Dockerfile . >"$WORK/build.log" 2>&1; then
   tail -n 60 "$WORK/build.log" >&2

@@ -7,9 +7,9 @@
 # Both trust this machine's extra CA certificates (/usr/local/share/ca-certificates), as its own tools do.
 # A real image already under either name is left alone and used.
 #
-# Cached in podman's image store as localhost/rnnscope-base-{python,node}:KEY, KEY a hash of this script,
-# the mirror and those certificates; remade when older than RNNSCOPE_BASE_MAX_AGE_DAYS (30). The .debs
-# are kept in $RNNSCOPE_IMAGE_CACHE/debs. Mirror: RNNSCOPE_DEBIAN_MIRROR, else the one apt uses here.
+# Cached in podman's image store as localhost/rnnscope-base-{python,node}:KEY, KEY a hash of the recipe
+# (RECIPE below), the mirror and those certificates; remade when older than RNNSCOPE_BASE_MAX_AGE_DAYS
+# (30). The .debs are kept in $RNNSCOPE_IMAGE_CACHE/debs. Mirror: RNNSCOPE_DEBIAN_MIRROR, else the one apt uses here.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=scripts/podman-env.sh
@@ -32,7 +32,9 @@ if [ -z "$mirror" ]; then
   mirror=${mirror:-http://deb.debian.org/debian}
 fi
 cas=$(find /usr/local/share/ca-certificates -name '*.crt' -type f 2>/dev/null | sort || true)
-key=$( { cat "$0"; echo "$mirror"; for f in $cas; do cat "$f"; done; } | sha256sum | cut -c1-12)
+# What the stand-ins are made of; RECIPE names this script's way of making them: change it with that.
+RECIPE="2 bookworm minbase python3,python3-venv,ca-certificates venv:/usr/local slim + nodejs,npm"
+key=$( { echo "$RECIPE"; echo "$mirror"; for f in $cas; do cat "$f"; done; } | sha256sum | cut -c1-12)
 PY_BASE=localhost/rnnscope-base-python:$key
 NODE_BASE=localhost/rnnscope-base-node:$key
 
@@ -42,6 +44,7 @@ fresh() {  # fresh IMAGE: present and younger than MAX_AGE_DAYS
   [ $(( $(date +%s) - made )) -lt $(( MAX_AGE_DAYS * 86400 )) ]
 }
 
+old_ids=()
 if fresh "$PY_BASE" && fresh "$NODE_BASE"; then
   log "cached: $PY_BASE, $NODE_BASE"
 else
@@ -49,7 +52,7 @@ else
   trap 'umount -R "$work/root/proc" "$work/root/sys" 2>/dev/null || true; rm -rf "$work"' EXIT
   mkdir -p "$RNNSCOPE_IMAGE_CACHE/debs"
   log "debootstrap bookworm from $mirror"
-  if ! nice -n 10 timeout 1200 debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
+  if ! nice -n 10 timeout --foreground 1200 debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
       --cache-dir="$RNNSCOPE_IMAGE_CACHE/debs" bookworm "$work/root" "$mirror" > "$work/debootstrap.log" 2>&1; then
     tail -n 30 "$work/debootstrap.log" >&2
     cat "$work/root/debootstrap/debootstrap.log" 2>/dev/null | tail -n 30 >&2 || true
@@ -69,7 +72,7 @@ CFG
   for f in $cas; do cp "$f" "$r/usr/local/share/ca-certificates/"; done
   chroot "$r" update-ca-certificates >/dev/null 2>&1
   chroot "$r" python3 -m venv /usr/local
-  timeout 300 chroot "$r" /usr/local/bin/python -m pip --version >&2
+  timeout --foreground 300 chroot "$r" /usr/local/bin/python -m pip --version >&2
   rm -rf "$r"/var/lib/apt/lists/* "$r"/var/cache/apt/* "$r"/var/log/*.log "$r"/debootstrap
   log "importing $PY_BASE"
   tar -C "$r" --numeric-owner -c . | pm 600 import --quiet \
@@ -78,14 +81,15 @@ CFG
     --change 'LABEL org.rnnscope.standin=python:3.11-slim' - "$PY_BASE" >/dev/null
   log "building $NODE_BASE (apt-get install nodejs npm)"
   printf 'FROM %s\nRUN apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null && rm -rf /var/lib/apt/lists/* /var/cache/apt/* && node --version && npm --version\nENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt\nLABEL org.rnnscope.standin=node:20-bookworm-slim\nCMD ["node"]\n' "$PY_BASE" > "$work/Containerfile"
-  if ! nice -n 10 timeout 900 podman --runtime "$RUNC" build --format docker --pull=never --network host --layers=false \
+  if ! nice -n 10 timeout --foreground 900 podman --runtime "$RUNC" build --format docker --pull=never --network host --layers=false \
       -t "$NODE_BASE" -f "$work/Containerfile" "$work" > "$work/node.log" 2>&1; then
     tail -n 30 "$work/node.log" >&2
     exit 1
   fi
-  # older stand-ins (another key) go
+  # older stand-ins (another key): untagged here, removed once the Dockerfile's names have moved on
   for old in $(pm 60 images --format '{{.Repository}}:{{.Tag}}' | grep -E '^localhost/rnnscope-base-(python|node):' | grep -v ":$key\$" || true); do
-    pm 60 rmi "$old" >/dev/null 2>&1 || true
+    old_ids+=("$(pm 60 image inspect --format '{{.Id}}' "$old")")
+    pm 60 untag "$old" >/dev/null 2>&1 || true
   done
 fi
 
@@ -100,5 +104,9 @@ for pair in "$PY_NAME=$PY_BASE" "$NODE_NAME=$NODE_BASE"; do
     fi
   fi
   pm 60 tag "$base" "$name"
+done
+for id in "${old_ids[@]}"; do
+  [ -z "$(pm 60 image inspect --format '{{.RepoTags}}' "$id" 2>/dev/null | tr -d '[]')" ] || continue
+  pm 120 rmi "$id" >/dev/null 2>&1 || true   # (fails, harmlessly, while an image still builds on it)
 done
 log "$PY_NAME -> $(pm 60 image inspect --format '{{.Id}}' "$PY_NAME" | cut -c1-12), $NODE_NAME -> $(pm 60 image inspect --format '{{.Id}}' "$NODE_NAME" | cut -c1-12)"

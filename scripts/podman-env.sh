@@ -1,6 +1,7 @@
 # Sourced by scripts/check-image.sh and scripts/image-bases.sh: podman as it runs on these machines
 # (no Docker daemon): runc as the runtime, cgroupfs, no default ulimits.
-#   pm SECONDS ARGS...   podman ARGS with that time limit
+#   pm SECONDS ARGS...   podman ARGS with that time limit (timeout --foreground here and in the scripts:
+#                        a signal to the caller's process group reaches podman too)
 #   need_podman          exits 2 with the reason where root, podman, runc or debootstrap is missing
 RNNSCOPE_IMAGE_CACHE=${RNNSCOPE_IMAGE_CACHE:-/var/cache/rnnscope-image}
 RUNC=${RUNC:-$(command -v runc || echo /usr/sbin/runc)}
@@ -31,5 +32,5 @@ pm() {
   # `podman healthcheck run` runs them)
   local limit=$1
   shift
-  timeout "$limit" podman --runtime "$RUNC" "$@" 2> >(grep -v 'unable to get systemd connection\|healthcheck: unable to get systemd' >&2)
+  timeout --foreground "$limit" podman --runtime "$RUNC" "$@" 2> >(grep -v 'unable to get systemd connection\|healthcheck: unable to get systemd' >&2)
 }
