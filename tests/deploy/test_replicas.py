@@ -189,6 +189,11 @@ def test_a_replica_killed_under_load_costs_no_acknowledged_share(stack):
         logs += stack.nginx.site_error_log.read_text()
     assert "text=" not in logs and "%20" not in logs and "+the+" not in logs
 
+    retried = sum(", " in ln["upstream"] for ln in lines)
+    print(f"\nkill under load: {s['requests']} requests at {s['rps']} req/s (p99 {s['p99_ms']} ms), "
+          f"{len(after)} after the kill, {retried} retried on the other replica by nginx, {len(links)} links made, "
+          f"statuses {s['statuses']}")
+
     # Replica 2 comes back on its port and opens a link made while it was down.
     b.start()
     status, page, _ = request(f"{b.base}/s/{links[-1]}")

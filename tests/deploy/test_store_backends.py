@@ -408,6 +408,8 @@ def test_a_postgres_restart_mid_burst_keeps_every_acknowledged_link(burst_models
                 restarted = time.monotonic()
                 burst.wait_for_acks(before + 30, timeout=30)
             statuses = {s for _, _, s, _ in burst.results}
+            print(f"\npostgres restart mid-burst: {len(burst.results)} requests, {len(burst.acked())} acknowledged, "
+                  f"{sum(s == 503 for _, _, s, _ in burst.results)} answered 503 while it was down")
             assert statuses <= {200, 503}, statuses  # down is a 503 (ShareUnavailable), never a 500
             assert 503 in statuses  # the outage fell inside the burst
             assert any(t > restarted and s == 200 for t, _, s, _ in burst.results)
