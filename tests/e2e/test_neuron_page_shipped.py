@@ -9,34 +9,23 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import ARTIFACTS, PAGE_OPTIONS, query
-from tests.share.server import running_server
+from tests.e2e.conftest import ARTIFACTS, PAGE_OPTIONS, ZOO, query
 
 pytestmark = pytest.mark.e2e
 
-MODELS = Path(__file__).resolve().parents[2] / "models" / "zoo"
 NEURON = "/neuron/austen-lstm/1/c/336"  # the card's quote unit (models/zoo/austen-lstm/config.json)
 NOTE = re.compile(r"^([+-]\d+\.\d{3}) · (?:position ([\d,]+)|(\d+)th percentile) · open$")
 
-if not (MODELS / "austen-lstm" / "atlas.json").is_file():
+if not (ZOO / "austen-lstm" / "atlas.json").is_file():
     pytest.skip("the shipped austen-lstm checkpoint or its atlas is not in this checkout", allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
-def models_dir():
-    return MODELS
-
-
-@pytest.fixture(scope="module")
-def server(models_dir, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("e2e-shipped-neuron")
-    with running_server(models_dir, tmp / "data", tmp / "serve.log", RNNSCOPE_DEFAULT_MODEL="austen-lstm",
-                        RNNSCOPE_TORCH_THREADS="2") as base:
-        yield base
+def server(shipped_server):
+    return shipped_server
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +54,7 @@ def paragraph_of(text: str, position: int) -> int:
 
 def test_the_quote_cells_contexts_are_coloured_distinct_and_show_the_opening_quote(page):
     pg = page
-    atlas = json.loads((MODELS / "austen-lstm" / "atlas.json").read_text(encoding="utf-8"))
+    atlas = json.loads((ZOO / "austen-lstm" / "atlas.json").read_text(encoding="utf-8"))
     text = atlas["text"]
     pg.goto(pg.base + NEURON)
     pg.wait_for_selector("#ctx-top .ctx-list li")
