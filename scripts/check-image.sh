@@ -56,7 +56,7 @@ containers=()
 # makes them this run's.
 pm 60 ps -a --external -q --no-trunc | sort -u > "$WORK/containers.before"
 "$RUNC" list -q 2>/dev/null | sort -u > "$WORK/runc.before" || true
-ls -d /var/tmp/buildah* 2>/dev/null | sort -u > "$WORK/bundles.before" || true
+find /var/tmp -maxdepth 1 -name 'buildah*' | sort -u > "$WORK/bundles.before"
 cleanup() {
   local rc=$? id
   for c in "${containers[@]}"; do pm 60 rm -f -t 5 "$c" >/dev/null 2>&1 || true; done
@@ -67,7 +67,7 @@ cleanup() {
   for id in $(pm 60 ps -a --external -q --no-trunc | sort -u | comm -13 "$WORK/containers.before" -); do
     pm 60 rm -f "$id" >/dev/null 2>&1 || true
   done
-  for id in $(ls -d /var/tmp/buildah* 2>/dev/null | sort -u | comm -13 "$WORK/bundles.before" -); do
+  for id in $(find /var/tmp -maxdepth 1 -name 'buildah*' | sort -u | comm -13 "$WORK/bundles.before" -); do
     rm -rf "$id"
   done
   pm 60 volume rm -f "$VOLUME" >/dev/null 2>&1 || true
@@ -137,15 +137,16 @@ log "built in ${build_s}s, $((size / 1000000)) MB"
 
 # ---- the image's own settings ------------------------------------------------------------------------
 img_user=$(pm 60 image inspect --format '{{.Config.User}}' "$TAG")
-[ -n "$img_user" ] && [ "$img_user" != root ] && [ "$img_user" != 0 ] || fail "image USER is '$img_user'"
+case "$img_user" in ""|root|0|0:*|root:*) fail "image USER is '$img_user'" ;; esac
 hc=$(pm 60 image inspect --format '{{json .Config.Healthcheck}}' "$TAG")
 case "$hc" in *healthz*) ;; *) fail "no HEALTHCHECK on /healthz in the image: $hc" ;; esac
 # Nothing of the working tree's heavy or private folders in /app (.dockerignore and the COPY lines).
-leaked=$(pm 120 run --rm --network none "$TAG" sh -c \
+# shellcheck disable=SC2016
+leaked=$(pm 120 run --rm --pull=never --network none "$TAG" sh -c \
   'cd /app && for p in .venv .git node_modules runs data data-dir artifacts tests bench; do [ -e "$p" ] && echo "$p"; done; true')
 [ -z "$leaked" ] || fail "the image holds $leaked under /app"
-torch_in=$(pm 120 run --rm --network none "$TAG" python -c 'import torch; print(torch.__version__)')
-log "image USER $img_user, torch $torch_in, nothing of $(echo .venv .git node_modules runs data artifacts) in /app"
+torch_in=$(pm 120 run --rm --pull=never --network none "$TAG" python -c 'import torch; print(torch.__version__)')
+log "image USER $img_user, torch $torch_in, none of .venv .git node_modules runs data artifacts in /app"
 
 # ---- run it ------------------------------------------------------------------------------------------
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -157,7 +158,7 @@ start() {  # start NAME: run the image on $PORT with the data volume; started_s:
   local name=$1 t
   t=$(now)
   containers+=("$name")
-  pm 120 run -d --name "$name" --network host -e PORT="$PORT" -e RNNSCOPE_TORCH_THREADS=1 \
+  pm 120 run -d --pull=never --name "$name" --network host -e PORT="$PORT" -e RNNSCOPE_TORCH_THREADS=1 \
     -v "$VOLUME:/data" "$TAG" >/dev/null
   local deadline=$((SECONDS + 180))
   until curl -fsS -o /dev/null --max-time 3 "$BASE/healthz" 2>/dev/null; do
@@ -220,7 +221,7 @@ curl -fsS --max-time 60 -H 'Content-Type: application/json' \
 sid=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["id"])' "$WORK/share.json")
 mnt=$(pm 60 volume inspect --format '{{.Mountpoint}}' "$VOLUME")
 [ -s "$mnt/shares.sqlite3" ] || fail "no shares.sqlite3 in the data volume ($mnt): $(ls -la "$mnt")"
-log "share link $sid; the volume holds $(ls "$mnt" | tr '\n' ' ')"
+log "share link $sid; the volume holds $(cd "$mnt" && echo *)"
 
 # Removed and started again: the link is still there.
 t0=$(now)

@@ -55,7 +55,7 @@ else
   if ! nice -n 10 timeout --foreground 1200 debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
       --cache-dir="$RNNSCOPE_IMAGE_CACHE/debs" bookworm "$work/root" "$mirror" > "$work/debootstrap.log" 2>&1; then
     tail -n 30 "$work/debootstrap.log" >&2
-    cat "$work/root/debootstrap/debootstrap.log" 2>/dev/null | tail -n 30 >&2 || true
+    tail -n 30 "$work/root/debootstrap/debootstrap.log" >&2 2>/dev/null || true
     exit 1
   fi
   r=$work/root

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by scripts/check-image.sh and scripts/image-bases.sh: podman as it runs on these machines
 # (no Docker daemon): runc as the runtime, cgroupfs, no default ulimits.
 #   pm SECONDS ARGS...   podman ARGS with that time limit (timeout --foreground here and in the scripts:
@@ -29,8 +30,13 @@ need_podman() {
 
 pm() {
   # (without systemd podman cannot add timers for HEALTHCHECKs, says so on every run and rm, and goes on:
-  # `podman healthcheck run` runs them)
-  local limit=$1
+  # `podman healthcheck run` runs them. Its stderr goes through a file: a detached container's conmon
+  # keeps it open, which would hold a pipe open as long as the container runs.)
+  local limit=$1 rc=0 err
   shift
-  timeout --foreground "$limit" podman --runtime "$RUNC" "$@" 2> >(grep -v 'unable to get systemd connection\|healthcheck: unable to get systemd' >&2)
+  err=$(mktemp /tmp/rnnscope-podman-err.XXXXXX)
+  timeout --foreground "$limit" podman --runtime "$RUNC" "$@" 2> "$err" || rc=$?
+  grep -v 'unable to get systemd connection' "$err" >&2 || true
+  rm -f "$err"
+  return "$rc"
 }
