@@ -87,10 +87,11 @@ def test_compare_unit_repaints_the_underline_and_the_downloads_carry_it(page):
     pg.check("#compare")
     pg.fill("#unit2", "2")
     pg.press("#unit2", "Enter")
-    pg.wait_for_selector(".legend2")
+    # checking the box repaints with the default second unit (6) first: wait for unit 2's bars and URL
+    pg.wait_for_function("() => (document.querySelector('.legend2') || {}).textContent?.includes('unit 2')")
+    wait_for_query(pg, unit2="2", layer2="0")
     assert classes(pg, "bar") == rendered_classes(pg, pg.url, "bar")
     assert any(classes(pg, "bar"))
-    wait_for_query(pg, unit2="2", layer2="0")
     for fmt in ("html", "csv", "json"):
         href = pg.get_attribute(f'.share-exports a[href^="/export.{fmt}"]', "href")
         assert "unit2=2" in href and "layer2=0" in href, href
