@@ -254,15 +254,12 @@ def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest, spans
     arrived = np.concatenate([[np.nan], surprisal[:-1]]).astype(np.float32)
     shown = arrived if req.mode == "surprisal" else values
     unknown = set(trace.unknown)
-    q = levels(shown, scale.hi)
-    cls, titles = _marks(req.text, ~np.isfinite(shown), unknown)
-    compare_heading, compare_url, legend2, legend2_note, values2, bars = "", "", [], "", None, None
+    compare_heading, compare_url, legend2, legend2_note, values2, scale2 = "", "", [], "", None, None
     if req.compare is not None:
         layer2, state2, unit2 = req.compare
         trace2 = service.view_trace(entry, req.text, layer2, state2).trace  # the same trace when it holds both
         values2 = unit_values(trace2, layer2, state2, unit2)  # (T,)
         scale2 = neuron_scale(state2, values2)
-        bars = bar_classes(values2, scale2.hi)
         compare_heading = f"layer {layer2} · {state2} · unit {unit2}"
         compare_url = neuron_url(entry.name, layer2, state2, unit2)
         legend2, legend2_note = legend(scale2), scale2.label
@@ -286,7 +283,8 @@ def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest, spans
     what2_short = f"{req.compare[1]}[{req.compare[0]}][{req.compare[2]}]" if req.compare is not None else ""
     data: dict = {}
     top = _top_strings(entry.checkpoint.vocab.chars, trace.topk_ids) if spans or preds else []
-    permille = np.rint(trace.topk_probs.astype(np.float64) * 1000).astype(np.int64)  # (T, k)
+    # (T, k) per-mille probabilities of the top guesses, for the tooltip data of fresh spans or a repaint at a step
+    permille = np.rint(trace.topk_probs.astype(np.float64) * 1000).astype(np.int64) if spans or preds else None
     if spans:
         data = {"what": what_short, "v": _rounded(values, 4), "s": _rounded(surprisal, 2), "top": top,
                 "p": permille.tolist()}
@@ -302,7 +300,7 @@ def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest, spans
         heading=heading,
         description=description,
         mode=req.mode,
-        chars_html=char_spans(req.text, q, bars, cls, titles) if spans else Markup(""),
+        chars_html=_spans_html(req.text, shown, scale, unknown, values2, scale2) if spans else Markup(""),
         legend=legend(scale),
         legend_note=scale.label,
         stats=stats,
@@ -346,6 +344,14 @@ def known_units(entry: ModelEntry, current: tuple[int, str, int]) -> list[KnownU
         out.append(KnownUnit(KNOWN_LABELS.get(probe, probe), layer, state, unit, shown, (layer, state, unit) == current,
                              weak=score < KNOWN_MIN.get(metric, 1.1)))
     return out
+
+
+def _spans_html(text: str, shown: np.ndarray, scale: Scale, unknown: set[int], values2: np.ndarray | None,
+                scale2: Scale | None) -> Markup:
+    """The characters of a fresh view; a repaint keeps the ones on screen, so it never builds these."""
+    cls, titles = _marks(text, ~np.isfinite(shown), unknown)
+    bars = bar_classes(values2, scale2.hi) if values2 is not None and scale2 is not None else None
+    return char_spans(text, levels(shown, scale.hi), bars, cls, titles)
 
 
 def _marks(text: str, missing: np.ndarray, unknown: set[int]) -> tuple[dict[int, str], dict[int, str]]:
