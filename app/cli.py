@@ -1,4 +1,4 @@
-"""The `rnnscope` command: corpus, train, sample, trace, atlas, import, serve."""
+"""The `rnnscope` command: corpus, train, sample, trace, atlas, import, quickstart, serve."""
 
 from __future__ import annotations
 
@@ -287,6 +287,82 @@ def import_cmd(
 
 
 @cli.command()
+def quickstart(
+    text: Path = typer.Argument(..., help="your text file (UTF-8, at least 2,000 characters; the last 5% is held out)"),
+    minutes: float = typer.Option(10.0, "--minutes", min=0.1, max=24 * 60, help="training time (fractions allowed)"),
+    name: Optional[str] = typer.Option(None, "--name", help="the model's name (default: from the file's name)"),
+    models_dir: Path = typer.Option(Path("my-models"), "--models", help="folder of models to write it into and serve"),
+    cell: str = typer.Option("lstm", help="rnn, lstm or gru"),
+    layers: int = typer.Option(2, min=1, max=8),
+    hidden: int = typer.Option(256, min=1, max=4096),
+    code: Optional[bool] = typer.Option(None, "--code/--prose", help="score the Python probes (strings, comments) "
+                                        "too; default: --code for a .py file"),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch CPU threads"),
+    seed: int = typer.Option(1337),
+    force: bool = typer.Option(False, "--force", help="replace a model of the same name"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port", min=1, max=65535),
+    no_serve: bool = typer.Option(False, "--no-serve", help="train and measure, then exit"),
+    no_progress: bool = typer.Option(False, "--no-progress"),
+):
+    """Train a small model on your text for N minutes, then serve it, opened on its clearest unit."""
+    from urllib.parse import urlencode
+
+    from app.core.registry import NAME_RE
+    from models.charlm import ModelConfig
+    from models.quickstart import Plan, default_name, describe
+    from models.quickstart import quickstart as run_quickstart
+
+    name = name if name is not None else default_name(text)
+    if not NAME_RE.match(name):
+        _fail(f"model name {name!r} cannot be served: use letters, digits, '.', '_' and '-', starting with a letter "
+              "or digit")
+    try:
+        ModelConfig(cell=cell, n_layers=layers, hidden=hidden, emb=64, vocab_size=1).validate()
+    except RnnscopeError as e:
+        _fail(str(e))
+    if not no_serve:
+        _check_port(host, port)  # before the minutes of training, not after
+    def say(line: str) -> None:  # progress goes to stderr, the summary to stdout
+        typer.echo(line, err=True)
+
+    try:
+        done = run_quickstart(text, models_dir / name, Plan(cell=cell, layers=layers, hidden=hidden, minutes=minutes,
+                                                             seed=seed, threads=threads),
+                              force=force, code=code, progress=not no_progress, say=say)
+    except RnnscopeError as e:
+        _fail(str(e))
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: nothing was written to {models_dir / name}", err=True)
+        raise typer.Exit(code=130)
+    r, card = done.result, done.card
+    typer.echo(f"{name}: {r.steps:,} steps, {r.chars_seen:,} characters in {r.seconds:.0f} s (stopped by "
+               f"{r.stopped_by}); held-out {card['val_bpc']:.4f} bits/char -> {done.path}")
+    for probe, u in card.get("probe_units", {}).items():
+        typer.echo(f"  {probe:14} layer {u['layer']} {u['state']}[{u['unit']}], "
+                   f"{'AUC' if u['metric'] == 'auc' else '|r|'} {u['score']:.3f}")
+    query = {"model": name}
+    if done.opening is not None:
+        query.update(layer=str(done.opening.layer), state=done.opening.state, unit=str(done.opening.unit))
+    shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host
+    typer.echo(f"open http://{shown}:{port}/?{urlencode(query)}"
+               + (f"  (the {done.opening.probe} unit: {describe(done.opening)})" if done.opening else ""))
+    typer.echo(f"later: rnnscope serve --models {models_dir}")
+    if not no_serve:
+        _serve(host, port, models_dir, "warning", default_model=name)
+
+
+def _check_port(host: str, port: int) -> None:
+    import socket
+
+    try:
+        with socket.create_server((host, port)):
+            pass
+    except OSError as e:
+        _fail(f"cannot listen on {host}:{port} ({e.strerror or e}): pass --port with a free port, or --no-serve")
+
+
+@cli.command()
 def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (0.0.0.0 for every interface)"),
     port: int = typer.Option(8000, "--port", min=1, max=65535),
@@ -295,6 +371,10 @@ def serve(
     log_level: str = typer.Option("info", "--log-level"),
 ):
     """Serve the web app and the JSON API (uvicorn)."""
+    _serve(host, port, models_dir, log_level)
+
+
+def _serve(host: str, port: int, models_dir: Optional[Path], log_level: str, default_model: Optional[str] = None) -> None:
     import logging
     import os
 
@@ -304,6 +384,8 @@ def serve(
 
     if models_dir is not None:
         os.environ["RNNSCOPE_MODELS_DIR"] = str(models_dir)
+    if default_model is not None:
+        os.environ["RNNSCOPE_DEFAULT_MODEL"] = default_model
     try:
         settings = Settings()
     except ValidationError as e:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import probes
-from .checkpoint import Checkpoint
+from .checkpoint import WEIGHTS, Checkpoint, file_sha256
 from .errors import RnnscopeError
 from .trace import run_trace
 
@@ -124,6 +124,13 @@ def save_atlas(ckpt_dir: str | Path, atlas: dict) -> Path:
     os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a server running as another user must read it
     os.replace(tmp, path)
     return path
+
+
+def write_atlas(ck: Checkpoint, text: str, name: str, max_chars: int = 30_000) -> Path:
+    """Build and save the atlas of a saved checkpoint, stamped with the weights it describes."""
+    atlas = build_atlas(ck, text, max_chars=max_chars)
+    atlas["model"] = {"name": name, "weights_sha256": file_sha256(ck.path / WEIGHTS)}
+    return save_atlas(ck.path, atlas)
 
 
 def load_atlas(ckpt_dir: str | Path) -> dict | None:

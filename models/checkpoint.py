@@ -7,6 +7,7 @@ swapped in, so a crash mid-save never loses what was already there.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -66,6 +67,15 @@ def save_checkpoint(ckpt_dir: str | Path, model: CharLM, vocab: CharVocab, card:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return ckpt_dir
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file, read in 1 MiB pieces: weights name the file they came from by it."""
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _swap_in(new: Path, target: Path) -> None:

@@ -62,6 +62,25 @@ def validation_bpc(ck: Checkpoint, val_text: str) -> float:
     return evaluate_bpc(ck.model, ids, "cpu")
 
 
+# Probes any text can be asked about; the Python ones only make sense on code.
+PROSE_PROBES = ("quotes", "brackets", "bracket_depth", "line_position", "indent", "word_start", "vowel")
+CODE_PROBES = ("string", "short_string", "long_string", "comment")
+MIN_CLASS = 20  # a binary probe needs this many positions on each side to be scored at all
+
+
+def exercised_probes(text: str, code: bool = False) -> list[str]:
+    """The probes this text exercises: one that is (nearly) constant on it would only score noise."""
+    out = []
+    for p in PROSE_PROBES + (CODE_PROBES if code else ()):
+        v = probes.labels(p, text)
+        if probes.PROBES[p].kind == probes.BINARY:
+            if min(int(v.sum()), int((~v).sum())) >= MIN_CLASS:
+                out.append(p)
+        elif float(np.std(v)) > 0:
+            out.append(p)
+    return out
+
+
 QUOTE_UNIT_MIN_AUC = 0.9  # below this the best unit is recorded, but not named the quote unit
 
 

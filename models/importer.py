@@ -16,7 +16,6 @@ hidden states (every layer's h, and c) and logits must agree within CHECK_TOLERA
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import shutil
 import time
@@ -28,7 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoint import CONFIG, WEIGHTS, Checkpoint, _swap_in, save_checkpoint
+from .atlas import write_atlas
+from .checkpoint import CONFIG, Checkpoint, _swap_in, save_checkpoint
 from .charlm import CharLM, ModelConfig
 from .errors import RnnscopeError
 from .import_layout import Layout, apply_maps, read_source, recognise
@@ -104,7 +104,7 @@ def import_model(src: str | Path, vocab_path: str | Path, out: str | Path, maps:
     try:
         save_checkpoint(staging, model, rns_vocab, card)
         if held_out is not None:
-            _write_atlas(Checkpoint(model, rns_vocab, card, staging), held_out, out.name)
+            write_atlas(Checkpoint(model, rns_vocab, card, staging), held_out, out.name, ATLAS_CHARS)
         (staging / "README.md").write_text(model_card(out.name, card), encoding="utf-8")
         (staging / "README.md").chmod(0o644)
         # Only now does the folder get a servable name: a server never sees half an import.
@@ -300,34 +300,17 @@ def bits_per_char(model: CharLM, ids: torch.Tensor, chunk: int = 1000) -> float:
 
 def evaluate_on(ck: Checkpoint, text: str, label: str, dropped: int = 0) -> dict:
     """Card entries from held-out text (only characters in the vocabulary; `dropped` says how many were not)."""
-    from .evaluate import best_units, card_entries  # the same ranking a trained model's card uses
-    from .probes import labels
+    from .evaluate import best_units, card_entries, exercised_probes  # the ranking a trained model's card uses
 
     if len(text) < 100:
         raise RnnscopeError(f"--eval {label}: only {len(text)} of its characters are in the vocabulary; "
                             "is it text of the kind the model was trained on?")
     out = {"val_bpc": round(bits_per_char(ck.model, ck.vocab.encode_tensor(text)), 4), "val_chars": len(text),
            "val_text": label, "val_dropped_chars": dropped}
-    probe_ids = [p for p in ("quotes",) if np.unique(labels(p, text[:100_000])).size > 1]
+    probe_ids = exercised_probes(text[:100_000])
     if probe_ids:
         out.update(card_entries(best_units(ck, text, probe_ids)))
     return out
-
-
-def _write_atlas(ck: Checkpoint, text: str, name: str) -> None:
-    from .atlas import build_atlas, save_atlas
-
-    atlas = build_atlas(ck, text, max_chars=ATLAS_CHARS)
-    atlas["model"] = {"name": name, "weights_sha256": _sha256(ck.path / WEIGHTS)}
-    save_atlas(ck.path, atlas)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def model_card(name: str, card: dict) -> str:

@@ -16,6 +16,8 @@ import math
 import os
 import platform
 import random
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -66,6 +68,8 @@ class TrainConfig:
     snapshots: int | None = None  # N float16 snapshots at log-spaced steps from 0 to `steps`, into <out>/snapshots
     snapshot_every: int | None = None  # or one every this many steps (and at the last)
     progress: bool = True
+    anneal_seconds: float | None = None  # the cosine decay spans this many seconds of the run instead of `steps`
+    stop_on_interrupt: bool = False  # Ctrl-C stops at the next step, validates and saves (one process only)
     given: frozenset = frozenset()  # options the user set explicitly; with --resume they must match the saved run
 
 
@@ -86,8 +90,10 @@ class TrainResult:
     eval_seconds: float = 0.0  # of `seconds`, spent validating and saving in this run (not training steps)
 
 
-def lr_at(cfg: TrainConfig, step: int) -> float:
-    progress = min(step / max(cfg.steps, 1), 1.0)
+def lr_at(cfg: TrainConfig, step: int, seconds: float = 0.0) -> float:
+    """Cosine decay over the steps, or over the seconds when the run is sized by time (a short run still anneals)."""
+    done = seconds / cfg.anneal_seconds if cfg.anneal_seconds else step / max(cfg.steps, 1)
+    progress = min(done, 1.0)
     return cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1 + math.cos(math.pi * progress))
 
 
@@ -403,38 +409,46 @@ def train(cfg: TrainConfig) -> TrainResult:
     last_bpc = None
     if snaps is not None and snaps.due(step) and all(e["step"] != step for e in snaps.timeline["snapshots"]):
         snapshot_now()  # step 0 (the untrained weights), or a resumed step whose snapshot was not yet taken
-    bar = tqdm(total=cfg.steps, initial=step, disable=not (is_main and cfg.progress), unit="step", dynamic_ncols=True)
-    while step < cfg.steps:
-        if deadline is not None and _agree(time.time() >= deadline, world):
-            stopped_by = "time budget"
-            break
-        x, y, wrapped = batcher.next()
-        if wrapped:
-            state = None
-        x, y = x.to(cfg.device), y.to(cfg.device)
-        for group in optimizer.param_groups:
-            group["lr"] = lr_at(cfg, step)
-        _, loss, state = net(x, state, y)
-        state = detach_state(state)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-        optimizer.step()
-        step += 1
-        chars_seen += x.numel() * world
-        bar.update(1)
-        if step % 10 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}", bpc=f"{loss.item() / LN2:.3f}", val=f"{last_bpc:.3f}" if last_bpc else "-")
-        if snaps is not None and snaps.due(step):
-            snapshot_now()
-        if step % cfg.eval_every == 0 or step == cfg.steps:
-            checkpoint_now()
-            if world > 1:
-                dist.barrier()
-        if cfg.stop_at is not None and step >= cfg.stop_at:
-            stopped_by = f"--stop-at {cfg.stop_at}"
-            break
-    bar.close()
+    bar = _progress_bar(cfg, step, is_main)
+    interrupted = _catch_interrupt(cfg, world, is_main)
+    try:
+        while step < cfg.steps:
+            if deadline is not None and _agree(time.time() >= deadline, world):
+                stopped_by = "time budget"
+                break
+            if interrupted.is_set():
+                stopped_by = "Ctrl-C"
+                break
+            x, y, wrapped = batcher.next()
+            if wrapped:
+                state = None
+            x, y = x.to(cfg.device), y.to(cfg.device)
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(cfg, step, elapsed_before + time.time() - t0)
+            _, loss, state = net(x, state, y)
+            state = detach_state(state)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            optimizer.step()
+            step += 1
+            chars_seen += x.numel() * world
+            bar.update(1 if cfg.anneal_seconds is None else max(0, int(time.time() - t0) - bar.n))
+            if step % 10 == 0:
+                bar.set_postfix(**({"step": step} if cfg.anneal_seconds else {}), loss=f"{loss.item():.3f}",
+                                bpc=f"{loss.item() / LN2:.3f}", val=f"{last_bpc:.3f}" if last_bpc else "-")
+            if snaps is not None and snaps.due(step):
+                snapshot_now()
+            if step % cfg.eval_every == 0 or step == cfg.steps:
+                checkpoint_now()
+                if world > 1:
+                    dist.barrier()
+            if cfg.stop_at is not None and step >= cfg.stop_at:
+                stopped_by = f"--stop-at {cfg.stop_at}"
+                break
+    finally:
+        bar.close()
+        interrupted.restore()
     if stopped_by != "steps" and validated_at != step:
         checkpoint_now()
     if world > 1:
@@ -442,6 +456,47 @@ def train(cfg: TrainConfig) -> TrainResult:
         dist.destroy_process_group()
     return TrainResult(step, chars_seen, best_bpc, last_bpc, elapsed_before + time.time() - t0, stopped_by, history,
                        eval_seconds)
+
+
+def _progress_bar(cfg: TrainConfig, step: int, is_main: bool) -> tqdm:
+    """Steps out of --steps; for a run sized by time, seconds out of its budget."""
+    off = not (is_main and cfg.progress)
+    if cfg.anneal_seconds is None:
+        return tqdm(total=cfg.steps, initial=step, disable=off, unit="step", dynamic_ncols=True)
+    return tqdm(total=int(cfg.anneal_seconds), disable=off, unit="s", dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {elapsed} of " + _minutes(cfg.anneal_seconds) + "{postfix}")
+
+
+def _minutes(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m:02d}:{s:02d}"
+
+
+class _Interrupt:
+    """Set by the first Ctrl-C, which then gives SIGINT back: a second one quits at once."""
+
+    def __init__(self, catch: bool):
+        self._flag = threading.Event()
+        self._previous = signal.signal(signal.SIGINT, self._on_sigint) if catch else None
+
+    def _on_sigint(self, signum, frame) -> None:
+        self._flag.set()
+        self.restore()
+        tqdm.write("Ctrl-C: stopping after this step to validate and save (Ctrl-C again quits without saving)")
+
+    def is_set(self) -> bool:
+        return self._flag.is_set()
+
+    def restore(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
+
+
+def _catch_interrupt(cfg: TrainConfig, world: int, is_main: bool) -> _Interrupt:
+    # Signal handlers can only be set from the main thread; under torchrun the ranks would need to agree.
+    return _Interrupt(cfg.stop_on_interrupt and world == 1 and is_main
+                      and threading.current_thread() is threading.main_thread())
 
 
 def _validate(cfg, model, val_ids, vocab, card, best_bpc, history, step, is_main, out):

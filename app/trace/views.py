@@ -32,6 +32,15 @@ UNKNOWN_TITLE = "the model never saw this character: it reads it as the unknown 
 FIELDS = ("model", "layer", "state", "unit", "mode", "text", "compare", "snapshot")  # every control with an inline message slot
 
 
+EXAMPLE_TEXT_LIMIT = 2_000
+
+
+def default_text(entry: ModelEntry) -> str:
+    """A fresh page's text: the card's own example (quickstart keeps held-out text of the model's kind), else Austen."""
+    example = entry.card.get("example_text")
+    return example if isinstance(example, str) and 0 < len(example) <= EXAMPLE_TEXT_LIMIT else DEFAULT_TEXT
+
+
 @dataclass
 class ViewRequest:
     model: str
@@ -174,7 +183,7 @@ def build_page(service: TraceService, params: dict[str, str | None], with_view: 
         fail(InputError(f"mode {mode!r} is not one of: {', '.join(MODES)}", field="mode"))
         mode = "neuron"
     raw_text = params.get("text")
-    text = DEFAULT_TEXT if raw_text is None else raw_text.replace("\r\n", "\n")
+    text = default_text(entry) if raw_text is None else raw_text.replace("\r\n", "\n")
     passes(lambda: service.check_text(text), fail)
     compare = _compare(service, entry, params, layer, state, fail)
     step, weights = None, entry
