@@ -338,9 +338,8 @@ def quickstart(
     r, card = done.result, done.card
     typer.echo(f"{name}: {r.steps:,} steps, {r.chars_seen:,} characters in {r.seconds:.0f} s (stopped by "
                f"{r.stopped_by}); held-out {card['val_bpc']:.4f} bits/char -> {done.path}")
-    for probe, u in card.get("probe_units", {}).items():
-        typer.echo(f"  {probe:14} layer {u['layer']} {u['state']}[{u['unit']}], "
-                   f"{'AUC' if u['metric'] == 'auc' else '|r|'} {u['score']:.3f}")
+    for u in done.units:
+        typer.echo(f"  {u.probe:14} {describe(u)}")
     query = {"model": name}
     if done.opening is not None:
         query.update(layer=str(done.opening.layer), state=done.opening.state, unit=str(done.opening.unit))
@@ -348,18 +347,21 @@ def quickstart(
     typer.echo(f"open http://{shown}:{port}/?{urlencode(query)}"
                + (f"  (the {done.opening.probe} unit: {describe(done.opening)})" if done.opening else ""))
     typer.echo(f"later: rnnscope serve --models {models_dir}")
+    sys.stdout.flush()  # the link before the server's own lines, also when stdout is a file
     if not no_serve:
         _serve(host, port, models_dir, "warning", default_model=name)
 
 
 def _check_port(host: str, port: int) -> None:
+    import os
     import socket
 
     try:
         with socket.create_server((host, port)):
             pass
     except OSError as e:
-        _fail(f"cannot listen on {host}:{port} ({e.strerror or e}): pass --port with a free port, or --no-serve")
+        why = os.strerror(e.errno) if e.errno else str(e)
+        _fail(f"cannot listen on {host}:{port} ({why}): pass --port with a free port, or --no-serve")
 
 
 @cli.command()

@@ -82,6 +82,12 @@ def exercised_probes(text: str, code: bool = False) -> list[str]:
 
 
 QUOTE_UNIT_MIN_AUC = 0.9  # below this the best unit is recorded, but not named the quote unit
+# Below these a probe's best unit follows it only loosely: still recorded and offered, marked weak.
+STRONG_SCORE = {"auc": QUOTE_UNIT_MIN_AUC, "pearson": 0.8}
+
+
+def is_weak(score: float, metric: str) -> bool:
+    return score < STRONG_SCORE.get(metric, 1.1)
 
 
 def card_entries(units: list[BestUnit]) -> dict:

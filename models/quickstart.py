@@ -23,7 +23,7 @@ from .atlas import write_atlas
 from .checkpoint import CONFIG, _swap_in, file_sha256, load_checkpoint
 from .corpora import load_corpus_files
 from .errors import RnnscopeError
-from .evaluate import QUOTE_UNIT_MIN_AUC, BestUnit, best_units, card_entries, exercised_probes
+from .evaluate import STRONG_SCORE, BestUnit, best_units, card_entries, exercised_probes, is_weak
 from .import_vocab import read_user_text
 from .importer import bits_per_char
 from .train import TrainConfig, TrainResult, train
@@ -34,7 +34,6 @@ MEASURE_CHARS = 200_000  # held-out characters for the final bits/char
 PROBE_CHARS = 100_000  # and for the probe scores (as the shipped models' cards)
 ATLAS_CHARS = 30_000
 EXAMPLE_CHARS = 800  # the page's opening text (app.trace.views.default_text takes up to 2,000)
-STRONG = {"auc": QUOTE_UNIT_MIN_AUC, "pearson": 0.8}  # the page marks units below these as weak
 
 
 @dataclass(frozen=True)
@@ -55,6 +54,7 @@ class Outcome:
     path: Path
     result: TrainResult
     card: dict
+    units: list[BestUnit]  # the best unit of each probe scored, in the card's order
     opening: BestUnit | None  # the unit the page should open on: the quote cell, else the clearest probe unit
     measure_seconds: float
 
@@ -96,9 +96,9 @@ def stream_shape(n_chars: int) -> tuple[int, int]:
 def opening_unit(units: list[BestUnit]) -> BestUnit | None:
     """The quote cell when there is one; else the unit that clears its strength bar by the most."""
     for u in units:
-        if u.probe == "quotes" and u.score >= STRONG["auc"]:
+        if u.probe == "quotes" and not is_weak(u.score, u.metric):
             return u
-    return max(units, key=lambda u: u.score - STRONG.get(u.metric, 1.0), default=None)
+    return max(units, key=lambda u: u.score - STRONG_SCORE.get(u.metric, 1.0), default=None)
 
 
 def quickstart(text_path: Path, target: Path, plan: Plan, force: bool = False, code: bool | None = None,
@@ -124,14 +124,14 @@ def quickstart(text_path: Path, target: Path, plan: Plan, force: bool = False, c
             raise RnnscopeError("training stopped before its first validation, so there is no model to serve: "
                                 "give it more --minutes")
         t0 = time.perf_counter()
-        card, opening = _measure(staging, target.name, text_path, val_text, code, plan, say)
+        card, units = _measure(staging, target.name, text_path, val_text, code, plan, say)
         _swap_in(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
-    return Outcome(target, result, card, opening, time.perf_counter() - t0)
+    return Outcome(target, result, card, units, opening_unit(units), time.perf_counter() - t0)
 
 
 def _check_target(target: Path, force: bool) -> None:
@@ -146,7 +146,7 @@ def _check_target(target: Path, force: bool) -> None:
 
 
 def _measure(folder: Path, name: str, text_path: Path, val_text: str, code: bool, plan: Plan,
-             say: Callable[[str], None]) -> tuple[dict, BestUnit | None]:
+             say: Callable[[str], None]) -> tuple[dict, list[BestUnit]]:
     """Held-out bits/char, the best unit per probe and the atlas, written into the (staged) folder."""
     ck = load_checkpoint(folder)
     known = "".join(ch for ch in val_text if ch in ck.vocab)  # a character training never saw has no fair score
@@ -170,7 +170,7 @@ def _measure(folder: Path, name: str, text_path: Path, val_text: str, code: bool
     write_atlas(ck, held, name, ATLAS_CHARS)
     say(f"neuron atlas of {min(len(held), ATLAS_CHARS):,} characters in {time.perf_counter() - t0:.0f} s")
     (folder / "README.md").write_text(model_card(name, text_path, card, units, plan), encoding="utf-8")
-    return card, opening
+    return card, units
 
 
 def example_text(held: str, probe: str | None, limit: int = EXAMPLE_CHARS) -> str:
@@ -190,7 +190,8 @@ def _rewrite_card(folder: Path, card: dict) -> None:
 
 
 def describe(u: BestUnit) -> str:
-    return f"layer {u.layer} {u.state}[{u.unit}], {'AUC' if u.metric == 'auc' else '|r|'} {u.score:.3f}"
+    weak = " (weak)" if is_weak(u.score, u.metric) else ""
+    return f"layer {u.layer} {u.state}[{u.unit}], {'AUC' if u.metric == 'auc' else '|r|'} {u.score:.3f}{weak}"
 
 
 def model_card(name: str, text_path: Path, card: dict, units: list[BestUnit], plan: Plan) -> str:

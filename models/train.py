@@ -17,6 +17,7 @@ import os
 import platform
 import random
 import signal
+import sys
 import threading
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -88,6 +89,11 @@ class TrainResult:
     stopped_by: str
     history: list = field(default_factory=list)
     eval_seconds: float = 0.0  # of `seconds`, spent validating and saving in this run (not training steps)
+
+
+def _log(line: str) -> None:
+    """A progress line above the bar, on stderr with it: stdout stays for what a command reports."""
+    tqdm.write(line, file=sys.stderr)
 
 
 def lr_at(cfg: TrainConfig, step: int, seconds: float = 0.0) -> float:
@@ -322,13 +328,13 @@ def train(cfg: TrainConfig) -> TrainResult:
         if snaps is not None:
             snaps.resume_at(step)
         if is_main:
-            tqdm.write(f"resuming at step {step} of {cfg.steps}, learning rate {lr_at(cfg, step):.2e} "
+            _log(f"resuming at step {step} of {cfg.steps}, learning rate {lr_at(cfg, step):.2e} "
                        f"(the saved run's schedule: --lr {cfg.lr:g} --lr-min {cfg.lr_min:g})")
     else:
         _seed_all(cfg.seed + rank)
         if continuing_in_place and is_main and len(val_ids) > 1:  # the folder keeps its weights unless beaten
             best_bpc = evaluate_bpc(model, val_ids, cfg.device)
-            tqdm.write(f"step 0: validation {best_bpc:.4f} bits/char (weights in {out}, kept unless beaten)")
+            _log(f"step 0: validation {best_bpc:.4f} bits/char (weights in {out}, kept unless beaten)")
 
     net = model
     if world > 1:
@@ -369,7 +375,7 @@ def train(cfg: TrainConfig) -> TrainResult:
         stored = half_copy(model)
         bpc = evaluate_bpc(stored, val_ids, cfg.device) if len(val_ids) > 1 else float("nan")
         snaps.take(step, stored, vocab, chars_seen, bpc, len(val_ids) - 1, elapsed_before + (time.time() - t0))
-        tqdm.write(f"step {step}: snapshot, validation {bpc:.4f} bits/char (float16) -> {snaps.dir}")
+        _log(f"step {step}: snapshot, validation {bpc:.4f} bits/char (float16) -> {snaps.dir}")
         eval_seconds += time.time() - t_snap
 
     def save_resume() -> None:
@@ -482,7 +488,7 @@ class _Interrupt:
     def _on_sigint(self, signum, frame) -> None:
         self._flag.set()
         self.restore()
-        tqdm.write("Ctrl-C: stopping after this step to validate and save (Ctrl-C again quits without saving)")
+        _log("Ctrl-C: stopping after this step to validate and save (Ctrl-C again quits without saving)")
 
     def is_set(self) -> bool:
         return self._flag.is_set()
@@ -504,7 +510,7 @@ def _validate(cfg, model, val_ids, vocab, card, best_bpc, history, step, is_main
         return None, best_bpc
     bpc = evaluate_bpc(model, val_ids, cfg.device) if len(val_ids) > 1 else float("nan")
     history.append({"step": step, "val_bpc": round(bpc, 4)})
-    tqdm.write(f"step {step}: validation {bpc:.4f} bits/char")
+    _log(f"step {step}: validation {bpc:.4f} bits/char")
     if best_bpc is None or bpc < best_bpc or math.isnan(bpc):
         best_bpc = bpc if not math.isnan(bpc) else best_bpc
         save_keeping_snapshots(out, model, vocab, card(bpc), half=cfg.half)

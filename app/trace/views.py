@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from markupsafe import Markup
 
-from models.evaluate import QUOTE_UNIT_MIN_AUC
+from models.evaluate import is_weak
 
 from app.core.errors import InputError
 from app.core.registry import ModelEntry
@@ -131,7 +131,7 @@ class KnownUnit:
     unit: int
     score: str  # "AUC 0.998" / "|r| 0.91"
     current: bool
-    weak: bool = False  # below KNOWN_MIN: the unit follows its probe only loosely
+    weak: bool = False  # the unit follows its probe only loosely (models.evaluate.is_weak)
 
 
 @dataclass
@@ -334,8 +334,6 @@ KNOWN_LABELS = {"quotes": "inside quotes", "string": "inside a string", "comment
                 "indent": "indentation", "bracket_depth": "bracket depth", "brackets": "inside brackets",
                 "line_position": "position in the line", "word_start": "word start", "vowel": "vowel",
                 "regex": "regex match"}
-# Below these a card's best unit tracks its probe only loosely: still offered, marked weak.
-KNOWN_MIN = {"auc": QUOTE_UNIT_MIN_AUC, "pearson": 0.8}
 
 
 def known_units(entry: ModelEntry, current: tuple[int, str, int]) -> list[KnownUnit]:
@@ -351,7 +349,7 @@ def known_units(entry: ModelEntry, current: tuple[int, str, int]) -> list[KnownU
             continue
         shown = f"{'AUC' if metric == 'auc' else '|r|'} {score:.3f}"
         out.append(KnownUnit(KNOWN_LABELS.get(probe, probe), layer, state, unit, shown, (layer, state, unit) == current,
-                             weak=score < KNOWN_MIN.get(metric, 1.1)))
+                             weak=is_weak(score, metric)))
     return out
 
 
