@@ -69,6 +69,8 @@ def train(
     no_progress: bool = typer.Option(False, "--no-progress"),
 ):
     """Train a char model with stateful truncated BPTT (torchrun-aware)."""
+    import os
+
     from models.train import RUN_KEYS, TrainConfig
     from models.train import train as run_training
 
@@ -86,6 +88,8 @@ def train(
         result = run_training(cfg)
     except RnnscopeError as e:
         _fail(str(e))
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun, rank 0 speaks for the run
     best = "n/a" if result.best_val_bpc is None else f"{result.best_val_bpc:.4f}"
     typer.echo(f"stopped by {result.stopped_by} at step {result.steps}: {result.chars_seen:,} chars in "
                f"{result.seconds:.0f}s, best validation {best} bits/char -> {out}", err=True)

@@ -162,7 +162,9 @@ def test_torchrun_two_processes_on_cpu(tmp_path, data_file):
     card = load_checkpoint(tmp_path / "ddp").card
     assert card["chars_seen"] == 6 * 2 * 2 * 20  # both ranks' streams counted
     assert card["batch"] == 4 and card["hardware"].startswith("2 x")
-    assert r.stderr.count("validation") == 2  # only rank 0 logs
+    lines = r.stderr.splitlines()  # only rank 0 logs its validations and the summary
+    assert [line.split(":")[0] for line in lines if line.startswith("step ")] == ["step 3", "step 6"]
+    assert sum(line.startswith("stopped by steps at step 6") for line in lines) == 1
 
 
 def _torchrun_train(data_file, out, run_dir, *extra):
