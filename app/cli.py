@@ -286,6 +286,7 @@ def import_cmd(
         dropped = f" ({n:,} character{'s' if n != 1 else ''} outside the vocabulary left out)" if n else ""
         typer.echo(f"held-out: {card['val_bpc']:.4f} bits/char over {card['val_chars']:,} characters of "
                    f"{eval_text}{dropped}; atlas written")
+        _echo_units(card)
     typer.echo(f"-> {result.path} (a server whose RNNSCOPE_MODELS_DIR is {result.path.parent} serves it as "
                f"{result.path.name!r})")
 
@@ -296,7 +297,8 @@ def quickstart(
     minutes: float = typer.Option(10.0, "--minutes", min=0.1, max=24 * 60, help="training time (fractions allowed)"),
     name: Optional[str] = typer.Option(None, "--name", help="the model's name (default: from the file's name)"),
     models_dir: Path = typer.Option(Path("my-models"), "--models", help="folder of models to write it into and serve"),
-    cell: str = typer.Option("lstm", help="rnn, lstm or gru"),
+    cell: str = typer.Option("gru", help="rnn, lstm or gru (a GRU learns the most in a few minutes: docs/"
+                             "bring-your-own-model.md)"),
     layers: int = typer.Option(2, min=1, max=8),
     hidden: int = typer.Option(256, min=1, max=4096),
     code: Optional[bool] = typer.Option(None, "--code/--prose", help="score the Python probes (strings, comments) "
@@ -342,8 +344,7 @@ def quickstart(
     r, card = done.result, done.card
     typer.echo(f"{name}: {r.steps:,} steps, {r.chars_seen:,} characters in {r.seconds:.0f} s (stopped by "
                f"{r.stopped_by}); held-out {card['val_bpc']:.4f} bits/char -> {done.path}")
-    for u in done.units:
-        typer.echo(f"  {u.probe:14} {describe(u)}")
+    _echo_units(card)
     query = {"model": name}
     if done.opening is not None:
         query.update(layer=str(done.opening.layer), state=done.opening.state, unit=str(done.opening.unit))
@@ -354,6 +355,15 @@ def quickstart(
     sys.stdout.flush()  # the link before the server's own lines, also when stdout is a file
     if not no_serve:
         _serve(host, port, models_dir, "warning", default_model=name)
+
+
+def _echo_units(card: dict) -> None:
+    """The card's best unit per probe, one line each: the chips the page will show."""
+    from models.evaluate import BestUnit
+    from models.quickstart import describe
+
+    for probe, u in (card.get("probe_units") or {}).items():
+        typer.echo(f"  {probe:14} {describe(BestUnit(probe=probe, **u))}")
 
 
 def _check_port(host: str, port: int) -> None:

@@ -39,8 +39,10 @@ def test_import_writes_a_servable_folder_and_says_what_it_found(tmp_path):
                         r"in float64 \(tolerance 1e-05\); the float32 trace: h \S+, c \S+ \(tolerance 0.001\)",
                         lines[1]), lines[1]
     assert lines[2].startswith("held-out: ") and f"bits/char over {len(CORPUS):,} characters of {held}" in lines[2]
-    assert lines[3] == f"-> {tmp_path / 'models' / 'my-lstm'} (a server whose RNNSCOPE_MODELS_DIR is " \
-                       f"{tmp_path / 'models'} serves it as 'my-lstm')"
+    units = load_checkpoint(tmp_path / "models" / "my-lstm").card["probe_units"]
+    assert [line.split()[0] for line in lines[3:-1]] == list(units) and "quotes" in units  # the page's chips
+    assert lines[-1] == f"-> {tmp_path / 'models' / 'my-lstm'} (a server whose RNNSCOPE_MODELS_DIR is " \
+                        f"{tmp_path / 'models'} serves it as 'my-lstm')"
     folder = tmp_path / "models" / "my-lstm"
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "atlas.json", "config.json", "model.safetensors"]
     card = load_checkpoint(folder).card

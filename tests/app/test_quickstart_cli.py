@@ -46,7 +46,7 @@ def test_quickstart_trains_measures_and_says_where_to_look(tmp_path, text_file):
     best = card["probe_units"][m.group(3)]
     assert (best["state"], best["unit"]) == (m.group(1), int(m.group(2)))
     assert lines[-1] == f"later: rnnscope serve --models {models}"
-    assert "training a 1×8 LSTM on " in r.stderr and "held-out: " in r.stderr
+    assert "training a 1×8 GRU on " in r.stderr and "held-out: " in r.stderr
 
 
 def test_python_probes_follow_the_file_kind_unless_told(tmp_path):

@@ -92,7 +92,7 @@ def test_quickstart_serves_the_new_model_opened_on_its_clearest_unit(tmp_path, t
 def test_ctrl_c_during_training_keeps_and_measures_the_model(tmp_path, text_file):
     proc, out, err = start(tmp_path, str(text_file), "--minutes", "10", "--no-serve", "--models", "m", *TINY)
     try:
-        wait_for(lambda: "training a 1×8 LSTM" in err.read_text(), proc, err)
+        wait_for(lambda: "training a 1×8 GRU" in err.read_text(), proc, err)
         time.sleep(2)  # a few steps
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)

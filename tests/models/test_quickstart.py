@@ -64,11 +64,15 @@ def test_opening_unit_prefers_a_real_quote_cell_then_the_clearest_unit():
     assert qs.opening_unit([]) is None
 
 
-def test_example_text_starts_at_a_line_with_a_quote_and_ends_at_a_line_end():
-    held = "no quotes on this line\nnor this one\nhere \"one\" is\n" + "more text here\n" * 100
+def test_example_text_starts_at_a_paragraph_and_never_at_a_quote_mark():
+    held = ('cut off in the middle."\n\n"Yes," she said.\n\nA line with no quote.\n\nHe said, "Go."\n'
+            + "more text here\n" * 100)
     ex = qs.example_text(held, "quotes", limit=200)
-    assert ex.startswith('here "one" is\n') and ex.endswith("\n") and len(ex) <= 200
-    assert qs.example_text(held, "vowel", limit=200).startswith("no quotes")
+    assert ex.startswith("A line with no quote.\n") and ex.endswith("\n") and len(ex) <= 200
+    # Other probes: the first paragraph that starts with a letter.
+    assert qs.example_text(held, "vowel", limit=200).startswith("A line with no quote.")
+    # No paragraph break at all: from the second line (the first may be cut mid-word).
+    assert qs.example_text("ut off\nsecond line\n" * 20, "vowel", limit=100).startswith("second line\n")
 
 
 def test_time_sized_runs_anneal_over_their_seconds():
