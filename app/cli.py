@@ -354,6 +354,7 @@ def quickstart(
     typer.echo(f"later: rnnscope serve --models {models_dir}")
     sys.stdout.flush()  # the link before the server's own lines, also when stdout is a file
     if not no_serve:
+        typer.echo(f"serving {models_dir} on {host}:{port}; Ctrl-C stops it", err=True)
         _serve(host, port, models_dir, "warning", default_model=name)
 
 
