@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from app.cli import cli
 from models.checkpoint import load_checkpoint
-from tests.models.test_quickstart import TEXT
+from tests.models.test_quickstart import write_text
 
 runner = CliRunner()
 TINY = ("--minutes", "0.1", "--layers", "1", "--hidden", "8", "--no-progress")
@@ -23,9 +23,7 @@ def run(*args):
 
 @pytest.fixture
 def text_file(tmp_path):
-    path = tmp_path / "My Story.txt"
-    path.write_text(TEXT, encoding="utf-8")
-    return path
+    return write_text(tmp_path, "My Story.txt")  # a name with a space and capitals: served as my-story
 
 
 def test_quickstart_trains_measures_and_says_where_to_look(tmp_path, text_file):

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from models.checkpoint import load_checkpoint
-from tests.models.test_quickstart import TEXT
-from tests.share.server import CLI, ROOT, free_port, get_text, stop
+from tests.models.test_quickstart import write_text
+from tests.share.server import CLI, free_port, get_text, stop
 
 TINY = ("--layers", "1", "--hidden", "8", "--no-progress")
 
@@ -51,9 +51,7 @@ def healthy(base: str) -> bool:
 
 @pytest.fixture(scope="module")
 def text_file(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("quickstart-text") / "story.txt"
-    path.write_text(TEXT, encoding="utf-8")
-    return path
+    return write_text(tmp_path_factory.mktemp("quickstart-text"))
 
 
 def test_quickstart_serves_the_new_model_opened_on_its_clearest_unit(tmp_path, text_file):
@@ -66,7 +64,7 @@ def test_quickstart_serves_the_new_model_opened_on_its_clearest_unit(tmp_path, t
         printed = out.read_text()
         link = re.search(rf"^open http://localhost:{port}(/\?model=story&layer=0&state=\w+&unit=\d+)  ", printed, re.M)
         assert link, printed
-        assert f"later: rnnscope serve --models my-models" in printed
+        assert "later: rnnscope serve --models my-models" in printed
 
         status, page = get_text(base + "/")  # the default model is the new one, on its own held-out text
         assert status == 200

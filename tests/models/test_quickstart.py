@@ -102,19 +102,21 @@ def test_bad_text_files_are_refused_with_one_line(tmp_path, content, message):
     assert message in str(e.value)
 
 
-def test_a_huge_text_is_refused_before_it_is_read(tmp_path, monkeypatch):
-    monkeypatch.setattr(qs, "MAX_BYTES", 4_000)
-    path = tmp_path / "big.txt"
+def write_text(folder, name: str = "story.txt"):
+    path = folder / name
     path.write_text(TEXT, encoding="utf-8")
-    with pytest.raises(RnnscopeError, match=r"quickstart reads at most 0 MB .*head -c 100M"):
-        qs.read_text(path)
+    return path
 
 
 @pytest.fixture
 def text_file(tmp_path):
-    path = tmp_path / "story.txt"
-    path.write_text(TEXT, encoding="utf-8")
-    return path
+    return write_text(tmp_path)
+
+
+def test_a_huge_text_is_refused_before_it_is_read(text_file, monkeypatch):
+    monkeypatch.setattr(qs, "MAX_BYTES", 4_000)
+    with pytest.raises(RnnscopeError, match=r"quickstart reads at most 0 MB .*head -c 100M"):
+        qs.read_text(text_file)
 
 
 def test_quickstart_writes_a_measured_servable_folder(tmp_path, text_file, monkeypatch):
