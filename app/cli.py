@@ -329,6 +329,7 @@ def quickstart(
         _fail(str(e))
     if not no_serve:
         _check_port(host, port)  # before the minutes of training, not after
+
     def say(line: str) -> None:  # progress goes to stderr, the summary to stdout
         typer.echo(line, err=True)
 

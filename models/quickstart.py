@@ -56,7 +56,6 @@ class Outcome:
     card: dict
     units: list[BestUnit]  # the best unit of each probe scored, in the card's order
     opening: BestUnit | None  # the unit the page should open on: the quote cell, else the clearest probe unit
-    measure_seconds: float
 
 
 def default_name(text_path: Path) -> str:
@@ -123,7 +122,6 @@ def quickstart(text_path: Path, target: Path, plan: Plan, force: bool = False, c
         if not (staging / CONFIG).is_file():
             raise RnnscopeError("training stopped before its first validation, so there is no model to serve: "
                                 "give it more --minutes")
-        t0 = time.perf_counter()
         card, units = _measure(staging, target.name, text_path, val_text, code, plan, say)
         _swap_in(staging, target)
     except BaseException:
@@ -131,7 +129,7 @@ def quickstart(text_path: Path, target: Path, plan: Plan, force: bool = False, c
         raise
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
-    return Outcome(target, result, card, units, opening_unit(units), time.perf_counter() - t0)
+    return Outcome(target, result, card, units, opening_unit(units))
 
 
 def _check_target(target: Path, force: bool) -> None:

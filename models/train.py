@@ -329,7 +329,7 @@ def train(cfg: TrainConfig) -> TrainResult:
             snaps.resume_at(step)
         if is_main:
             _log(f"resuming at step {step} of {cfg.steps}, learning rate {lr_at(cfg, step):.2e} "
-                       f"(the saved run's schedule: --lr {cfg.lr:g} --lr-min {cfg.lr_min:g})")
+                 f"(the saved run's schedule: --lr {cfg.lr:g} --lr-min {cfg.lr_min:g})")
     else:
         _seed_all(cfg.seed + rank)
         if continuing_in_place and is_main and len(val_ids) > 1:  # the folder keeps its weights unless beaten

@@ -138,8 +138,9 @@ def test_the_longest_text_fits_through_the_proxy(stack):
 
 def test_a_replica_killed_under_load_costs_no_acknowledged_share(stack):
     """bench/load.py's clients (the real mix, no think time) through the proxy; replica 2 is SIGKILLed a third
-    of the way in. Every share acknowledged (200) opens afterwards, no request fails, and from a second after
-    the kill every request is answered by replica 1 (nginx tries replica 2 again now and then: refused, next)."""
+    of the way in. Every share acknowledged (200) opens afterwards, no request fails (but for a response cut
+    mid-transfer by the kill), and from a second after the kill every request is answered by replica 1 (nginx
+    tries replica 2 again now and then: refused, next)."""
     a, b = stack.replicas
     info = json.loads(request(stack.nginx.base + "/api/v1/models")[1])[0]
     shared = load.Shared("load-lstm", info["layers"], info["hidden"], info["states"])
@@ -159,7 +160,12 @@ def test_a_replica_killed_under_load_costs_no_acknowledged_share(stack):
         killer.join(timeout=30)
     s = load.summary(phase)
     assert "at" in killed and http_status(b.base + "/healthz") is None  # replica 2 really is gone
-    assert s["errors_5xx"] == 0 and not s["dropped"] and s["timeouts"] == 0 and s["bad_bodies"] == 0, s
+    # nginx moves a request to the other replica until it has begun passing the response on: a response
+    # caught mid-transfer by the SIGKILL is cut (the client sees RemoteProtocolError). Seen once in 663
+    # requests under a loaded full-suite run; anything else dropped, or more of them, is a failure.
+    cut = s["dropped"].get("RemoteProtocolError", 0)
+    assert set(s["dropped"]) <= {"RemoteProtocolError"} and cut <= 2, s["dropped"]
+    assert s["errors_5xx"] == 0 and s["timeouts"] == 0 and s["bad_bodies"] == 0, s
     assert set(s["statuses"]) <= {"200", "422"}, s["statuses"]  # 422: the bench's probe on a text with no quotes
     assert set(s["per_kind"]["share_create"]["statuses"]) == {"200"}  # every link asked for was acknowledged
 
