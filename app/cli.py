@@ -148,7 +148,7 @@ def trace_cmd(
     except RnnscopeError as e:
         _fail(str(e))
     values = tr.states[layer_id][state_id][:, 0]
-    scale = neuron_scale(state_id, values)
+    scale = neuron_scale(state_id, values, ck.config.nonlinearity)
     typer.echo(f"{name} · layer {layer_id} · {state_id} · unit {unit_id}   {legend(scale.lo, scale.hi)} ({scale.label})",
                err=True)
     sys.stdout.write(paint(text, scale.positions(values)))

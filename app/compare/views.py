@@ -265,7 +265,7 @@ def _match_panel(service: CompareService, m: Match, text: str, pick: UnitRef | N
 def _panel(entry: ModelEntry, text: str, ref: UnitRef, values: np.ndarray, role: str, score: str, rank_note: str,
            candidates: list[Candidate], unseen: list[int], note: str | None) -> Panel:
     """The text coloured by one unit with the main view's level classes: one span per character."""
-    scale = neuron_scale(ref.state, values)
+    scale = neuron_scale(ref.state, values, entry.nonlinearity)
     missing = ~np.isfinite(values)
     cls: dict[int, str] = {}
     for t, ch in enumerate(text):

@@ -113,6 +113,10 @@ class ModelEntry:
         return self.checkpoint.config.vocab_size
 
     @property
+    def nonlinearity(self) -> str:
+        return self.checkpoint.config.nonlinearity  # a vanilla RNN's h: tanh, or relu (unbounded above)
+
+    @property
     def states(self) -> tuple[str, ...]:
         return CELL_STATES[self.cell]
 

@@ -39,7 +39,7 @@ from app.core.registry import ModelEntry
 from app.core.slots import Overloaded
 from app.probe.contexts import Context, extremes, quantile_samples, window
 from app.trace.service import TraceService, unit_values
-from app.ui.scale import SPREAD_PERCENTILE, STATE_INFO, neuron_scale
+from app.ui.scale import SPREAD_PERCENTILE, neuron_scale, state_kind
 
 log = logging.getLogger("rnnscope.probes")
 
@@ -85,6 +85,7 @@ class NeuronReport:
     state: str
     unit: int
     top_layer: int
+    nonlinearity: str = "tanh"  # the model's, for the colour scale (app.ui.scale.state_kind)
     atlas_chars: int | None = None
     atlas_source: str | None = None
     atlas_problem: str | None = None
@@ -129,7 +130,7 @@ class ProbeService:
             raise InputError("the threshold must be a finite number", field="threshold")
         edges = probes.span_edges(start, end)
         ranking = self._rank(entry, text, top, int(inside.sum()), 0.0,
-                             lambda blocks: span_rank(blocks, inside, threshold, top, edges))
+                             lambda blocks: span_rank(blocks, inside, threshold, top, edges, entry.nonlinearity))
         if not ranking.units or ranking.units[0].score <= 0:
             raise InputError(
                 f"no unit is above the threshold {threshold:g} more often inside the span than outside it, or the "
@@ -222,7 +223,8 @@ class ProbeService:
         self.traces.check_layer(entry, layer)
         self.traces.check_state(entry, state)
         self.traces.check_units(entry, [unit])
-        report = NeuronReport(entry.name, layer, state, unit, top_layer=entry.layers - 1)
+        report = NeuronReport(entry.name, layer, state, unit, top_layer=entry.layers - 1,
+                              nonlinearity=entry.nonlinearity)
         held = self.atlas(entry)
         report.atlas_problem = held.problem
         if held.atlas is not None:
@@ -301,7 +303,8 @@ def span_mask(length: int, start: int, end: int) -> np.ndarray:
     return inside
 
 
-def span_rank(blocks: dict, inside: np.ndarray, threshold: float, top: int, edges: list[int] | None = None) -> Ranked:
+def span_rank(blocks: dict, inside: np.ndarray, threshold: float, top: int, edges: list[int] | None = None,
+              nonlinearity: str = "tanh") -> Ranked:
     """Units on inside the span and off outside (+), or the reverse (-).
 
     "On" means above `threshold` on the unit's own colour scale (screen_ends), so one threshold
@@ -310,19 +313,19 @@ def span_rank(blocks: dict, inside: np.ndarray, threshold: float, top: int, edge
     directions; the reverse is the negation of the first, so one signed score ranks both, best
     |score| first (models.ranking.ranked, as every ranking).
     """
-    diff = np.concatenate([probes.span_scores(x, inside, threshold * screen_ends(state, x), edges)[0]
+    diff = np.concatenate([probes.span_scores(x, inside, threshold * screen_ends(state, x, nonlinearity), edges)[0]
                            for (_, state), x in blocks.items()])  # (N,)
     return ranked(blocks, np.abs(diff), np.where(diff >= 0, 1, -1), SPAN_METRIC, top)
 
 
-def screen_ends(state: str, x: np.ndarray) -> float | np.ndarray:
+def screen_ends(state: str, x: np.ndarray, nonlinearity: str = "tanh") -> float | np.ndarray:
     """Each column's colour-scale end on this text, as the main view colours that unit
     (app.ui.scale.neuron_scale): 1 for the bounded states, one per unit for c and kept.
 
     neuron_scale of an unbounded unit depends only on the 95th percentile of its |values|, so that
     percentile is taken for every column at once and each is then put through neuron_scale.
     """
-    if STATE_INFO.get(state, ("", "free"))[1] != "free":
+    if state_kind(state, nonlinearity) != "free":
         return float(neuron_scale(state, np.zeros(0, dtype=np.float32)).hi)
     spread = np.empty(x.shape[1])
     for k in range(0, x.shape[1], 128):  # float32 copies of a slice of columns at a time
@@ -334,7 +337,7 @@ def screen_ends(state: str, x: np.ndarray) -> float | np.ndarray:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN column: no scale of its own (1)
                 spread[k:k + 128] = np.nanpercentile(a, SPREAD_PERCENTILE, axis=0)
-    return np.array([neuron_scale(state, np.array([v] if np.isfinite(v) else [], dtype=np.float32)).hi
+    return np.array([neuron_scale(state, np.array([v] if np.isfinite(v) else [], dtype=np.float32), nonlinearity).hi
                      for v in spread.tolist()], dtype=np.float64)
 
 

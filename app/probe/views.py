@@ -227,7 +227,7 @@ class NeuronPage:
 def neuron_page(r: NeuronReport, hidden: int) -> NeuronPage:
     what = f"layer {r.layer} · {r.state} · unit {r.unit}"
     main_url = "/?" + urlencode({"model": r.model, "layer": r.layer, "state": r.state, "unit": r.unit})
-    scale = neuron_scale(r.state, r.values) if r.values is not None else None
+    scale = neuron_scale(r.state, r.values, r.nonlinearity) if r.values is not None else None
 
     def rows(items: list[Context]) -> list[ContextRow]:
         return [context_row(r, c, scale) for c in items]
@@ -318,7 +318,7 @@ def histogram(r: NeuronReport, scale: Scale | None = None, width: int = 560, hei
     def x_of(v: float) -> float:
         return pad + (v - lo) / span * plot_w
 
-    scale = scale or neuron_scale(r.state, np.array([lo, hi], dtype=np.float32))
+    scale = scale or neuron_scale(r.state, np.array([lo, hi], dtype=np.float32), r.nonlinearity)
     mids = (edges[:-1] + edges[1:]) / 2
     positions = scale.positions(mids.astype(np.float32))
     top = counts.max() if counts.size and counts.max() > 0 else 1.0

@@ -80,7 +80,7 @@ def export_data(traces: TraceService, raw: Mapping[str, object]) -> ExportData:
     values = unit_values(trace, c.layer, c.state, c.unit)  # (T,)
     nxt = trace.surprisal_bits.astype(np.float32)  # (T,) surprisal of the character after each position
     arrived = np.concatenate([[np.nan], nxt[:-1]]).astype(np.float32)  # (T,) as the page's surprisal mode
-    scale = surprisal_scale() if c.mode == "surprisal" else neuron_scale(c.state, values)
+    scale = surprisal_scale() if c.mode == "surprisal" else neuron_scale(c.state, values, entry.nonlinearity)
     shown = arrived if c.mode == "surprisal" else values
     positions = level_positions(shown, scale.hi)  # (T,) the colour levels the page shows (app.ui.levels)
     data = ExportData(c.model, c.layer, c.state, c.unit, c.mode, c.text, values, arrived, positions, scale,
@@ -89,7 +89,7 @@ def export_data(traces: TraceService, raw: Mapping[str, object]) -> ExportData:
         data.compare = (c.layer2, c.state2, c.unit2)
         trace2 = traces.view_trace(entry, c.text, c.layer2, c.state2).trace  # the same trace when it holds both
         data.values2 = unit_values(trace2, c.layer2, c.state2, c.unit2)  # (T,)
-        data.scale2 = neuron_scale(c.state2, data.values2)
+        data.scale2 = neuron_scale(c.state2, data.values2, entry.nonlinearity)
         data.positions2 = bar_positions(data.values2, data.scale2.hi)  # (T,) the bars the page draws
     return data
 

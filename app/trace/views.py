@@ -257,7 +257,7 @@ def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest, spans
     trace = result.trace
     values = unit_values(trace, req.layer, req.state, req.unit)  # (T,)
     surprisal = trace.surprisal_bits.astype(np.float32)  # (T,)
-    scale: Scale = surprisal_scale() if req.mode == "surprisal" else neuron_scale(req.state, values)
+    scale: Scale = surprisal_scale() if req.mode == "surprisal" else neuron_scale(req.state, values, entry.nonlinearity)
     # Surprisal mode colours each character by how unexpected it was when it arrived: -log2 p(text[t] | text[:t]),
     # which the trace stores one position earlier (as the surprisal of the next character).
     arrived = np.concatenate([[np.nan], surprisal[:-1]]).astype(np.float32)
@@ -268,7 +268,7 @@ def build_view(service: TraceService, entry: ModelEntry, req: ViewRequest, spans
         layer2, state2, unit2 = req.compare
         trace2 = service.view_trace(entry, req.text, layer2, state2).trace  # the same trace when it holds both
         values2 = unit_values(trace2, layer2, state2, unit2)  # (T,)
-        scale2 = neuron_scale(state2, values2)
+        scale2 = neuron_scale(state2, values2, entry.nonlinearity)
         compare_heading = f"layer {layer2} · {state2} · unit {unit2}"
         compare_url = neuron_url(entry.name, layer2, state2, unit2)
         legend2, legend2_note = legend(scale2), scale2.label

@@ -60,14 +60,20 @@ class Scale:
         return np.clip(pos, -1.0, 1.0)
 
 
-def neuron_scale(state: str, values: np.ndarray) -> Scale:
-    """Bounded states use their fixed range; unbounded ones (c, kept) the text's own spread.
+def state_kind(state: str, nonlinearity: str = "tanh") -> str:
+    """'tanh', 'sigmoid' or 'free': a ReLU RNN's h is unbounded above, so it is free, like c."""
+    kind = STATE_INFO.get(state, ("", "free"))[1]
+    return "free" if kind == "tanh" and nonlinearity == "relu" else kind
+
+
+def neuron_scale(state: str, values: np.ndarray, nonlinearity: str = "tanh") -> Scale:
+    """Bounded states use their fixed range; unbounded ones (c, kept, a ReLU RNN's h) the text's own spread.
 
     For those, the scale ends at the 95th percentile of |value| (rounded up), not the maximum:
     the first few characters, read from an all-zero state, often swing far wider than the rest
     and would otherwise wash the whole text out. Values beyond the end saturate.
     """
-    kind = STATE_INFO.get(state, ("", "free"))[1]
+    kind = state_kind(state, nonlinearity)
     if kind == "tanh":
         return Scale(-1.0, 1.0, "tanh range")
     if kind == "sigmoid":
