@@ -20,7 +20,7 @@ from typing import Callable
 
 from . import probes
 from .atlas import write_atlas
-from .checkpoint import CONFIG, _swap_in, file_sha256, load_checkpoint
+from .checkpoint import CONFIG, _swap_in, file_sha256, load_checkpoint, read_config
 from .corpora import load_corpus_files
 from .errors import RnnscopeError
 from .evaluate import STRONG_SCORE, BestUnit, best_units, card_entries, exercised_probes, is_weak
@@ -187,10 +187,9 @@ def example_text(held: str, probe: str | None, limit: int = EXAMPLE_CHARS) -> st
 
 
 def _rewrite_card(folder: Path, card: dict) -> None:
-    path = folder / CONFIG
-    config = json.loads(path.read_text(encoding="utf-8"))
+    config = read_config(folder)
     config["card"] = card
-    path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (folder / CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def describe(u: BestUnit) -> str:
