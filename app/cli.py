@@ -352,11 +352,11 @@ def quickstart(
     shown = "localhost" if host in ("127.0.0.1", "0.0.0.0", "::") else host
     typer.echo(f"open http://{shown}:{port}/?{urlencode(query)}"
                + (f"  (the {done.opening.probe} unit: {describe(done.opening)})" if done.opening else ""))
-    typer.echo(f"later: rnnscope serve --models {models_dir}")
+    typer.echo(f"later: rnnscope serve --models {models_dir} --with-shipped")
     sys.stdout.flush()  # the link before the server's own lines, also when stdout is a file
     if not no_serve:
-        typer.echo(f"serving {models_dir} on {host}:{port}; Ctrl-C stops it", err=True)
-        _serve(host, port, models_dir, "warning", default_model=name)
+        typer.echo(f"serving {models_dir} and the shipped models on {host}:{port}; Ctrl-C stops it", err=True)
+        _serve(host, port, models_dir, "warning", default_model=name, with_shipped=True)
 
 
 def _echo_units(card: dict) -> None:
@@ -386,13 +386,16 @@ def serve(
     port: int = typer.Option(8000, "--port", min=1, max=65535),
     models_dir: Optional[Path] = typer.Option(None, "--models", "--models-dir", help="folder of model folders; "
                                               "overrides RNNSCOPE_MODELS_DIR"),
+    with_shipped: bool = typer.Option(False, "--with-shipped", help="also serve the shipped models after the "
+                                      "folder's own (RNNSCOPE_SERVE_SHIPPED)"),
     log_level: str = typer.Option("info", "--log-level"),
 ):
     """Serve the web app and the JSON API (uvicorn)."""
-    _serve(host, port, models_dir, log_level)
+    _serve(host, port, models_dir, log_level, with_shipped=with_shipped)
 
 
-def _serve(host: str, port: int, models_dir: Optional[Path], log_level: str, default_model: Optional[str] = None) -> None:
+def _serve(host: str, port: int, models_dir: Optional[Path], log_level: str, default_model: Optional[str] = None,
+           with_shipped: bool = False) -> None:
     import logging
     import os
 
@@ -404,6 +407,8 @@ def _serve(host: str, port: int, models_dir: Optional[Path], log_level: str, def
         os.environ["RNNSCOPE_MODELS_DIR"] = str(models_dir)
     if default_model is not None:
         os.environ["RNNSCOPE_DEFAULT_MODEL"] = default_model
+    if with_shipped:
+        os.environ["RNNSCOPE_SERVE_SHIPPED"] = "1"
     try:
         settings = Settings()
     except ValidationError as e:

@@ -55,7 +55,7 @@ GZIP_LEVEL = 1
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     log_safety.install()  # visitors' text reaches the log (paths, errors): no record may hold a raw control character
-    registry = Registry(settings.models_dir, settings.rescan_seconds)
+    registry = Registry(settings.models_dir, settings.rescan_seconds, also=settings.also_models_dirs())
     service = TraceService(registry, settings)
 
     @asynccontextmanager
@@ -83,8 +83,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                       "(its postinstall copies htmx into static/vendor/).", HTMX)
         registry.refresh(force=True)
         if registry.entries:
-            log.info("serving %d model(s) from %s: %s", len(registry.entries), settings.models_dir,
-                     ", ".join(registry.entries))
+            log.info("serving %d model(s) from %s: %s", len(registry.entries),
+                     " and ".join(map(str, (settings.models_dir, *registry.also))), ", ".join(registry.entries))
         else:
             log.warning("no models found in %s: the page will say how to train one", settings.models_dir)
         app.state.shares = ShareService.open(settings, service)  # never raises: sharing off, traces still serve

@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data-dir"), description="writable folder: the share store lives here by default")
     database_url: str | None = Field(None, description="SQLAlchemy URL of the share store "
                                      "(default: SQLite at <data_dir>/shares.sqlite3)")
+    serve_shipped: bool = Field(False, description="also serve the shipped models (models/zoo) after models_dir's "
+                                "own; a name in models_dir wins")
     default_model: str = Field("austen-lstm", description="the model the page opens on, when installed")
     torch_threads: int | None = Field(None, ge=1, description="torch CPU threads per model run (None = the "
                                       "usable cores divided by max_concurrent_traces, at least 1, so concurrent "
@@ -90,6 +92,12 @@ class Settings(BaseSettings):
     @property
     def body_limit(self) -> int:
         return self.max_body_bytes or self.max_chars * 12 + 64 * 1024
+
+    def also_models_dirs(self) -> tuple[Path, ...]:
+        """The folders served after models_dir: the shipped models, when asked for and not already it."""
+        if not self.serve_shipped or self.models_dir.resolve() == SHIPPED_MODELS_DIR:
+            return ()
+        return (SHIPPED_MODELS_DIR,)
 
 
 def check_public_url(value: str | None) -> str | None:

@@ -163,6 +163,7 @@ class ModelEntry:
 class Registry:
     models_dir: Path
     rescan_seconds: float = 2.0
+    also: tuple[Path, ...] = ()  # more folders of models after models_dir; a name found earlier wins
     entries: dict[str, ModelEntry] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)  # folder name -> why it is not served
     _last_scan: float = field(default=-1e18, repr=False)
@@ -185,19 +186,28 @@ class Registry:
 
     def _scan(self) -> None:
         found: dict[str, tuple[Path, tuple]] = {}
-        try:
-            children = sorted(self.models_dir.iterdir())
-        except OSError as e:
-            if not self.skipped.get("*"):
-                log.error("model folder %s cannot be read: %s", self.models_dir, e)
-            self.skipped = {"*": f"model folder {self.models_dir} cannot be read ({e.strerror or e})"}
-            self.entries = {}
-            return
-        for child in children:
-            if is_model_folder(child):
+        skipped: dict[str, str] = {}
+        for folder in (self.models_dir, *self.also):
+            try:
+                children = sorted(folder.iterdir())
+            except OSError as e:
+                if folder != self.models_dir:  # an extra folder gone: serve the rest
+                    skipped[f"* {folder}"] = f"model folder {folder} cannot be read ({e.strerror or e})"
+                    continue
+                if not self.skipped.get("*"):
+                    log.error("model folder %s cannot be read: %s", self.models_dir, e)
+                self.skipped = {"*": f"model folder {self.models_dir} cannot be read ({e.strerror or e})"}
+                self.entries = {}
+                return
+            for child in children:
+                if not is_model_folder(child):
+                    continue
+                if child.name in found:
+                    kept = found[child.name][0].parent
+                    skipped[f"{child.name} ({folder})"] = f"the model of the same name in {kept} is served"
+                    continue
                 found[child.name] = (child, _version(child))
         entries: dict[str, ModelEntry] = {}
-        skipped: dict[str, str] = {}
         for name, (path, version) in found.items():
             old = self.entries.get(name)
             if old is not None and old.version == version:

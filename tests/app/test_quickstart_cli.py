@@ -43,7 +43,7 @@ def test_quickstart_trains_measures_and_says_where_to_look(tmp_path, text_file):
     assert m, opening
     best = card["probe_units"][m.group(3)]
     assert (best["state"], best["unit"]) == (m.group(1), int(m.group(2)))
-    assert lines[-1] == f"later: rnnscope serve --models {models}"
+    assert lines[-1] == f"later: rnnscope serve --models {models} --with-shipped"
     assert "training a 1×8 GRU on " in r.stderr and "held-out: " in r.stderr
 
 

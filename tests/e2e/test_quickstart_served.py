@@ -1,6 +1,7 @@
 """The whole quickstart path as a user runs it: `rnnscope quickstart TEXT --minutes N` trains, measures, then
-serves on a real port; the page opens on the new model with its held-out text and its measured units as chips,
-the printed link opens on the clearest unit, and Ctrl-C ends both the training (keeping the model) and the server.
+serves on a real port, beside the shipped models; the page opens on the new model with its held-out text and
+its measured units as chips, the printed link opens on the clearest unit, and Ctrl-C ends both the training
+(keeping the model) and the server.
 
 No browser: this module only asks for its own processes.
 """
@@ -8,6 +9,7 @@ No browser: this module only asks for its own processes.
 from __future__ import annotations
 
 import html
+import json
 import os
 import re
 import signal
@@ -64,7 +66,10 @@ def test_quickstart_serves_the_new_model_opened_on_its_clearest_unit(tmp_path, t
         printed = out.read_text()
         link = re.search(rf"^open http://localhost:{port}(/\?model=story&layer=0&state=\w+&unit=\d+)  ", printed, re.M)
         assert link, printed
-        assert "later: rnnscope serve --models my-models" in printed
+        assert "later: rnnscope serve --models my-models --with-shipped" in printed
+        with urllib.request.urlopen(base + "/api/v1/models", timeout=30) as r:  # the shipped models too, after it
+            names = [m["name"] for m in json.loads(r.read())]
+        assert names[0] == "story" and "austen-lstm" in names
 
         status, page = get_text(base + "/")  # the default model is the new one, on its own held-out text
         assert status == 200

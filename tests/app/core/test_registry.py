@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import shutil
 
+from app.core.config import SHIPPED_MODELS_DIR, Settings
 from app.core.registry import Registry
 from tests.conftest import write_tiny_model
 
@@ -70,3 +72,28 @@ def test_unknown_and_path_like_names_are_refused(tmp_path):
             assert "unknown model" in str(e)
         else:
             raise AssertionError(f"{name!r} was accepted")
+
+
+def test_more_folders_are_served_after_the_first_whose_names_win(tmp_path):
+    mine, shipped = tmp_path / "mine", tmp_path / "shipped"
+    write_tiny_model(mine / "story", seed=1)
+    write_tiny_model(mine / "austen-lstm", seed=2)  # shadows the shipped one of that name
+    write_tiny_model(shipped / "austen-lstm", seed=3)
+    write_tiny_model(shipped / "austen-gru", "gru", seed=4)
+    reg = Registry(mine, rescan_seconds=0, also=(shipped, tmp_path / "gone"))
+    reg.refresh()
+    assert reg.names() == ["austen-lstm", "story", "austen-gru"]  # the first folder's models first
+    assert reg.get("austen-lstm").path == mine / "austen-lstm" and reg.get("austen-gru").path == shipped / "austen-gru"
+    assert reg.skipped == {f"austen-lstm ({shipped})": f"the model of the same name in {mine} is served",
+                           f"* {tmp_path / 'gone'}": f"model folder {tmp_path / 'gone'} cannot be read "
+                                                    "(No such file or directory)"}
+    # The first folder's model goes: the next folder's model of that name is served from there.
+    shutil.rmtree(mine / "austen-lstm")
+    reg.refresh()
+    assert reg.get("austen-lstm").path == shipped / "austen-lstm"
+
+
+def test_serve_shipped_adds_the_zoo_unless_it_is_the_folder_itself(tmp_path):
+    assert Settings(models_dir=tmp_path).also_models_dirs() == ()
+    assert Settings(models_dir=tmp_path, serve_shipped=True).also_models_dirs() == (SHIPPED_MODELS_DIR,)
+    assert Settings(serve_shipped=True).also_models_dirs() == ()  # models_dir is the zoo already
