@@ -316,7 +316,8 @@ def quickstart(
 
     from app.core.registry import NAME_RE
     from models.charlm import ModelConfig
-    from models.quickstart import Plan, default_name, describe
+    from models.evaluate import describe
+    from models.quickstart import Plan, default_name
     from models.quickstart import quickstart as run_quickstart
 
     name = name if name is not None else default_name(text)
@@ -361,8 +362,7 @@ def quickstart(
 
 def _echo_units(card: dict) -> None:
     """The card's best unit per probe, one line each: the chips the page will show."""
-    from models.evaluate import BestUnit
-    from models.quickstart import describe
+    from models.evaluate import BestUnit, describe
 
     for probe, u in (card.get("probe_units") or {}).items():
         typer.echo(f"  {probe:14} {describe(BestUnit(probe=probe, **u))}")

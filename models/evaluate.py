@@ -6,12 +6,15 @@ For each probe, every unit of every state of every layer is scored on the valida
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from . import probes
+from .charlm import CharLM
 from .checkpoint import Checkpoint
 from .trace import run_trace
 from .train import evaluate_bpc
@@ -88,6 +91,41 @@ STRONG_SCORE = {"auc": QUOTE_UNIT_MIN_AUC, "pearson": 0.8}
 
 def is_weak(score: float, metric: str) -> bool:
     return score < STRONG_SCORE.get(metric, 1.1)
+
+
+def describe(u: BestUnit) -> str:
+    """'layer 1 h[77], AUC 0.999' (and ' (weak)'): one unit as the command line lists a card's units."""
+    weak = " (weak)" if is_weak(u.score, u.metric) else ""
+    return f"layer {u.layer} {u.state}[{u.unit}], {'AUC' if u.metric == 'auc' else '|r|'} {u.score:.3f}{weak}"
+
+
+@torch.no_grad()
+def bits_per_char(model: CharLM, ids: torch.Tensor, chunk: int = 1000) -> float:
+    """Over the whole text as one stream, the state carried from chunk to chunk."""
+    total, state = 0.0, None
+    for s in range(0, len(ids) - 1, chunk):
+        x = ids[s : s + chunk][None]  # (1, t)
+        y = ids[s + 1 : s + chunk + 1][None]
+        x = x[:, : y.shape[1]]
+        logits, _, state = model(x, state)
+        total += F.cross_entropy(logits[0], y[0], reduction="sum").item()
+    return total / (len(ids) - 1) / math.log(2)
+
+
+PROBE_CHARS = 100_000  # held-out characters the probe scores are taken on
+
+
+def held_out_entries(ck: Checkpoint, text: str, label: str, dropped: int = 0,
+                     code: bool = False) -> tuple[dict, list[BestUnit]]:
+    """Card entries from held-out text: bits/char over all of it, and the best unit of every probe its first
+    PROBE_CHARS exercise (imported and quickstart models alike); `dropped` counts characters left out."""
+    out = {"val_bpc": round(bits_per_char(ck.model, ck.vocab.encode_tensor(text)), 4), "val_chars": len(text),
+           "val_text": label, "val_dropped_chars": dropped}
+    probe_ids = exercised_probes(text[:PROBE_CHARS], code)
+    units = best_units(ck, text, probe_ids, max_chars=PROBE_CHARS) if probe_ids else []
+    if units:
+        out.update(card_entries(units))
+    return out, units
 
 
 def card_entries(units: list[BestUnit]) -> dict:

@@ -97,7 +97,7 @@ def import_model(src: str | Path, vocab_path: str | Path, out: str | Path, maps:
     if eval_text is not None:
         known = set(vocab.chars)
         held_out = "".join(ch for ch in eval_text if ch in known)  # what the source model can read
-        card.update(evaluate_on(Checkpoint(model, rns_vocab, card), held_out, Path(eval_path).name,
+        card.update(_evaluate_on(Checkpoint(model, rns_vocab, card), held_out, Path(eval_path).name,
                                 dropped=len(eval_text) - len(held_out)))
     staging = out.parent / f".{out.name}.importing"
     shutil.rmtree(staging, ignore_errors=True)
@@ -113,6 +113,16 @@ def import_model(src: str | Path, vocab_path: str | Path, out: str | Path, maps:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return ImportResult(out, layout, check, card)
+
+
+def _evaluate_on(ck: Checkpoint, text: str, label: str, dropped: int = 0) -> dict:
+    """Card entries from held-out text (only characters in the vocabulary; `dropped` says how many were not)."""
+    from .evaluate import held_out_entries  # the measurement a quickstart model's card gets too
+
+    if len(text) < 100:
+        raise RnnscopeError(f"--eval {label}: only {len(text)} of its characters are in the vocabulary; "
+                            "is it text of the kind the model was trained on?")
+    return held_out_entries(ck, text, label, dropped)[0]
 
 
 def _check_target(out: Path, force: bool) -> None:
@@ -282,35 +292,6 @@ def _compare(mine: dict, theirs: dict, tolerance: float, layout: Layout, what_of
                                 f"unit {u} (tolerance {tolerance:g}); {why}, so nothing was written")
         worst[what] = max(worst.get(what, 0.0), float(f"{e:.3g}"))
     return worst
-
-
-# ---- with held-out text: bits/char, probe units, atlas
-@torch.no_grad()
-def bits_per_char(model: CharLM, ids: torch.Tensor, chunk: int = 1000) -> float:
-    """Over the whole text as one stream, the state carried from chunk to chunk."""
-    total, state = 0.0, None
-    for s in range(0, len(ids) - 1, chunk):
-        x = ids[s : s + chunk][None]  # (1, t)
-        y = ids[s + 1 : s + chunk + 1][None]
-        x = x[:, : y.shape[1]]
-        logits, _, state = model(x, state)
-        total += F.cross_entropy(logits[0], y[0], reduction="sum").item()
-    return total / (len(ids) - 1) / math.log(2)
-
-
-def evaluate_on(ck: Checkpoint, text: str, label: str, dropped: int = 0) -> dict:
-    """Card entries from held-out text (only characters in the vocabulary; `dropped` says how many were not)."""
-    from .evaluate import best_units, card_entries, exercised_probes  # the ranking a trained model's card uses
-
-    if len(text) < 100:
-        raise RnnscopeError(f"--eval {label}: only {len(text)} of its characters are in the vocabulary; "
-                            "is it text of the kind the model was trained on?")
-    out = {"val_bpc": round(bits_per_char(ck.model, ck.vocab.encode_tensor(text)), 4), "val_chars": len(text),
-           "val_text": label, "val_dropped_chars": dropped}
-    probe_ids = exercised_probes(text[:100_000])
-    if probe_ids:
-        out.update(card_entries(best_units(ck, text, probe_ids)))
-    return out
 
 
 def model_card(name: str, card: dict) -> str:

@@ -23,15 +23,13 @@ from .atlas import write_atlas
 from .checkpoint import CONFIG, _swap_in, file_sha256, load_checkpoint, read_config
 from .corpora import load_corpus_files
 from .errors import RnnscopeError
-from .evaluate import STRONG_SCORE, BestUnit, best_units, card_entries, exercised_probes, is_weak
+from .evaluate import STRONG_SCORE, BestUnit, describe, held_out_entries, is_weak
 from .import_vocab import read_user_text
-from .importer import bits_per_char
 from .train import TrainConfig, TrainResult, train
 
 MIN_CHARS = 2_000  # 5% of it held out: 100 characters, the least a probe score or an atlas can stand on
 MAX_BYTES = 100_000_000  # a 10-minute CPU run reads ~30M characters; more would only cost memory
-MEASURE_CHARS = 200_000  # held-out characters for the final bits/char
-PROBE_CHARS = 100_000  # and for the probe scores (as the shipped models' cards)
+MEASURE_CHARS = 200_000  # held-out characters for the final bits/char (the probes take the first 100,000)
 ATLAS_CHARS = 30_000
 EXAMPLE_CHARS = 800  # the page's opening text (app.trace.views.default_text takes up to 2,000)
 
@@ -54,7 +52,6 @@ class Outcome:
     path: Path
     result: TrainResult
     card: dict
-    units: list[BestUnit]  # the best unit of each probe scored, in the card's order
     opening: BestUnit | None  # the unit the page should open on: the quote cell, else the clearest probe unit
 
 
@@ -122,14 +119,14 @@ def quickstart(text_path: Path, target: Path, plan: Plan, force: bool = False, c
         if not (staging / CONFIG).is_file():
             raise RnnscopeError("training stopped before its first validation, so there is no model to serve: "
                                 "give it more --minutes")
-        card, units = _measure(staging, target.name, text_path, val_text, code, plan, say)
+        card, opening = _measure(staging, target.name, text_path, val_text, code, plan, say)
         _swap_in(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
-    return Outcome(target, result, card, units, opening_unit(units))
+    return Outcome(target, result, card, opening)
 
 
 def _check_target(target: Path, force: bool) -> None:
@@ -144,22 +141,18 @@ def _check_target(target: Path, force: bool) -> None:
 
 
 def _measure(folder: Path, name: str, text_path: Path, val_text: str, code: bool, plan: Plan,
-             say: Callable[[str], None]) -> tuple[dict, list[BestUnit]]:
+             say: Callable[[str], None]) -> tuple[dict, BestUnit | None]:
     """Held-out bits/char, the best unit per probe and the atlas, written into the (staged) folder."""
     ck = load_checkpoint(folder)
     known = "".join(ch for ch in val_text if ch in ck.vocab)  # a character training never saw has no fair score
     held = known[:MEASURE_CHARS]
     t0 = time.perf_counter()
-    bpc = bits_per_char(ck.model, ck.vocab.encode_tensor(held))
-    chosen = exercised_probes(held[:PROBE_CHARS], code)
-    units = best_units(ck, held, chosen, max_chars=PROBE_CHARS) if chosen else []
-    say(f"held-out: {bpc:.4f} bits/char over {len(held):,} characters; {len(chosen)} probes scored "
+    entries, units = held_out_entries(ck, held, text_path.name, dropped=len(val_text) - len(known), code=code)
+    say(f"held-out: {entries['val_bpc']:.4f} bits/char over {len(held):,} characters; {len(units)} probes scored "
         f"in {time.perf_counter() - t0:.0f} s")
     card = dict(ck.card)
-    card.update(val_bpc=round(bpc, 4), val_chars=len(held), quickstart={
-        "text": text_path.name, "text_sha256": file_sha256(text_path),
-        "minutes": plan.minutes, "probes": chosen, "code_probes": code})
-    card.update(card_entries(units))
+    card.update(entries, quickstart={"text": text_path.name, "text_sha256": file_sha256(text_path),
+                                     "minutes": plan.minutes, "probes": [u.probe for u in units], "code_probes": code})
     opening = opening_unit(units)
     card["example_text"] = example_text(held, opening.probe if opening else None)
     _rewrite_card(folder, card)
@@ -168,7 +161,7 @@ def _measure(folder: Path, name: str, text_path: Path, val_text: str, code: bool
     write_atlas(ck, held, name, ATLAS_CHARS)
     say(f"neuron atlas of {min(len(held), ATLAS_CHARS):,} characters in {time.perf_counter() - t0:.0f} s")
     (folder / "README.md").write_text(model_card(name, text_path, card, units, plan), encoding="utf-8")
-    return card, units
+    return card, opening
 
 
 def example_text(held: str, probe: str | None, limit: int = EXAMPLE_CHARS) -> str:
@@ -190,11 +183,6 @@ def _rewrite_card(folder: Path, card: dict) -> None:
     config = read_config(folder)
     config["card"] = card
     (folder / CONFIG).write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def describe(u: BestUnit) -> str:
-    weak = " (weak)" if is_weak(u.score, u.metric) else ""
-    return f"layer {u.layer} {u.state}[{u.unit}], {'AUC' if u.metric == 'auc' else '|r|'} {u.score:.3f}{weak}"
 
 
 def model_card(name: str, text_path: Path, card: dict, units: list[BestUnit], plan: Plan) -> str:
