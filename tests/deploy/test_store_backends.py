@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from app.share.store import (SCHEMA_VERSION, ShareStore, ShareStoreError, ShareStoreFull, canonical, share_id,
+from app.share.store import (SCHEMA_VERSION, ShareStore, ShareStoreError, canonical, share_id,
                              sqlite_url)
 from deploy.stack import PostgresCluster, Replica
 from tests.app.share.conftest import make_client
@@ -370,6 +370,12 @@ def burst_models(tmp_path_factory) -> Path:
     return root
 
 
+def _burst_server(models: Path, tmp_path: Path, database_url: str) -> Replica:
+    """The server a burst runs against: the tiny models, this store, no share rate limit."""
+    return Replica("burst", models, tmp_path / "data", tmp_path, RNNSCOPE_DATABASE_URL=database_url,
+                   RNNSCOPE_DEFAULT_MODEL="tiny-lstm", RNNSCOPE_TORCH_THREADS="1", RNNSCOPE_SHARE_RATE_LIMIT="0")
+
+
 def _check_every_acknowledged_link(acked: list[dict], url: str, base: str) -> None:
     assert acked
     stored = stored_views(url)
@@ -395,8 +401,7 @@ def test_a_postgres_restart_mid_burst_keeps_every_acknowledged_link(burst_models
     need_postgres()
     with PostgresCluster() as pg:
         url = pg.url(pg.create_database("shares"))
-        server = Replica("burst", burst_models, tmp_path / "data", tmp_path, RNNSCOPE_DATABASE_URL=url,
-                         RNNSCOPE_DEFAULT_MODEL="tiny-lstm", RNNSCOPE_TORCH_THREADS="1", RNNSCOPE_SHARE_RATE_LIMIT="0")
+        server = _burst_server(burst_models, tmp_path, url)
         try:
             server.start()
             with Burst(server.base) as burst:
@@ -421,8 +426,7 @@ def test_a_postgres_restart_mid_burst_keeps_every_acknowledged_link(burst_models
 @pytest.mark.slow
 def test_a_server_killed_mid_burst_keeps_every_acknowledged_link(burst_models, tmp_path, backend_url):
     """`rnnscope serve` is SIGKILLed while links are being made, and started again on the same store."""
-    server = Replica("burst", burst_models, tmp_path / "data", tmp_path, RNNSCOPE_DATABASE_URL=backend_url,
-                     RNNSCOPE_DEFAULT_MODEL="tiny-lstm", RNNSCOPE_TORCH_THREADS="1", RNNSCOPE_SHARE_RATE_LIMIT="0")
+    server = _burst_server(burst_models, tmp_path, backend_url)
     try:
         server.start()
         with Burst(server.base) as burst:
