@@ -470,12 +470,7 @@ def _progress_bar(cfg: TrainConfig, step: int, is_main: bool) -> tqdm:
     if cfg.anneal_seconds is None:
         return tqdm(total=cfg.steps, initial=step, disable=off, unit="step", dynamic_ncols=True)
     return tqdm(total=int(cfg.anneal_seconds), disable=off, unit="s", dynamic_ncols=True,
-                bar_format="{l_bar}{bar}| {elapsed} of " + _minutes(cfg.anneal_seconds) + "{postfix}")
-
-
-def _minutes(seconds: float) -> str:
-    m, s = divmod(int(round(seconds)), 60)
-    return f"{m:02d}:{s:02d}"
+                bar_format="{l_bar}{bar}| {elapsed} of " + tqdm.format_interval(cfg.anneal_seconds) + "{postfix}")
 
 
 class _Interrupt:
